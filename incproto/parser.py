@@ -1,0 +1,91 @@
+# -*- test-case-name: tests.test_parser -*-
+"""The increment protocol's framing as a pure function: bytes in, payload out.
+
+The parser knows nothing of sockets or Twisted.  It takes the bytes a client
+sent and whether the stream is inside a message, and returns the message
+bytes found in them (the payload the server must answer) and the state the
+stream is left in.  Scanning uses C{bytes.find}, never a per-byte loop, so
+the cost is a few C passes over the data.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+MESSAGE_START = b"^"
+MESSAGE_END = b"$"
+
+_INCREMENT_TABLE = bytes((byte + 1) % 256 for byte in range(256))
+
+
+def extract_payload(data: bytes, in_message: bool) -> Tuple[bytes, bool]:
+    """
+    Find the bytes of C{data} that lie inside messages.
+
+    C{^} opens a message and C{$} closes it; bytes outside messages are
+    ignored, as are the delimiters themselves, except that C{^} inside a
+    message is payload.  Splitting a stream into chunks anywhere and feeding
+    them in order, threading the returned state through, gives the same
+    concatenated payload as feeding it whole.
+
+    @param data: the next bytes of the client's stream.
+    @param in_message: C{True} if the stream is inside a message (after a
+        C{^} and before its C{$}), C{False} if it is waiting for one.
+    @return: the payload bytes in C{data}, in order, and whether the stream
+        is inside a message after C{data}.
+    """
+    if in_message:
+        end = data.find(MESSAGE_END)
+        if end < 0:
+            return data, True  # the common case of a long message: no copy
+        runs = [data[:end]]
+        position = end + 1
+    else:
+        runs = []
+        position = 0
+    length = len(data)
+    while position < length:
+        start = data.find(MESSAGE_START, position)
+        if start < 0:
+            break
+        end = data.find(MESSAGE_END, start + 1)
+        if end < 0:
+            runs.append(data[start + 1 :])
+            return b"".join(runs), True
+        runs.append(data[start + 1 : end])
+        position = end + 1
+    return b"".join(runs), False
+
+
+def increment(payload: bytes) -> bytes:
+    """
+    Add one to every byte of C{payload}, modulo 256 (so 0xFF becomes 0x00).
+
+    @param payload: message bytes, as returned by L{extract_payload}.
+    @return: the reply bytes, the same length as C{payload}.
+    """
+    return payload.translate(_INCREMENT_TABLE)
+
+
+class IncrementParser:
+    """
+    The stateful face of L{extract_payload} and L{increment}: feed it the
+    client's bytes as they arrive and it returns the reply bytes owed.
+
+    @ivar in_message: whether the stream is inside a message.
+    """
+
+    __slots__ = ("in_message",)
+
+    def __init__(self) -> None:
+        self.in_message = False
+
+    def feed(self, data: bytes) -> bytes:
+        """
+        Consume the next bytes of the stream.
+
+        @param data: any chunk of the client's stream.
+        @return: the reply bytes owed for C{data} (possibly empty).
+        """
+        payload, self.in_message = extract_payload(data, self.in_message)
+        return increment(payload)

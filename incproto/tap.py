@@ -1,0 +1,155 @@
+# -*- test-case-name: tests.test_tap -*-
+"""twistd/twist command line and service wiring: C{twistd -n incproto}.
+
+Wiring only: L{Options} turns the command line into an endpoint description
+(rejecting bad input with a one-line usage error), and L{makeService} turns
+options into an C{IService}, so the same wiring works from code::
+
+    service = makeService(Options.parse(["--port", "9090"]))
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Any, Optional, Sequence, cast
+
+import twisted
+from twisted.application.service import IService, MultiService
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IReactorCore
+from twisted.python import usage
+
+from incproto._version import __version__
+from incproto.protocol import IncrementFactory
+from incproto.service import ListeningService
+
+DEFAULT_PORT = "9090"
+DEFAULT_BACKLOG = 1024
+
+# Endpoint kinds whose parsers accept a backlog= argument.
+_BACKLOG_KINDS = frozenset({"tcp", "tcp6", "ssl", "unix"})
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"{value} is not a positive integer")
+    return number
+
+
+_positive_int.coerceDoc = "A positive integer."  # type: ignore[attr-defined]
+
+
+def endpoint_description(port: str, backlog: int) -> str:
+    """
+    Turn C{--port} into a Twisted server endpoint description.
+
+    A bare number listens on TCP on all interfaces.  C{tcp:}, C{tcp6:},
+    C{ssl:} and C{unix:} descriptions, alone or under C{haproxy:}, get
+    C{backlog} unless they name a backlog of their own.
+
+    @param port: a port number or an endpoint description.
+    @param backlog: the listen backlog to use where none is given.
+    @raise usage.UsageError: if a bare number is out of range.
+    """
+    if re.fullmatch("[0-9]+", port):
+        if int(port) > 65535:
+            raise usage.UsageError(
+                f"--port {port}: a port number is between 0 and 65535"
+            )
+        return f"tcp:{int(port)}:backlog={backlog}"
+    inner = port[len("haproxy:") :] if port.startswith("haproxy:") else port
+    if inner.split(":", 1)[0] in _BACKLOG_KINDS and "backlog=" not in port:
+        return f"{port}:backlog={backlog}"
+    return port
+
+
+class Options(usage.Options):
+    """
+    The command line of C{twistd incproto} and C{twist incproto}.
+
+    After parsing, C{self["endpoint"]} holds the endpoint description that
+    L{makeService} listens on.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Serve the increment protocol: greet each connection with '*', then "
+        "send back every byte between '^' and '$' plus one."
+    )
+    optParameters = [
+        [
+            "port",
+            "p",
+            DEFAULT_PORT,
+            "Where to listen: a TCP port number, or a Twisted server endpoint "
+            "description (tcp:, tcp6:, unix:, ssl:, haproxy:, systemd:).",
+        ],
+        [
+            "backlog",
+            None,
+            DEFAULT_BACKLOG,
+            "Listen backlog for tcp:, tcp6:, ssl: and unix: ports that do not "
+            "set backlog= themselves.",
+            _positive_int,
+        ],
+    ]
+
+    @classmethod
+    def parse(cls, argv: Sequence[str]) -> "Options":
+        """
+        Parse C{argv} into new options: a shortcut for code and tests.
+
+        @raise usage.UsageError: for bad input.
+        """
+        options = cls()
+        options.parseOptions(list(argv))
+        return options
+
+    def opt_version(self) -> None:
+        """
+        Display incproto and Twisted versions and exit.
+        """
+        print(f"incproto {__version__} (Twisted {twisted.__version__})")
+        sys.exit(0)
+
+    def postOptions(self) -> None:
+        """
+        Check that C{--port} names an endpoint, without listening yet.
+        """
+        self["endpoint"] = endpoint_description(self["port"], self["backlog"])
+        try:
+            # Endpoint parsers only store the reactor, so parsing with none
+            # checks the description (and loads TLS keys) before twistd
+            # daemonizes, without importing the global reactor here.
+            serverFromString(cast(Any, None), self["endpoint"])
+        except Exception as e:
+            raise usage.UsageError(f"--port {self['port']}: {_reason(e)}")
+
+
+def _reason(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+
+
+def makeService(
+    options: Options, reactor: Optional[IReactorCore] = None
+) -> IService:
+    """
+    Build the incproto service from parsed options.
+
+    @param options: parsed L{Options}.
+    @param reactor: the reactor to listen with; the global one by default.
+    @return: a service that listens while it runs, and raises
+        L{incproto.service.CannotListen} from its start if it cannot.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = cast(IReactorCore, globalReactor)
+    endpoint = serverFromString(reactor, options["endpoint"])
+    service = MultiService()
+    ListeningService(endpoint, IncrementFactory(), options["port"]).setServiceParent(
+        service
+    )
+    return service

@@ -1,0 +1,51 @@
+"""Packaging for incproto: the library and its twistd plugin file.
+
+The plugin is shipped as the lone module of the namespace directory
+twisted/plugins: the wheel must never carry twisted/__init__.py or
+twisted/plugins/__init__.py, which would overwrite Twisted's own files.
+"""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(
+    r'__version__ = "([^"]+)"', (HERE / "incproto" / "_version.py").read_text()
+).group(1)
+
+TEST_REQUIRES = [
+    "pytest>=7",
+    "pytest-twisted>=1.14",
+    "hypothesis>=6",
+    "setuptools>=64",
+]
+LINT_REQUIRES = ["ruff>=0.5", "mypy>=1.8"]
+
+setup(
+    name="incproto",
+    version=VERSION,
+    description="The increment protocol as a production-grade Twisted service.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9",
+    # An explicit root package_dir makes editable installs add the project
+    # root to sys.path (a static .pth), where Twisted's plugin scan finds
+    # twisted/plugins; the import-hook editable mode would hide it.
+    package_dir={"": "."},
+    packages=find_packages(include=["incproto", "incproto.*"]) + ["twisted.plugins"],
+    package_data={"incproto": ["py.typed"]},
+    install_requires=["twisted>=22.10", "zope.interface>=5"],
+    extras_require={
+        "test": TEST_REQUIRES,
+        "dev": TEST_REQUIRES + LINT_REQUIRES,
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: Implementation :: CPython",
+        "Programming Language :: Python :: Implementation :: PyPy",
+    ],
+)

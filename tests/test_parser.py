@@ -1,0 +1,117 @@
+"""Tests for incproto.parser: PROTOCOL.md's table, and properties against a
+tiny per-byte reference model over random streams and chunkings."""
+
+from __future__ import annotations
+
+from typing import List
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from incproto.parser import IncrementParser, extract_payload, increment
+
+
+def reference(stream: bytes) -> bytes:
+    """PROTOCOL.md's two-state machine, one byte at a time."""
+    out = bytearray()
+    in_message = False
+    for byte in stream:
+        if not in_message:
+            in_message = byte == ord("^")
+        elif byte == ord("$"):
+            in_message = False
+        else:
+            out.append((byte + 1) % 256)
+    return bytes(out)
+
+
+def feed_chunks(chunks: List[bytes]) -> bytes:
+    parser = IncrementParser()
+    return b"".join(parser.feed(chunk) for chunk in chunks)
+
+
+# Bytes biased towards the delimiters, so that messages actually occur.
+stream_bytes = st.lists(
+    st.one_of(st.sampled_from(b"^$^$ab\x00\xff"), st.integers(0, 255)),
+    max_size=400,
+).map(bytes)
+
+
+@st.composite
+def chunked(draw: st.DrawFn) -> List[bytes]:
+    stream = draw(stream_bytes)
+    cuts = sorted(draw(st.lists(st.integers(0, len(stream)), max_size=20)))
+    bounds = [0, *cuts, len(stream)]
+    return [stream[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+class ProtocolTableTests(SynchronousTestCase):
+    """
+    Every worked example of PROTOCOL.md, fed on one connection in order.
+    """
+
+    def test_table(self) -> None:
+        parser = IncrementParser()
+        rows = [
+            (b"^abc$de^abte$f", b"bcdbcuf"),
+            (b"xyz^123", b"234"),
+            (b"25$^ab0000$abab", b"36bc1111"),
+        ]
+        for sent, expected in rows:
+            self.assertEqual(parser.feed(sent), expected)
+
+    def test_reply_streams_before_message_end(self) -> None:
+        parser = IncrementParser()
+        self.assertEqual(parser.feed(b"abcdef"), b"")
+        self.assertEqual(parser.feed(b"^"), b"")
+        self.assertEqual(parser.feed(b"f"), b"g")
+
+    def test_several_messages(self) -> None:
+        self.assertEqual(IncrementParser().feed(b"^ab$^kl$^80$50"), b"bclm91")
+
+    def test_wraps_ff_to_zero(self) -> None:
+        self.assertEqual(IncrementParser().feed(b"^\xff\x00$"), b"\x00\x01")
+
+    def test_caret_inside_message_is_payload(self) -> None:
+        self.assertEqual(IncrementParser().feed(b"^a^b$"), b"b_c")
+
+    def test_dollar_outside_message_is_ignored(self) -> None:
+        self.assertEqual(IncrementParser().feed(b"$$x$^a"), b"b")
+
+    def test_state_is_kept(self) -> None:
+        parser = IncrementParser()
+        parser.feed(b"^ab")
+        self.assertTrue(parser.in_message)
+        parser.feed(b"c$")
+        self.assertFalse(parser.in_message)
+
+    def test_long_message_is_not_copied(self) -> None:
+        """
+        Inside a message with no C{$} in sight, the chunk itself is the
+        payload: the hot path of a streamed message makes no copy.
+        """
+        chunk = b"x" * 1000
+        payload, in_message = extract_payload(chunk, True)
+        self.assertIs(payload, chunk)
+        self.assertTrue(in_message)
+
+
+class PropertyTests(SynchronousTestCase):
+    """
+    The parser against the per-byte reference model.
+    """
+
+    @given(stream_bytes)
+    def test_matches_reference(self, stream: bytes) -> None:
+        self.assertEqual(IncrementParser().feed(stream), reference(stream))
+
+    @given(chunked())
+    def test_chunking_never_matters(self, chunks: List[bytes]) -> None:
+        self.assertEqual(feed_chunks(chunks), reference(b"".join(chunks)))
+
+    @given(st.binary(max_size=300))
+    def test_increment_is_bytewise_plus_one(self, payload: bytes) -> None:
+        self.assertEqual(
+            increment(payload), bytes((b + 1) % 256 for b in payload)
+        )
