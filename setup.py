@@ -21,7 +21,7 @@ TEST_REQUIRES = [
     "hypothesis>=6",
     "setuptools>=64",
 ]
-LINT_REQUIRES = ["ruff>=0.5", "mypy>=1.8"]
+LINT_REQUIRES = ["ruff>=0.5", "mypy-zope>=1.0"]
 
 setup(
     name="incproto",
@@ -35,7 +35,7 @@ setup(
     # root to sys.path (a static .pth), where Twisted's plugin scan finds
     # twisted/plugins; the import-hook editable mode would hide it.
     package_dir={"": "."},
-    packages=find_packages(include=["incproto", "incproto.*"]) + ["twisted.plugins"],
+    packages=[*find_packages(include=["incproto", "incproto.*"]), "twisted.plugins"],
     package_data={"incproto": ["py.typed"]},
     install_requires=["twisted>=22.10", "zope.interface>=5"],
     extras_require={

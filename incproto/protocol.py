@@ -10,8 +10,16 @@ down its sending side still gets every byte it is owed).
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
-from twisted.internet.protocol import Factory, Protocol
+from typing import Any, Optional, cast
+
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    IReactorTime,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from incproto.parser import IncrementParser
@@ -30,15 +38,24 @@ class IncrementProtocol(Protocol):
     drains, reading resumes.  Memory per connection is therefore bounded by
     the transport's buffer plus one read, however much the client sends.
 
+    @ivar factory: the L{IncrementFactory} that built this protocol.
     @ivar parser: the connection's L{IncrementParser}.
     @ivar bytes_received: how many bytes the client has sent.
     @ivar bytes_sent: how many reply bytes (greeting included) were written.
     """
 
+    factory: IncrementFactory
+    # Twisted types this as ITransport; it is really a TCP, UNIX or TLS
+    # transport that is also a consumer and a push producer.
+    transport: Any
+
     def __init__(self) -> None:
         self.parser = IncrementParser()
         self.bytes_received = 0
         self.bytes_sent = 0
+        self._closing = False
+        self._input_ended = False
+        self._linger: Optional[IDelayedCall] = None
 
     def connectionMade(self) -> None:
         """
@@ -50,8 +67,11 @@ class IncrementProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         """
         Answer the bytes that arrived; replies are owed as soon as read.
+        Once closing, input is read only to be discarded.
         """
         self.bytes_received += len(data)
+        if self._closing:
+            return
         reply = self.parser.feed(data)
         if reply:
             self._write(reply)
@@ -60,28 +80,55 @@ class IncrementProtocol(Protocol):
         """
         The client shut down its sending side: deliver what is owed, close.
         """
-        self.finish()
+        self._input_ended = True
+        if self._closing:
+            self.transport.loseConnection()
+        else:
+            self.finish()
 
     def writeConnectionLost(self) -> None:
         """
-        Our sending side was shut down; nothing to do (we never do that
-        before closing).
+        Our sending side was shut down by L{finish}; the client's end of
+        input (or the linger timeout) completes the close.
         """
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        The connection is gone, cleanly or not (a reset costs nothing but this
+        connection).
+        """
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
+        self._linger = None
 
     def finish(self) -> None:
         """
-        Close the connection after every byte already written is delivered.
+        Close the connection after every byte already written is delivered,
+        ending with a FIN, not a reset.  This is the one close path.
 
-        This is the one close path.  The producer is unregistered first:
-        Twisted's C{loseConnection()} waits for the write buffer to drain,
-        and while a paused producer is registered a drained buffer resumes
-        the producer instead of completing the close.
+        The producer is unregistered first: Twisted's C{loseConnection()}
+        waits for the write buffer to drain, and while a paused producer is
+        registered a drained buffer resumes the producer instead of closing.
+        If the client has not finished sending, closing the socket with its
+        input unread would make Linux send a reset, which destroys replies
+        the client has not read yet.  So the sending side is shut down after
+        the flush, and input is read and discarded until the client closes
+        its side, or for at most C{factory.closeTimeout} seconds.
         """
-        transport = self.transport
-        if transport is None:
+        if self._closing or self.transport is None:
             return
-        transport.unregisterProducer()
-        transport.loseConnection()
+        self._closing = True
+        self.transport.unregisterProducer()
+        shut_down_writing = getattr(self.transport, "loseWriteConnection", None)
+        if self._input_ended or shut_down_writing is None:
+            # Nothing left unread, or no half-close (TLS): close outright.
+            self.transport.loseConnection()
+            return
+        shut_down_writing()
+        self.transport.resumeProducing()
+        self._linger = self.factory.clock.callLater(
+            self.factory.closeTimeout, self.transport.abortConnection
+        )
 
     # IPushProducer: the transport calls these as its write buffer fills and
     # drains; they start and stop reading from the client.
@@ -112,6 +159,22 @@ class IncrementFactory(Factory):
     """
     Build L{IncrementProtocol}s.  Drop it into any Twisted application:
     C{endpoint.listen(IncrementFactory())}.
+
+    @ivar clock: the time source for close timeouts.
+    @ivar closeTimeout: how long, in seconds, a connection being closed
+        waits for the client to finish sending before it is aborted.
     """
 
-    protocol = IncrementProtocol
+    # Twisted types Factory.protocol through a generic that older Twisted
+    # releases (still used on PyPy 3.9) cannot be subscripted with.
+    protocol = IncrementProtocol  # type: ignore[assignment]
+
+    def __init__(
+        self, clock: Optional[IReactorTime] = None, closeTimeout: float = 30.0
+    ) -> None:
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = cast(IReactorTime, reactor)
+        self.clock = clock
+        self.closeTimeout = closeTimeout

@@ -4,7 +4,7 @@
 Twisted's C{StreamServerEndpointService} only logs a listen failure and lets
 the process run on without a listener; C{strports.service} raises the bare
 error, which twistd prints as a traceback.  L{ListeningService} raises
-L{CannotListen}, which twistd and twist turn into a one-line message and
+L{ListenError}, which twistd and twist turn into a one-line message and
 exit status 1.
 """
 
@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 
-class CannotListen(SystemExit, Exception):
+class ListenError(SystemExit, Exception):
     """
     The service could not listen on its endpoint.
 
@@ -62,7 +62,7 @@ class ListeningService(Service):
         """
         Start listening (before twistd drops privileges).
 
-        @raise CannotListen: if the endpoint failed to listen at once, as
+        @raise ListenError: if the endpoint failed to listen at once, as
             every endpoint Twisted ships does on failure.
         """
         super().privilegedStartService()
@@ -84,7 +84,7 @@ class ListeningService(Service):
         returned = True
         if failures:
             reason = failures[0].getErrorMessage()
-            raise CannotListen(
+            raise ListenError(
                 f"incproto: cannot listen on {self.description}: {reason}"
             )
 

@@ -14,12 +14,12 @@ import re
 import sys
 from typing import Any, Optional, Sequence, cast
 
-import twisted
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorCore
 from twisted.python import usage
 
+import twisted
 from incproto._version import __version__
 from incproto.protocol import IncrementFactory
 from incproto.service import ListeningService
@@ -97,7 +97,7 @@ class Options(usage.Options):
     ]
 
     @classmethod
-    def parse(cls, argv: Sequence[str]) -> "Options":
+    def parse(cls, argv: Sequence[str]) -> Options:
         """
         Parse C{argv} into new options: a shortcut for code and tests.
 
@@ -125,28 +125,26 @@ class Options(usage.Options):
             # daemonizes, without importing the global reactor here.
             serverFromString(cast(Any, None), self["endpoint"])
         except Exception as e:
-            raise usage.UsageError(f"--port {self['port']}: {_reason(e)}")
+            raise usage.UsageError(f"--port {self['port']}: {_reason(e)}") from None
 
 
 def _reason(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
 
 
-def makeService(
-    options: Options, reactor: Optional[IReactorCore] = None
-) -> IService:
+def makeService(options: Options, reactor: Optional[IReactorCore] = None) -> IService:
     """
     Build the incproto service from parsed options.
 
     @param options: parsed L{Options}.
     @param reactor: the reactor to listen with; the global one by default.
     @return: a service that listens while it runs, and raises
-        L{incproto.service.CannotListen} from its start if it cannot.
+        L{incproto.service.ListenError} from its start if it cannot.
     """
     if reactor is None:
-        from twisted.internet import reactor as globalReactor
+        from twisted.internet import reactor as global_reactor
 
-        reactor = cast(IReactorCore, globalReactor)
+        reactor = cast(IReactorCore, global_reactor)
     endpoint = serverFromString(reactor, options["endpoint"])
     service = MultiService()
     ListeningService(endpoint, IncrementFactory(), options["port"]).setServiceParent(

@@ -112,6 +112,4 @@ class PropertyTests(SynchronousTestCase):
 
     @given(st.binary(max_size=300))
     def test_increment_is_bytewise_plus_one(self, payload: bytes) -> None:
-        self.assertEqual(
-            increment(payload), bytes((b + 1) % 256 for b in payload)
-        )
+        self.assertEqual(increment(payload), bytes((b + 1) % 256 for b in payload))

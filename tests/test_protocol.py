@@ -1,0 +1,182 @@
+"""Tests for incproto.protocol on a fake transport (StringTransport).
+
+Written as trial SynchronousTestCases: C{python -m twisted.trial tests} and
+pytest both run them."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from incproto import IncrementFactory, IncrementProtocol
+
+
+class HalfCloseableTransport(StringTransport):
+    """A StringTransport that can shut down its sending side, as TCP can."""
+
+    write_closed = False
+
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True
+
+
+def connect(
+    clock: Optional[Clock] = None, transport: Optional[StringTransport] = None
+) -> Tuple[IncrementProtocol, StringTransport]:
+    factory = IncrementFactory(clock=clock or Clock(), closeTimeout=5.0)
+    protocol = factory.buildProtocol(None)
+    assert isinstance(protocol, IncrementProtocol)
+    transport = transport or HalfCloseableTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+class GreetingTests(SynchronousTestCase):
+    def test_greeting_is_one_star(self) -> None:
+        _, transport = connect()
+        self.assertEqual(transport.value(), b"*")
+
+    def test_registered_as_streaming_producer(self) -> None:
+        protocol, transport = connect()
+        self.assertIs(transport.producer, protocol)
+        self.assertTrue(transport.streaming)
+        self.assertTrue(IPushProducer.providedBy(protocol))
+
+
+class StreamingTests(SynchronousTestCase):
+    def test_reply_owed_as_soon_as_read(self) -> None:
+        protocol, transport = connect()
+        protocol.dataReceived(b"abcdef")
+        protocol.dataReceived(b"^")
+        self.assertEqual(transport.value(), b"*")
+        protocol.dataReceived(b"f")
+        self.assertEqual(transport.value(), b"*g")
+
+    def test_protocol_table_on_one_connection(self) -> None:
+        protocol, transport = connect()
+        for chunk in (b"^abc$de^abte$f", b"xyz^123", b"25$^ab0000$abab"):
+            protocol.dataReceived(chunk)
+        self.assertEqual(transport.value(), b"*bcdbcuf23436bc1111")
+
+    def test_byte_at_a_time(self) -> None:
+        protocol, transport = connect()
+        for byte in b"^ab$^kl$^80$50":
+            protocol.dataReceived(bytes([byte]))
+        self.assertEqual(transport.value(), b"*bclm91")
+
+    def test_counters(self) -> None:
+        protocol, _ = connect()
+        protocol.dataReceived(b"xx^abc$")
+        self.assertEqual((protocol.bytes_received, protocol.bytes_sent), (7, 4))
+
+
+class HalfCloseTests(SynchronousTestCase):
+    def test_half_closeable(self) -> None:
+        self.assertTrue(IHalfCloseableProtocol.implementedBy(IncrementProtocol))
+
+    def test_read_side_closed_delivers_then_closes(self) -> None:
+        """
+        After the client's FIN the owed bytes stay queued for delivery, the
+        producer is unregistered first (so that a paused producer cannot stall
+        the close), and the connection is closed after the writes.
+        """
+        protocol, transport = connect()
+        protocol.dataReceived(b"^abc")
+        transport.pauseProducing()  # as if the client were not reading
+        protocol.readConnectionLost()
+        self.assertEqual(transport.value(), b"*bcd")
+        self.assertIsNone(transport.producer)
+        self.assertTrue(transport.disconnecting)
+
+    def test_finish_twice_is_harmless(self) -> None:
+        protocol, transport = connect()
+        protocol.readConnectionLost()
+        protocol.finish()
+        self.assertTrue(transport.disconnecting)
+
+
+class FinishTests(SynchronousTestCase):
+    """
+    L{IncrementProtocol.finish} before the client's end of input: FIN after
+    the flush, discard input until the client closes, bounded by a timeout.
+    """
+
+    def test_shuts_down_sending_side_and_keeps_reading(self) -> None:
+        protocol, transport = connect()
+        protocol.dataReceived(b"^ab")
+        protocol.pauseProducing()
+        protocol.finish()
+        assert isinstance(transport, HalfCloseableTransport)
+        self.assertTrue(transport.write_closed)
+        self.assertFalse(transport.disconnecting)
+        self.assertIsNone(transport.producer)
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_input_after_finish_is_discarded(self) -> None:
+        protocol, transport = connect()
+        protocol.dataReceived(b"^ab")
+        protocol.finish()
+        protocol.dataReceived(b"cd")
+        self.assertEqual(transport.value(), b"*bc")
+
+    def test_client_end_of_input_completes_close(self) -> None:
+        clock = Clock()
+        protocol, transport = connect(clock)
+        protocol.finish()
+        protocol.readConnectionLost()
+        self.assertTrue(transport.disconnecting)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_client_that_never_closes_is_aborted(self) -> None:
+        clock = Clock()
+        protocol, transport = connect(clock)
+        protocol.finish()
+        clock.advance(4.9)
+        self.assertFalse(transport.disconnected)
+        clock.advance(0.1)
+        self.assertTrue(transport.disconnected)
+
+    def test_without_half_close_closes_outright(self) -> None:
+        """Transports with no write-side shutdown (TLS) just close."""
+        protocol, transport = connect(transport=StringTransport())
+        protocol.finish()
+        self.assertTrue(transport.disconnecting)
+
+
+class BackpressureTests(SynchronousTestCase):
+    def test_pause_stops_reading(self) -> None:
+        protocol, transport = connect()
+        protocol.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+
+    def test_resume_reads_again(self) -> None:
+        protocol, transport = connect()
+        protocol.pauseProducing()
+        protocol.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_stop_producing_leaves_transport_alone(self) -> None:
+        protocol, transport = connect()
+        protocol.stopProducing()
+        self.assertEqual(transport.producerState, "producing")
+
+
+class ConnectionLossTests(SynchronousTestCase):
+    def test_reset_mid_message_logs_nothing(self) -> None:
+        protocol, transport = connect()
+        protocol.dataReceived(b"^abc")
+        protocol.connectionLost(Failure(ConnectionLost("reset by peer")))
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(transport.value(), b"*bcd")
+
+    def test_clean_close(self) -> None:
+        protocol, _ = connect()
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.flushLoggedErrors(), [])
