@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import List, Optional
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
@@ -70,6 +70,8 @@ class ListeningService(Service):
         returned = False
 
         def failed(failure: Failure) -> None:
+            if failure.check(CancelledError):
+                return  # stopService gave up on a listen still in progress
             if returned:
                 self.log.failure(
                     "incproto: cannot listen on {description}",

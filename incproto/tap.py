@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence, cast
 
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IReactorCore
+from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
 import twisted
@@ -132,22 +132,25 @@ def _reason(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
 
 
-def makeService(options: Options, reactor: Optional[IReactorCore] = None) -> IService:
+def makeService(options: Options, reactor: Optional[IReactorTime] = None) -> IService:
     """
     Build the incproto service from parsed options.
 
     @param options: parsed L{Options}.
-    @param reactor: the reactor to listen with; the global one by default.
+    @param reactor: the reactor to listen with and to time connections by;
+        the global one by default.
     @return: a service that listens while it runs, and raises
         L{incproto.service.ListenError} from its start if it cannot.
     """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
-        reactor = cast(IReactorCore, global_reactor)
+        reactor = cast(IReactorTime, global_reactor)
     endpoint = serverFromString(reactor, options["endpoint"])
     service = MultiService()
-    ListeningService(endpoint, IncrementFactory(), options["port"]).setServiceParent(
-        service
+    listener = ListeningService(
+        endpoint, IncrementFactory(clock=reactor), options["port"]
     )
+    listener.setName("incproto")
+    listener.setServiceParent(service)
     return service

@@ -1,0 +1,85 @@
+"""Tests for incproto.service.ListeningService."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.protocol import Factory
+from twisted.internet.testing import MemoryReactor
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from incproto import IncrementFactory
+from incproto.service import ListeningService
+
+
+@implementer(IStreamServerEndpoint)
+class SlowEndpoint:
+    """An endpoint whose listen() answers later."""
+
+    def __init__(self) -> None:
+        self.listening: Deferred[Any] = Deferred()
+
+    def listen(self, factory: Factory) -> Deferred[Any]:
+        return self.listening
+
+
+class StoppablePort:
+    """Just enough of an IListeningPort."""
+
+    stopped = False
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("TCP", "127.0.0.1", 9191)
+
+    def stopListening(self) -> None:
+        self.stopped = True
+
+
+class ListeningServiceTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.events: List[Dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def test_logs_the_address_it_listens_on(self) -> None:
+        reactor = MemoryReactor()
+        endpoint = TCP4ServerEndpoint(reactor, 9191)
+        service = ListeningService(endpoint, IncrementFactory(clock=reactor), "9191")
+        service.startService()
+        [event] = [e for e in self.events if "address" in e]
+        self.assertEqual(event["address"].port, 9191)
+        self.assertEqual(event["log_format"], "incproto listening on {address}")
+        self.assertIsNotNone(service.port)
+
+    def test_stop_stops_listening(self) -> None:
+        endpoint = SlowEndpoint()
+        port = StoppablePort()
+        endpoint.listening.callback(port)
+        service = ListeningService(endpoint, IncrementFactory(), "fake:")
+        service.startService()
+        service.stopService()
+        self.assertTrue(port.stopped)
+        self.assertIsNone(service.port)
+        self.assertFalse(service.running)
+
+    def test_late_failure_is_logged(self) -> None:
+        endpoint = SlowEndpoint()
+        service = ListeningService(endpoint, IncrementFactory(), "slow:")
+        service.startService()
+        endpoint.listening.errback(OSError("no such socket"))
+        [failure] = self.flushLoggedErrors(OSError)
+        self.assertEqual(failure.getErrorMessage(), "no such socket")
+
+    def test_stop_before_listening_cancels(self) -> None:
+        endpoint = SlowEndpoint()
+        service = ListeningService(endpoint, IncrementFactory(), "slow:")
+        service.startService()
+        service.stopService()
+        self.assertTrue(endpoint.listening.called)
+        self.assertEqual(self.flushLoggedErrors(), [])

@@ -1,0 +1,156 @@
+"""Tests for incproto.tap (command line and wiring) and the twistd plugin."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from contextlib import redirect_stdout
+
+from twisted.application.service import IServiceMaker
+from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactor, RaisingMemoryReactor
+from twisted.plugin import getPlugins
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+import incproto
+from incproto.protocol import IncrementFactory
+from incproto.service import ListenError, ListeningService
+from incproto.tap import Options, endpoint_description, makeService
+
+
+class EndpointDescriptionTests(SynchronousTestCase):
+    def test_bare_number_is_tcp_with_backlog(self) -> None:
+        self.assertEqual(endpoint_description("9090", 1024), "tcp:9090:backlog=1024")
+
+    def test_backlog_added_where_accepted(self) -> None:
+        for given in (
+            "tcp:9090:interface=127.0.0.1",
+            "tcp6:9090",
+            "unix:/tmp/incproto.sock",
+            "ssl:9443:privateKey=k.pem",
+            "haproxy:tcp:9090",
+        ):
+            self.assertEqual(endpoint_description(given, 77), f"{given}:backlog=77")
+
+    def test_explicit_backlog_wins(self) -> None:
+        self.assertEqual(
+            endpoint_description("tcp:9090:backlog=5", 77), "tcp:9090:backlog=5"
+        )
+
+    def test_systemd_untouched(self) -> None:
+        given = "systemd:domain=INET:index=0"
+        self.assertEqual(endpoint_description(given, 77), given)
+
+
+class OptionsTests(SynchronousTestCase):
+    def test_defaults(self) -> None:
+        options = Options.parse([])
+        self.assertEqual(options["port"], "9090")
+        self.assertEqual(options["backlog"], 1024)
+        self.assertEqual(options["endpoint"], "tcp:9090:backlog=1024")
+
+    def test_port_and_backlog(self) -> None:
+        options = Options.parse(
+            ["--port", "tcp:0:interface=127.0.0.1", "--backlog", "9"]
+        )
+        self.assertEqual(options["endpoint"], "tcp:0:interface=127.0.0.1:backlog=9")
+
+    def assertUsageError(self, argv: list[str], message: str) -> None:
+        error = self.assertRaises(usage.UsageError, Options.parse, argv)
+        self.assertIn(message, str(error))
+        self.assertNotIn("\n", str(error))
+
+    def test_unknown_endpoint_type(self) -> None:
+        self.assertUsageError(
+            ["--port", "banana"], "--port banana: Unknown endpoint type: 'banana'"
+        )
+
+    def test_port_out_of_range(self) -> None:
+        self.assertUsageError(["--port", "70000"], "between 0 and 65535")
+
+    def test_bad_endpoint_argument(self) -> None:
+        self.assertUsageError(["--port", "tcp:http"], "--port tcp:http:")
+
+    def test_missing_tls_key(self) -> None:
+        self.assertUsageError(
+            ["--port", "ssl:9443:privateKey=/nonexistent/key.pem"], "--port ssl:9443"
+        )
+
+    def test_backlog_must_be_positive(self) -> None:
+        self.assertUsageError(["--backlog", "0"], "not a positive integer")
+        self.assertUsageError(["--backlog", "many"], "many")
+
+    def test_unknown_option(self) -> None:
+        self.assertUsageError(["--bogus"], "bogus")
+
+    def test_version_is_incproto(self) -> None:
+        out = io.StringIO()
+        with redirect_stdout(out):
+            self.assertRaises(SystemExit, Options.parse, ["--version"])
+        self.assertTrue(out.getvalue().startswith(f"incproto {incproto.__version__} "))
+
+    def test_help_documents_every_option(self) -> None:
+        usage_text = str(Options())
+        for option in ("--port", "--backlog", "--version", "--help"):
+            self.assertIn(option, usage_text)
+
+
+class MakeServiceTests(SynchronousTestCase):
+    def test_listens_on_start(self) -> None:
+        reactor = MemoryReactor()
+        service = makeService(Options.parse(["--port", "9191"]), reactor=reactor)
+        service.privilegedStartService()
+        service.startService()
+        [(port, factory, backlog, interface)] = reactor.tcpServers
+        self.assertEqual((port, backlog, interface), (9191, 1024, ""))
+        self.assertIsInstance(factory, IncrementFactory)
+        service.stopService()
+
+    def test_twist_path_listens_in_start_service(self) -> None:
+        """C{twist} never calls privilegedStartService."""
+        reactor = MemoryReactor()
+        service = makeService(Options.parse(["--port", "9191"]), reactor=reactor)
+        service.startService()
+        self.assertEqual(len(reactor.tcpServers), 1)
+
+    def test_nothing_listens_before_start(self) -> None:
+        """twistd calls makeService before daemonizing: no sockets yet."""
+        reactor = MemoryReactor()
+        makeService(Options.parse(["--port", "9191"]), reactor=reactor)
+        self.assertEqual(reactor.tcpServers, [])
+
+    def test_listen_failure_is_one_line_exit(self) -> None:
+        reactor = RaisingMemoryReactor(
+            listenException=CannotListenError("", 9191, OSError(98, "in use"))
+        )
+        service = makeService(Options.parse(["--port", "9191"]), reactor=reactor)
+        error = self.assertRaises(ListenError, service.privilegedStartService)
+        self.assertIsInstance(error, SystemExit)
+        self.assertIsInstance(error, Exception)
+        self.assertTrue(str(error).startswith("incproto: cannot listen on 9191: "))
+        self.assertNotIn("\n", str(error))
+
+    def test_service_is_named(self) -> None:
+        service = makeService(Options.parse([]), reactor=MemoryReactor())
+        self.assertIsInstance(service.getServiceNamed("incproto"), ListeningService)
+
+
+class PluginTests(SynchronousTestCase):
+    def test_discovered(self) -> None:
+        [maker] = [p for p in getPlugins(IServiceMaker) if p.tapname == "incproto"]
+        self.assertIn("increment protocol", maker.description)
+        self.assertIs(maker.options, Options)
+        service = maker.makeService(Options.parse(["--port", "0"]))
+        self.assertIsNotNone(service.getServiceNamed("incproto"))
+
+    def test_plugin_does_not_import_the_reactor(self) -> None:
+        code = (
+            "import sys, twisted.plugins.incproto_plugin; "
+            "print('twisted.internet.reactor' in sys.modules)"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        )
+        self.assertEqual(out.stdout.strip(), "False")
