@@ -1,0 +1,144 @@
+"""Test helpers: real twistd/twist processes and blocking socket clients."""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+TIMEOUT = 30.0
+LISTENING = re.compile(rb"incproto listening on .*?port=(\d+)")
+
+
+def script(name: str) -> str:
+    """The path of a console script installed beside this Python."""
+    return str(Path(sys.executable).parent / name)
+
+
+class ServerProcess:
+    """
+    A server process started with C{argv}; the constructor returns once it
+    logs that it listens (or fails the test if it exits or takes too long).
+
+    @ivar port: the TCP port it listens on.
+    """
+
+    def __init__(self, argv: Sequence[str], cwd: Path) -> None:
+        self.process = subprocess.Popen(
+            list(argv), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        self._output = bytearray()
+        match = self._read_until(LISTENING)
+        self.port = int(match.group(1))
+        self._drain = threading.Thread(target=self._read_rest, daemon=True)
+        self._drain.start()
+
+    def _read_until(self, pattern: re.Pattern[bytes]) -> re.Match[bytes]:
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        deadline = time.monotonic() + TIMEOUT
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            while time.monotonic() < deadline:
+                if not selector.select(deadline - time.monotonic()):
+                    continue
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                self._output += chunk
+                match = pattern.search(self._output)
+                if match:
+                    return match
+        self.process.kill()
+        raise AssertionError(f"server did not start: {self._output.decode()}")
+
+    def _read_rest(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._output += line
+
+    @property
+    def output(self) -> str:
+        return self._output.decode(errors="replace")
+
+    def stop(self) -> int:
+        """SIGTERM the server and return its exit status."""
+        self.process.send_signal(signal.SIGTERM)
+        status = self.process.wait(TIMEOUT)
+        self._drain.join(TIMEOUT)
+        return status
+
+
+def run_command(argv: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a command that is expected to exit by itself."""
+    return subprocess.run(
+        list(argv), cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT
+    )
+
+
+def connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    sock.settimeout(TIMEOUT)
+    return sock
+
+
+def receive_exactly(sock: socket.socket, count: int) -> bytes:
+    data = bytearray()
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
+
+
+def receive_all(sock: socket.socket) -> bytes:
+    """Read until the server closes."""
+    chunks: List[bytes] = []
+    while True:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def half_close_round_trip(port: int, data: bytes) -> bytes:
+    """
+    Send C{data} while reading, shut down the sending side, and return
+    everything the server sent until it closed.
+    """
+    sock = connect(port)
+    errors: List[BaseException] = []
+
+    def send() -> None:
+        try:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+        except BaseException as e:  # reported by the reading side
+            errors.append(e)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    try:
+        received = receive_all(sock)
+    finally:
+        sender.join(TIMEOUT)
+        sock.close()
+    assert not errors, errors
+    return received
+
+
+def memory_kib(pid: int, field: str = "VmRSS") -> Optional[int]:
+    """A memory figure of a process from /proc, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return None
