@@ -19,7 +19,7 @@ TEST_REQUIRES = [
     "pytest>=7",
     "pytest-twisted>=1.14",
     "hypothesis>=6",
-    "setuptools>=64",
+    "setuptools>=70.1",  # builds wheels without the wheel package (packaging test)
 ]
 LINT_REQUIRES = ["ruff>=0.5", "mypy-zope>=1.0"]
 

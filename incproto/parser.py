@@ -35,26 +35,15 @@ def extract_payload(data: bytes, in_message: bool) -> Tuple[bytes, bool]:
         is inside a message after C{data}.
     """
     if in_message:
-        end = data.find(MESSAGE_END)
-        if end < 0:
-            return data, True  # the common case of a long message: no copy
-        runs = [data[:end]]
-        position = end + 1
-    else:
-        runs = []
-        position = 0
-    length = len(data)
-    while position < length:
-        start = data.find(MESSAGE_START, position)
-        if start < 0:
-            break
-        end = data.find(MESSAGE_END, start + 1)
-        if end < 0:
-            runs.append(data[start + 1 :])
-            return b"".join(runs), True
-        runs.append(data[start + 1 : end])
-        position = end + 1
-    return b"".join(runs), False
+        if MESSAGE_END not in data:
+            return data, True  # the hot path of a long message: no copy
+        data = MESSAGE_START + data  # resume the open message as a new one
+    # A "$" either ends a message or is ignored while waiting, so every
+    # segment between "$"s starts out waiting: its payload is whatever follows
+    # its first "^".  One C call per message, none per byte.
+    segments = data.split(MESSAGE_END)
+    payload = b"".join([segment.partition(MESSAGE_START)[2] for segment in segments])
+    return payload, MESSAGE_START in segments[-1]
 
 
 def increment(payload: bytes) -> bytes:

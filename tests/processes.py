@@ -28,16 +28,19 @@ class ServerProcess:
     A server process started with C{argv}; the constructor returns once it
     logs that it listens (or fails the test if it exits or takes too long).
 
-    @ivar port: the TCP port it listens on.
+    @ivar match: what C{listening} matched in its output.
+    @ivar port: the TCP port it listens on (the first group of C{match}).
     """
 
-    def __init__(self, argv: Sequence[str], cwd: Path) -> None:
+    def __init__(
+        self, argv: Sequence[str], cwd: Path, listening: re.Pattern[bytes] = LISTENING
+    ) -> None:
         self.process = subprocess.Popen(
             list(argv), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
         self._output = bytearray()
-        match = self._read_until(LISTENING)
-        self.port = int(match.group(1))
+        self.match = self._read_until(listening)
+        self.port = int(self.match.group(1))
         self._drain = threading.Thread(target=self._read_rest, daemon=True)
         self._drain.start()
 

@@ -1,0 +1,67 @@
+"""The wheel: exactly one file under twisted/, a plugin Twisted finds once
+installed, and an uninstall that leaves Twisted whole."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIND_PLUGIN = (
+    "from twisted.application.service import IServiceMaker; "
+    "from twisted.plugin import getPlugins; "
+    "print(sorted(p.tapname for p in getPlugins(IServiceMaker)"
+    " if p.tapname == 'incproto'))"
+)
+PLUGIN_FILE = "import twisted.plugins.incproto_plugin as p; print(p.__file__)"
+
+
+def run(*argv: str) -> str:
+    # Not from the project root, where python -c would find twisted/plugins.
+    return subprocess.run(
+        argv, capture_output=True, text=True, check=True, timeout=300, cwd="/"
+    ).stdout
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    run(
+        sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+        "--no-build-isolation", "--wheel-dir", str(out), str(ROOT),
+    )  # fmt: skip
+    [built] = out.glob("incproto-*.whl")
+    return built
+
+
+def test_only_the_plugin_under_twisted(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    assert [n for n in names if n.startswith("twisted/")] == [
+        "twisted/plugins/incproto_plugin.py"
+    ]
+    assert not [n for n in names if "dropin.cache" in n or n.startswith("tests/")]
+
+
+def test_install_then_uninstall(wheel: Path, tmp_path: Path) -> None:
+    """
+    Installed into a fresh environment (which sees this one's Twisted through
+    a .pth file), the plugin is found; uninstalled, Twisted still imports
+    and the plugin is gone.
+    """
+    env = tmp_path / "env"
+    run(sys.executable, "-m", "venv", "--without-pip", str(env))
+    python = str(env / "bin" / "python")
+    site = run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))")
+    (Path(site.strip()) / "outer.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    pip = [sys.executable, "-m", "pip", "--python", python, "--quiet"]
+    run(*pip, "install", "--no-deps", str(wheel))
+    assert run(python, "-c", FIND_PLUGIN).strip() == "['incproto']"
+    assert run(python, "-c", PLUGIN_FILE).startswith(site.strip())
+    run(*pip, "uninstall", "--yes", "incproto")
+    assert run(python, "-c", FIND_PLUGIN).strip() == "[]"
+    assert run(python, "-c", "import twisted.plugins, twisted; print('ok')") == "ok\n"
