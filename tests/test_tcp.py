@@ -4,14 +4,19 @@ reactor (pytest-twisted)."""
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from typing import Any, Dict, Generator, List
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.protocol import Factory
 from twisted.logger import globalLogPublisher
 
+from incproto.tap import Options, makeService
 from tests.helpers import (
     Client,
     MessageProducer,
@@ -229,3 +234,23 @@ def test_reset_while_replies_are_pending(
     client.transport.abortConnection()
     yield within(server_protocol.lost)
     assert logged_errors == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_unix_socket_through_make_service(
+    tmp_path: Path,
+) -> Generator[Deferred[Any], Any, None]:
+    """C{--port unix:PATH} serves the protocol, half-close included."""
+    path = tmp_path / "incproto.sock"
+    service = makeService(Options.parse(["--port", f"unix:{path}"]), reactor=reactor)
+    service.startService()
+    try:
+        endpoint = UNIXClientEndpoint(reactor, str(path))
+        client = Client()
+        yield within(endpoint.connect(Factory.forProtocol(lambda: client)))
+        client.transport.write(b"^abc$de^abte$f")
+        client.transport.loseWriteConnection()
+        received = yield within(client.closed)
+        assert received == b"*bcdbcuf"
+    finally:
+        yield service.stopService()

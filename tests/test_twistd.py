@@ -206,3 +206,10 @@ def test_version(tmp_path: Path) -> None:
     result = run_command([*TWISTD, "incproto", "--version"], tmp_path)
     assert result.returncode == 0
     assert result.stdout.startswith(f"incproto {incproto.__version__} (Twisted ")
+
+
+def test_listed_in_twistd_help(tmp_path: Path) -> None:
+    result = run_command([script("twistd"), "--help"], tmp_path)
+    [line] = [line for line in result.stdout.splitlines() if "incproto" in line]
+    assert line.split()[0] == "incproto"
+    assert "Serve the increment protocol" in line
