@@ -22,6 +22,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from incproto.closing import cancel, close_politely
 from incproto.parser import IncrementParser
 
 GREETING = b"*"
@@ -40,8 +41,8 @@ class IncrementProtocol(Protocol):
 
     @ivar factory: the L{IncrementFactory} that built this protocol.
     @ivar parser: the connection's L{IncrementParser}.
-    @ivar bytes_received: how many bytes the client has sent.
-    @ivar bytes_sent: how many reply bytes (greeting included) were written.
+    @ivar bytesReceived: how many bytes the client has sent.
+    @ivar bytesSent: how many reply bytes (greeting included) were written.
     """
 
     factory: IncrementFactory
@@ -51,8 +52,8 @@ class IncrementProtocol(Protocol):
 
     def __init__(self) -> None:
         self.parser = IncrementParser()
-        self.bytes_received = 0
-        self.bytes_sent = 0
+        self.bytesReceived = 0
+        self.bytesSent = 0
         self._closing = False
         self._input_ended = False
         self._linger: Optional[IDelayedCall] = None
@@ -69,7 +70,7 @@ class IncrementProtocol(Protocol):
         Answer the bytes that arrived; replies are owed as soon as read.
         Once closing, input is read only to be discarded.
         """
-        self.bytes_received += len(data)
+        self.bytesReceived += len(data)
         if self._closing:
             return
         reply = self.parser.feed(data)
@@ -97,9 +98,7 @@ class IncrementProtocol(Protocol):
         The connection is gone, cleanly or not (a reset costs nothing but this
         connection).
         """
-        if self._linger is not None and self._linger.active():
-            self._linger.cancel()
-        self._linger = None
+        cancel(self._linger)
 
     def finish(self) -> None:
         """
@@ -109,26 +108,20 @@ class IncrementProtocol(Protocol):
         The producer is unregistered first: Twisted's C{loseConnection()}
         waits for the write buffer to drain, and while a paused producer is
         registered a drained buffer resumes the producer instead of closing.
-        If the client has not finished sending, closing the socket with its
-        input unread would make Linux send a reset, which destroys replies
-        the client has not read yet.  So the sending side is shut down after
-        the flush, and input is read and discarded until the client closes
-        its side, or for at most C{factory.closeTimeout} seconds.
+        If the client is still sending, see L{incproto.closing}: the sending
+        side is shut down and input discarded until the client closes, for
+        at most C{factory.closeTimeout} seconds.
         """
         if self._closing or self.transport is None:
             return
         self._closing = True
         self.transport.unregisterProducer()
-        shut_down_writing = getattr(self.transport, "loseWriteConnection", None)
-        if self._input_ended or shut_down_writing is None:
-            # Nothing left unread, or no half-close (TLS): close outright.
+        if self._input_ended:
             self.transport.loseConnection()
-            return
-        shut_down_writing()
-        self.transport.resumeProducing()
-        self._linger = self.factory.clock.callLater(
-            self.factory.closeTimeout, self.transport.abortConnection
-        )
+        else:
+            self._linger = close_politely(
+                self.transport, self.factory.clock, self.factory.closeTimeout
+            )
 
     # IPushProducer: the transport calls these as its write buffer fills and
     # drains; they start and stop reading from the client.
@@ -151,7 +144,7 @@ class IncrementProtocol(Protocol):
         """
 
     def _write(self, data: bytes) -> None:
-        self.bytes_sent += len(data)
+        self.bytesSent += len(data)
         self.transport.write(data)
 
 

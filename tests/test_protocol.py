@@ -73,7 +73,7 @@ class StreamingTests(SynchronousTestCase):
     def test_counters(self) -> None:
         protocol, _ = connect()
         protocol.dataReceived(b"xx^abc$")
-        self.assertEqual((protocol.bytes_received, protocol.bytes_sent), (7, 4))
+        self.assertEqual((protocol.bytesReceived, protocol.bytesSent), (7, 4))
 
 
 class HalfCloseTests(SynchronousTestCase):

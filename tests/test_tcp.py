@@ -140,11 +140,11 @@ def test_backpressure_bounds_bytes_in_flight(
     client.transport.pauseProducing()  # the client stops reading
     in_flight: List[int] = []
     server_protocol.on_data = lambda data: in_flight.append(
-        server_protocol.bytes_received - len(client.received)
+        server_protocol.bytesReceived - len(client.received)
     )
     MessageProducer(client.transport, total, half_close=True)
     yield within(server_protocol.paused)
-    received_when_paused = server_protocol.bytes_received
+    received_when_paused = server_protocol.bytesReceived
     client.transport.resumeProducing()
     received = yield within(client.closed, 120)
     assert received_when_paused < 4 * MiB
@@ -192,7 +192,7 @@ def test_finish_while_paused_delivers_then_closes(
     client.transport.pauseProducing()
     client.transport.write(b"^" + b"a" * size)
     yield within(server_protocol.paused)
-    owed = server_protocol.bytes_sent
+    owed = server_protocol.bytesSent
     server_protocol.finish()
     client.transport.resumeProducing()
     received = yield within(client.closed)
