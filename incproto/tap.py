@@ -16,16 +16,23 @@ from typing import Any, Optional, Sequence, cast
 
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import (
+    IProtocolFactory,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
 from twisted.python import usage
 
 import twisted
 from incproto._version import __version__
+from incproto.limit import ConnectionLimit
 from incproto.protocol import IncrementFactory
+from incproto.proxy import ProxyEndpoint
 from incproto.service import ListeningService
 
 DEFAULT_PORT = "9090"
 DEFAULT_BACKLOG = 1024
+DEFAULT_QUEUE = 1024
 
 # Endpoint kinds whose parsers accept a backlog= argument.
 _BACKLOG_KINDS = frozenset({"tcp", "tcp6", "ssl", "unix"})
@@ -39,6 +46,26 @@ def _positive_int(value: str) -> int:
 
 
 _positive_int.coerceDoc = "A positive integer."  # type: ignore[attr-defined]
+
+
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"{value} is negative")
+    return number
+
+
+_non_negative_int.coerceDoc = "A whole number, 0 or more."  # type: ignore[attr-defined]
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError(f"{value} is not a positive number of seconds")
+    return number
+
+
+_positive_float.coerceDoc = "Seconds, more than 0."  # type: ignore[attr-defined]
 
 
 def endpoint_description(port: str, backlog: int) -> str:
@@ -94,6 +121,39 @@ class Options(usage.Options):
             "set backlog= themselves.",
             _positive_int,
         ],
+        [
+            "max-connections",
+            None,
+            None,
+            "Serve at most this many connections at once; hold the rest in a "
+            "queue (see --queue). No limit by default.",
+            _positive_int,
+        ],
+        [
+            "queue",
+            None,
+            DEFAULT_QUEUE,
+            "With --max-connections: how many connections may wait, accepted "
+            "but not greeted, for a free slot; beyond it they are closed. 0 "
+            "rejects at once.",
+            _non_negative_int,
+        ],
+        [
+            "queue-timeout",
+            None,
+            None,
+            "With --max-connections: close a connection that waited this long "
+            "in the queue. No timeout by default.",
+            _positive_float,
+        ],
+        [
+            "max-per-peer",
+            None,
+            None,
+            "With --max-connections: at most this many connections (served and "
+            "waiting) from one client address.",
+            _positive_int,
+        ],
     ]
 
     @classmethod
@@ -118,6 +178,10 @@ class Options(usage.Options):
         """
         Check that C{--port} names an endpoint, without listening yet.
         """
+        if self["max-connections"] is None:
+            for option in ("queue-timeout", "max-per-peer"):
+                if self[option] is not None:
+                    raise usage.UsageError(f"--{option} needs --max-connections")
         self["endpoint"] = endpoint_description(self["port"], self["backlog"])
         try:
             # Endpoint parsers only store the reactor, so parsing with none
@@ -146,11 +210,26 @@ def makeService(options: Options, reactor: Optional[IReactorTime] = None) -> ISe
         from twisted.internet import reactor as global_reactor
 
         reactor = cast(IReactorTime, global_reactor)
-    endpoint = serverFromString(reactor, options["endpoint"])
+    description: str = options["endpoint"]
+    endpoint: IStreamServerEndpoint
+    if description.startswith("haproxy:"):
+        # incproto's PROXY support starts the protocol with the client's
+        # address known and keeps half-close; Twisted's does neither.
+        endpoint = ProxyEndpoint(serverFromString(reactor, description[8:]))
+    else:
+        endpoint = serverFromString(reactor, description)
+    factory: IProtocolFactory = IncrementFactory(clock=reactor)
+    if options["max-connections"] is not None:
+        factory = ConnectionLimit(
+            factory,
+            options["max-connections"],
+            queueSize=options["queue"],
+            queueTimeout=options["queue-timeout"],
+            maxPerPeer=options["max-per-peer"],
+            clock=reactor,
+        )
     service = MultiService()
-    listener = ListeningService(
-        endpoint, IncrementFactory(clock=reactor), options["port"]
-    )
+    listener = ListeningService(endpoint, factory, options["port"])
     listener.setName("incproto")
     listener.setServiceParent(service)
     return service

@@ -15,15 +15,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from incproto import IncrementFactory, IncrementProtocol
-
-
-class HalfCloseableTransport(StringTransport):
-    """A StringTransport that can shut down its sending side, as TCP can."""
-
-    write_closed = False
-
-    def loseWriteConnection(self) -> None:
-        self.write_closed = True
+from tests.fakes import HalfCloseableTransport
 
 
 def connect(

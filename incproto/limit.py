@@ -1,0 +1,412 @@
+# -*- test-case-name: tests.test_limit -*-
+"""ConnectionLimit: at most N connections to any factory, a bounded FIFO
+queue for the rest, and a clean rejection beyond it.
+
+Unlike Twisted's C{LimitTotalConnectionsFactory}, a rejected connection gets
+a protocol that closes it (returning C{None} from C{buildProtocol} crashes
+under TLS and PROXY wrappers), overflow can wait in a queue, and the wrapper
+is transparent: an admitted protocol is connected to the real transport
+itself, so writes, producers, C{getPeer}, C{getHost} and half-close are
+exactly those of an unwrapped connection.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from typing import Dict, Hashable, List, Optional, cast
+
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    ILoggingContext,
+    IProtocolFactory,
+    IReactorTime,
+)
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from incproto.closing import cancel, close_politely
+from incproto.wrapping import PassThrough, factory_log_prefix
+
+UNIX_PEERS = "unix"
+
+
+def peer_group(address: IAddress) -> Hashable:
+    """
+    The group a peer address counts against for per-peer limits.
+
+    IPv4 and IPv6 peers are grouped by host, with IPv4-mapped IPv6 addresses
+    (C{::ffff:a.b.c.d}) counted as the IPv4 host they are; all UNIX-socket
+    peers are one group; any other address is its own group.
+    """
+    if isinstance(address, (IPv4Address, IPv6Address)):
+        try:
+            ip = ipaddress.ip_address(address.host)
+        except ValueError:
+            return address.host
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            return ip.ipv4_mapped
+        return ip
+    if isinstance(address, UNIXAddress):
+        return UNIX_PEERS
+    return address
+
+
+@implementer(IProtocolFactory, ILoggingContext)
+class ConnectionLimit:
+    """
+    Wrap any protocol factory so that at most C{maxConnections} of its
+    protocols are connected at once.
+
+    A connection beyond the limit is accepted and held in a FIFO queue of at
+    most C{queueSize}: its protocol is not built or started yet (incproto
+    sends no greeting), its first C{holdBuffer} bytes are kept (then reading
+    pauses) and its half-close is remembered, all delivered in order when a
+    slot frees.  A held client that disconnects leaves the queue at once,
+    unless its reading was paused by the hold buffer, when only
+    C{queueTimeout} notices.  Beyond the queue, or beyond C{maxPerPeer}
+    connections (active and held) from one peer, connections are rejected:
+    closed with a FIN, never handed to the wrapped factory.
+
+    @ivar wrappedFactory: the factory whose protocols are limited.
+    @ivar active: connections whose wrapped protocol is running.
+    @ivar peak: the most connections that were active at once.
+    @ivar peakHeld: the most connections that were held at once.
+    @ivar admitted: connections handed to the wrapped factory, in total.
+    @ivar rejected: connections closed on arrival, in total.
+    @ivar timedOut: held connections closed after C{queueTimeout}, in total.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        wrappedFactory: IProtocolFactory,
+        maxConnections: int,
+        queueSize: int = 0,
+        queueTimeout: Optional[float] = None,
+        maxPerPeer: Optional[int] = None,
+        clock: Optional[IReactorTime] = None,
+        holdBuffer: int = 64 * 1024,
+        closeTimeout: float = 10.0,
+        rejectLogInterval: float = 10.0,
+    ) -> None:
+        """
+        @param wrappedFactory: any L{IProtocolFactory}.
+        @param maxConnections: how many wrapped protocols may run at once.
+        @param queueSize: how many connections may wait for a slot.
+        @param queueTimeout: seconds a connection may wait before it is
+            closed, or C{None} to wait as long as it takes.
+        @param maxPerPeer: how many connections (active and held) one peer
+            address may have, or C{None} for no per-peer limit.
+        @param clock: the time source; the global reactor by default.
+        @param holdBuffer: bytes kept from a held connection before reading
+            from it pauses.
+        @param closeTimeout: seconds a rejected or timed-out connection may
+            take to close after its FIN before it is aborted.
+        @param rejectLogInterval: rejections and timeouts are logged at most
+            once per this many seconds (with a count of those not logged).
+        @raise ValueError: for a limit or size out of range.
+        """
+        if maxConnections < 1:
+            raise ValueError(f"maxConnections must be at least 1, not {maxConnections}")
+        if queueSize < 0:
+            raise ValueError(f"queueSize must not be negative, not {queueSize}")
+        if queueTimeout is not None and queueTimeout <= 0:
+            raise ValueError(f"queueTimeout must be positive, not {queueTimeout}")
+        if maxPerPeer is not None and maxPerPeer < 1:
+            raise ValueError(f"maxPerPeer must be at least 1, not {maxPerPeer}")
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = cast(IReactorTime, reactor)
+        self.wrappedFactory = wrappedFactory
+        self.maxConnections = maxConnections
+        self.queueSize = queueSize
+        self.queueTimeout = queueTimeout
+        self.maxPerPeer = maxPerPeer
+        self.clock = clock
+        self.holdBuffer = holdBuffer
+        self.closeTimeout = closeTimeout
+        self.active = 0
+        self.peak = 0
+        self.peakHeld = 0
+        self.admitted = 0
+        self.rejected = 0
+        self.timedOut = 0
+        self._queue: OrderedDict[LimitedConnection, None] = OrderedDict()
+        self._perPeer: Dict[Hashable, int] = {}
+        self._refusals = _RateLimitedLog(self.log, clock, rejectLogInterval)
+
+    @property
+    def held(self) -> int:
+        """
+        Connections waiting in the queue.
+        """
+        return len(self._queue)
+
+    # IProtocolFactory
+
+    def buildProtocol(self, addr: IAddress) -> LimitedConnection:
+        """
+        Every connection gets a L{LimitedConnection}, which decides on
+        connection whether to admit, hold or reject it.
+        """
+        return LimitedConnection(self, addr)
+
+    def doStart(self) -> None:
+        """
+        Start the wrapped factory.
+        """
+        self.wrappedFactory.doStart()
+
+    def doStop(self) -> None:
+        """
+        Close every held connection cleanly, then stop the wrapped factory.
+        """
+        for connection in list(self._queue):
+            self._leaveQueue(connection)
+            connection.refuse()
+        self.wrappedFactory.doStop()
+
+    def logPrefix(self) -> str:
+        """
+        The wrapped factory's log prefix.
+        """
+        return factory_log_prefix(self.wrappedFactory)
+
+    # Called by LimitedConnection.
+
+    def arrived(self, connection: LimitedConnection) -> None:
+        """
+        Admit, hold or reject a connection that was just made.
+        """
+        group = connection.group
+        if (
+            self.maxPerPeer is not None
+            and self._perPeer.get(group, 0) >= self.maxPerPeer
+        ):
+            self._reject(connection, "per-peer limit")
+        elif self.active < self.maxConnections:
+            self._count(group, 1)
+            self._admit(connection)
+        elif len(self._queue) < self.queueSize:
+            self._count(group, 1)
+            self._queue[connection] = None
+            self.peakHeld = max(self.peakHeld, len(self._queue))
+            if self.queueTimeout is not None:
+                connection.holdTimer = self.clock.callLater(
+                    self.queueTimeout, self._timeOut, connection
+                )
+        else:
+            self._reject(connection, "queue full" if self.queueSize else "limit")
+
+    def left(self, connection: LimitedConnection, wasActive: bool) -> None:
+        """
+        A connection that was admitted or held is gone.
+        """
+        self._count(connection.group, -1)
+        if wasActive:
+            self.active -= 1
+            self._admitWaiting()
+        else:
+            self._queue.pop(connection, None)
+
+    def _admitWaiting(self) -> None:
+        while self._queue and self.active < self.maxConnections:
+            connection, _ = self._queue.popitem(last=False)
+            cancel(connection.holdTimer)
+            self.log.info(
+                "admitted {peer} after {waited:.3f}s in the queue",
+                peer=connection.peer,
+                waited=self.clock.seconds() - connection.arrivedAt,
+            )
+            self._admit(connection)
+
+    def _admit(self, connection: LimitedConnection) -> None:
+        self.active += 1
+        self.admitted += 1
+        self.peak = max(self.peak, self.active)
+        connection.start()
+
+    def _reject(self, connection: LimitedConnection, why: str) -> None:
+        self.rejected += 1
+        self._refusals.note("rejected", connection.peer, why)
+        connection.refuse()
+
+    def _timeOut(self, connection: LimitedConnection) -> None:
+        self._leaveQueue(connection)
+        self.timedOut += 1
+        self._refusals.note("timed out", connection.peer, "queue timeout")
+        connection.refuse()
+
+    def _leaveQueue(self, connection: LimitedConnection) -> None:
+        del self._queue[connection]
+        cancel(connection.holdTimer)
+        self._count(connection.group, -1)
+
+    def _count(self, group: Hashable, delta: int) -> None:
+        if self.maxPerPeer is None:
+            return
+        count = self._perPeer.get(group, 0) + delta
+        if count:
+            self._perPeer[group] = count
+        else:
+            del self._perPeer[group]
+
+
+class LimitedConnection(PassThrough):
+    """
+    The protocol of one connection under a L{ConnectionLimit}: held until
+    admitted, then a L{PassThrough} to the wrapped protocol, which is
+    connected to the real transport.
+
+    @ivar limit: the L{ConnectionLimit}.
+    @ivar peer: the peer address, once connected.
+    @ivar group: the peer's L{peer_group}.
+    @ivar state: L{HELD} (also before the limit decides), L{ACTIVE},
+        L{CLOSING} (refused) or L{GONE}.
+    """
+
+    HELD, ACTIVE, CLOSING, GONE = "held", "active", "closing", "gone"
+
+    def __init__(self, limit: ConnectionLimit, addr: IAddress) -> None:
+        super().__init__(limit.wrappedFactory)
+        self.limit = limit
+        self.addr = addr
+        self.state = self.HELD
+        self.peer: Optional[IAddress] = None
+        self.group: Hashable = None
+        self.arrivedAt = 0.0
+        self.holdTimer: Optional[IDelayedCall] = None
+        self._closeTimer: Optional[IDelayedCall] = None
+        self._heldData: List[bytes] = []
+        self._heldBytes = 0
+        self._readingPaused = False
+        self._inputEnded = False
+
+    def connectionMade(self) -> None:
+        """
+        Learn the peer and let the limit decide.
+        """
+        self.peer = self.transport.getPeer()
+        self.group = peer_group(self.peer)
+        self.arrivedAt = self.limit.clock.seconds()
+        self.limit.arrived(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Pass data through once admitted; keep it while held (pausing reading
+        past the hold buffer); discard it while closing.
+        """
+        if self.wrapped is not None:
+            self.wrapped.dataReceived(data)
+        elif self.state == self.HELD:
+            self._heldData.append(data)
+            self._heldBytes += len(data)
+            if self._heldBytes >= self.limit.holdBuffer and not self._readingPaused:
+                self._readingPaused = True
+                self.transport.pauseProducing()
+
+    def readConnectionLost(self) -> None:
+        """
+        The client's end of input: forwarded once admitted, remembered while
+        held, and completing the close while closing.
+        """
+        if self.state == self.ACTIVE:
+            super().readConnectionLost()
+        elif self.state == self.HELD:
+            self._inputEnded = True
+        else:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """
+        Forwarded once admitted.
+        """
+        if self.state == self.ACTIVE:
+            super().writeConnectionLost()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Forward the loss to the wrapped protocol and free the slot (or the
+        place in the queue).
+        """
+        state, self.state = self.state, self.GONE
+        cancel(self._closeTimer)
+        if state == self.ACTIVE:
+            try:
+                super().connectionLost(reason)
+            finally:
+                self.limit.left(self, wasActive=True)
+        elif state == self.HELD:
+            cancel(self.holdTimer)
+            self.limit.left(self, wasActive=False)
+
+    def start(self) -> None:
+        """
+        Admit: build the wrapped protocol, connect it to the real transport,
+        and deliver what the client sent (and its half-close) while held.
+        """
+        self.state = self.ACTIVE
+        if self._readingPaused:
+            self._readingPaused = False
+            self.transport.resumeProducing()
+        held, self._heldData = b"".join(self._heldData), []
+        if not self.startWrapped(self.addr, self.transport, held):
+            self.refuse()
+            self.limit.left(self, wasActive=True)
+        elif self._inputEnded:
+            self.readConnectionLost()
+
+    def refuse(self) -> None:
+        """
+        Close without starting the wrapped protocol: FIN, then discard input
+        until the client closes (or C{closeTimeout} passes).
+        """
+        self.state = self.CLOSING
+        self._heldData = []
+        self._closeTimer = close_politely(
+            self.transport, self.limit.clock, self.limit.closeTimeout
+        )
+
+
+class _RateLimitedLog:
+    """
+    Log refusals at most once per interval, counting the ones not logged, so
+    that a flood of connections cannot flood the log.
+    """
+
+    def __init__(self, log: Logger, clock: IReactorTime, interval: float) -> None:
+        self.log = log
+        self.clock = clock
+        self.interval = interval
+        self.quietUntil = 0.0
+        self.unlogged = 0
+        self.summary: Optional[IDelayedCall] = None
+
+    def note(self, what: str, peer: Optional[IAddress], why: str) -> None:
+        now = self.clock.seconds()
+        if now < self.quietUntil:
+            self.unlogged += 1
+            if self.summary is None:
+                self.summary = self.clock.callLater(
+                    self.quietUntil - now, self._summarize
+                )
+            return
+        self.quietUntil = now + self.interval
+        self.log.warn("{what} {peer}: {why}", what=what, peer=peer, why=why)
+
+    def _summarize(self) -> None:
+        self.summary = None
+        self.log.warn(
+            "{count} more connections rejected or timed out in the last {interval}s",
+            count=self.unlogged,
+            interval=self.interval,
+        )
+        self.unlogged = 0
+        self.quietUntil = self.clock.seconds() + self.interval

@@ -1,0 +1,262 @@
+# -*- test-case-name: tests.test_proxy -*-
+"""PROXY protocol (v1 and v2) in front of any factory, done transparently.
+
+Load balancers such as HAProxy prepend a PROXY header naming the real
+client.  Twisted's own wrapper (C{haproxy:} endpoints) starts the wrapped
+protocol before the header has arrived, so that protocol first sees the
+proxy's address; it closes connections whose first read is shorter than a
+header; and it drops half-close.  L{ProxyEndpoint} instead starts the
+wrapped protocol only once the header is parsed, with C{getPeer()} and
+C{getHost()} already answering the proxied addresses, and forwards
+half-close like every incproto wrapper (L{incproto.wrapping.PassThrough}).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from typing import Any, Optional, Tuple, Union
+
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    ILoggingContext,
+    IProtocolFactory,
+    IStreamServerEndpoint,
+)
+from twisted.logger import Logger
+from zope.interface import directlyProvides, implementer, providedBy
+
+from incproto.wrapping import PassThrough, factory_log_prefix
+
+V1_PREFIX = b"PROXY "
+V1_MAX_LENGTH = 107  # the longest v1 header, CRLF included
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+V2_MAX_LENGTH = 16 + 4096  # more address/TLV data than any proxy sends
+
+Address = Union[IPv4Address, IPv6Address, UNIXAddress]
+
+
+class ProxyHeaderError(ValueError):
+    """
+    The connection did not start with a valid PROXY header.
+    """
+
+
+def parse_proxy_header(
+    data: bytes,
+) -> Optional[Tuple[Optional[Address], Optional[Address], int]]:
+    """
+    Parse the PROXY header (v1 or v2) at the start of C{data}.
+
+    @return: C{None} if more bytes are needed; else the source and
+        destination addresses (C{None} for v1 C{UNKNOWN} and v2 C{LOCAL}
+        or unspecified families, where the connection's own addresses
+        stand) and the header's length.
+    @raise ProxyHeaderError: if C{data} cannot start a valid header.
+    """
+    if data[:12] == V2_SIGNATURE[: len(data)] and len(data) < 16:
+        return None
+    if data.startswith(V2_SIGNATURE):
+        return _parse_v2(data)
+    if V1_PREFIX.startswith(data[:6]) and len(data) < 6:
+        return None
+    if data.startswith(V1_PREFIX):
+        return _parse_v1(data)
+    raise ProxyHeaderError("no PROXY header")
+
+
+def _parse_v1(
+    data: bytes,
+) -> Optional[Tuple[Optional[Address], Optional[Address], int]]:
+    end = data.find(b"\r\n", 0, V1_MAX_LENGTH)
+    if end < 0:
+        if len(data) >= V1_MAX_LENGTH:
+            raise ProxyHeaderError("PROXY v1 header too long")
+        return None
+    fields = data[:end].split(b" ")
+    if fields[1:2] == [b"UNKNOWN"]:
+        return None, None, end + 2
+    if len(fields) != 6 or fields[1] not in (b"TCP4", b"TCP6"):
+        raise ProxyHeaderError("malformed PROXY v1 header")
+    family = IPv4Address if fields[1] == b"TCP4" else IPv6Address
+    try:
+        source_ip, destination_ip = (
+            ipaddress.ip_address(field.decode("ascii")) for field in fields[2:4]
+        )
+        source_port, destination_port = (_port(field) for field in fields[4:6])
+    except ValueError as e:
+        raise ProxyHeaderError(f"malformed PROXY v1 header: {e}") from None
+    if {source_ip.version, destination_ip.version} != {
+        4 if family is IPv4Address else 6
+    }:
+        raise ProxyHeaderError("PROXY v1 address family mismatch")
+    return (
+        family("TCP", str(source_ip), source_port),
+        family("TCP", str(destination_ip), destination_port),
+        end + 2,
+    )
+
+
+def _port(field: bytes) -> int:
+    if not field.isdigit() or int(field) > 65535:
+        raise ValueError(f"bad port {field!r}")
+    return int(field)
+
+
+def _parse_v2(
+    data: bytes,
+) -> Optional[Tuple[Optional[Address], Optional[Address], int]]:
+    version_command, family_protocol, length = struct.unpack("!BBH", data[12:16])
+    total = 16 + length
+    if version_command >> 4 != 2 or version_command & 0x0F not in (0, 1):
+        raise ProxyHeaderError("unsupported PROXY v2 version or command")
+    if total > V2_MAX_LENGTH:
+        raise ProxyHeaderError("PROXY v2 header too long")
+    if len(data) < total:
+        return None
+    body = data[16:total]
+    if version_command & 0x0F == 0:  # LOCAL: the proxy's own connection
+        return None, None, total
+    if family_protocol == 0x11 and length >= 12:  # TCP over IPv4
+        src, dst, sport, dport = struct.unpack("!4s4sHH", body[:12])
+        return (
+            IPv4Address("TCP", str(ipaddress.IPv4Address(src)), sport),
+            IPv4Address("TCP", str(ipaddress.IPv4Address(dst)), dport),
+            total,
+        )
+    if family_protocol == 0x21 and length >= 36:  # TCP over IPv6
+        src, dst, sport, dport = struct.unpack("!16s16sHH", body[:36])
+        return (
+            IPv6Address("TCP", str(ipaddress.IPv6Address(src)), sport),
+            IPv6Address("TCP", str(ipaddress.IPv6Address(dst)), dport),
+            total,
+        )
+    if family_protocol == 0x31 and length >= 216:  # UNIX stream
+        src, dst = (raw.split(b"\0", 1)[0] for raw in (body[:108], body[108:216]))
+        return UNIXAddress(src), UNIXAddress(dst), total
+    if family_protocol >> 4 == 0:  # UNSPEC: keep the connection's addresses
+        return None, None, total
+    raise ProxyHeaderError("unsupported PROXY v2 address family")
+
+
+class ProxiedTransport:
+    """
+    The real transport, except that C{getPeer} and C{getHost} answer the
+    addresses from the PROXY header.  The methods of the data path are the
+    real transport's own bound methods, so writing costs nothing extra.
+    """
+
+    def __init__(
+        self, transport: Any, peer: Optional[IAddress], host: Optional[IAddress]
+    ) -> None:
+        self._transport = transport
+        self._peer = peer or transport.getPeer()
+        self._host = host or transport.getHost()
+        self.write = transport.write
+        self.writeSequence = transport.writeSequence
+        directlyProvides(self, *providedBy(transport))
+
+    def getPeer(self) -> IAddress:
+        """The client's address, from the PROXY header."""
+        return self._peer
+
+    def getHost(self) -> IAddress:
+        """The address the client connected to, from the PROXY header."""
+        return self._host
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class ProxyProtocol(PassThrough):
+    """
+    Reads the PROXY header, then starts the wrapped protocol on a
+    L{ProxiedTransport} and passes everything through.
+    """
+
+    log = Logger()
+
+    def __init__(self, wrappedFactory: IProtocolFactory) -> None:
+        super().__init__(wrappedFactory)
+        self._buffered = b""
+        self._refused = False
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Before the header is complete, collect it (a few hundred bytes at
+        most); then pass data through.
+        """
+        if self.wrapped is not None:
+            self.wrapped.dataReceived(data)
+            return
+        if self._refused:
+            return
+        buffered, self._buffered = self._buffered + data, b""
+        try:
+            parsed = parse_proxy_header(buffered)
+        except ProxyHeaderError as e:
+            self.log.info("closing {peer}: {why}", peer=self.transport.getPeer(), why=e)
+            self._refused = True
+            self.transport.loseConnection()
+            return
+        if parsed is None:
+            self._buffered = buffered
+            return
+        peer, host, length = parsed
+        transport = ProxiedTransport(self.transport, peer, host)
+        if not self.startWrapped(transport.getPeer(), transport, buffered[length:]):
+            self.transport.loseConnection()
+
+    def readConnectionLost(self) -> None:
+        """
+        End of input before the header: close; after it: pass through.
+        """
+        if self.wrapped is None:
+            self.transport.loseConnection()
+        else:
+            super().readConnectionLost()
+
+
+@implementer(IProtocolFactory, ILoggingContext)
+class ProxyFactory:
+    """
+    Wrap C{wrappedFactory} so that its protocols start after a PROXY header
+    and see the proxied addresses.
+    """
+
+    def __init__(self, wrappedFactory: IProtocolFactory) -> None:
+        self.wrappedFactory = wrappedFactory
+
+    def buildProtocol(self, addr: IAddress) -> ProxyProtocol:
+        """A L{ProxyProtocol} for every connection."""
+        return ProxyProtocol(self.wrappedFactory)
+
+    def doStart(self) -> None:
+        """Start the wrapped factory."""
+        self.wrappedFactory.doStart()
+
+    def doStop(self) -> None:
+        """Stop the wrapped factory."""
+        self.wrappedFactory.doStop()
+
+    def logPrefix(self) -> str:
+        """The wrapped factory's prefix, marked as behind a PROXY header."""
+        return f"{factory_log_prefix(self.wrappedFactory)} (PROXY)"
+
+
+@implementer(IStreamServerEndpoint)
+class ProxyEndpoint:
+    """
+    A server endpoint that accepts PROXY v1/v2 headers in front of
+    C{wrappedEndpoint}'s connections.
+    """
+
+    def __init__(self, wrappedEndpoint: IStreamServerEndpoint) -> None:
+        self.wrappedEndpoint = wrappedEndpoint
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        """Listen on the wrapped endpoint with a L{ProxyFactory}."""
+        return self.wrappedEndpoint.listen(ProxyFactory(protocolFactory))
