@@ -1,0 +1,192 @@
+"""Tests for incproto.proxy: PROXY v1/v2 headers and the wrapper protocol."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import List, Tuple
+
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import providedBy
+
+from incproto import ConnectionLimit, IncrementFactory, IncrementProtocol
+from incproto.proxy import (
+    V2_SIGNATURE,
+    ProxyFactory,
+    ProxyHeaderError,
+    ProxyProtocol,
+    parse_proxy_header,
+)
+from tests.fakes import HalfCloseableTransport
+
+V1 = b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n"
+
+
+def v2(source: str, destination: str, ports: Tuple[int, int] = (1000, 2000)) -> bytes:
+    """A PROXY v2 PROXY-command header for TCP over IPv4 or IPv6."""
+    family = socket.AF_INET6 if ":" in source else socket.AF_INET
+    addresses = socket.inet_pton(family, source) + socket.inet_pton(family, destination)
+    body = addresses + struct.pack("!HH", *ports)
+    kind = 0x21 if family == socket.AF_INET6 else 0x11
+    return V2_SIGNATURE + struct.pack("!BBH", 0x21, kind, len(body)) + body
+
+
+class ParserTests(SynchronousTestCase):
+    def test_v1_tcp4(self) -> None:
+        source, destination, length = parse_proxy_header(V1 + b"^abc") or (None,) * 3
+        self.assertEqual(source, IPv4Address("TCP", "192.0.2.1", 56324))
+        self.assertEqual(destination, IPv4Address("TCP", "198.51.100.2", 443))
+        self.assertEqual(length, len(V1))
+
+    def test_v1_tcp6(self) -> None:
+        header = b"PROXY TCP6 2001:db8::1 2001:db8::2 1 2\r\n"
+        source = IPv6Address("TCP", "2001:db8::1", 1)
+        destination = IPv6Address("TCP", "2001:db8::2", 2)
+        self.assertEqual(parse_proxy_header(header), (source, destination, len(header)))
+
+    def test_v1_unknown_keeps_the_connection_addresses(self) -> None:
+        header = b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n"
+        self.assertEqual(parse_proxy_header(header), (None, None, len(header)))
+
+    def test_partial_headers_need_more(self) -> None:
+        for header in (V1, v2("192.0.2.1", "192.0.2.2")):
+            for cut in range(len(header)):
+                self.assertIsNone(parse_proxy_header(header[:cut]), (header, cut))
+
+    def test_invalid_headers(self) -> None:
+        for data in (
+            b"GET / HTTP/1.1\r\n",
+            b"^abc$",
+            b"PROXY TCP4 192.0.2.1 198.51.100.2 56324\r\n",
+            b"PROXY TCP4 2001:db8::1 198.51.100.2 1 2\r\n",
+            b"PROXY TCP4 192.0.2.1 198.51.100.2 1 70000\r\n",
+            b"PROXY TCP4 192.0.2.1 198.51.100.2 +1 2\r\n",
+            b"PROXY " + b"x" * 200,
+            V2_SIGNATURE + b"\x31\x11\x00\x0c" + bytes(12),  # version 3
+            V2_SIGNATURE + b"\x21\x11\xff\xff",  # longer than any proxy sends
+            V2_SIGNATURE + b"\x21\x51\x00\x00",  # unknown family
+        ):
+            self.assertRaises(ProxyHeaderError, parse_proxy_header, data)
+
+    def test_v2_tcp4(self) -> None:
+        header = v2("192.0.2.1", "192.0.2.2", (5555, 9090))
+        self.assertEqual(
+            parse_proxy_header(header + b"rest"),
+            (IPv4Address("TCP", "192.0.2.1", 5555),
+             IPv4Address("TCP", "192.0.2.2", 9090), len(header)),
+        )  # fmt: skip
+
+    def test_v2_tcp6_with_tlvs(self) -> None:
+        header = v2("2001:db8::7", "2001:db8::8")
+        tlv = b"\x04\x00\x02ok"
+        header = header[:14] + struct.pack("!H", 36 + len(tlv)) + header[16:] + tlv
+        source, _, length = parse_proxy_header(header) or (None,) * 3
+        self.assertEqual(source, IPv6Address("TCP", "2001:db8::7", 1000))
+        self.assertEqual(length, len(header))
+
+    def test_v2_local_and_unspec(self) -> None:
+        local = V2_SIGNATURE + b"\x20\x00\x00\x00"
+        unspec = V2_SIGNATURE + b"\x21\x00\x00\x00"
+        self.assertEqual(parse_proxy_header(local), (None, None, 16))
+        self.assertEqual(parse_proxy_header(unspec), (None, None, 16))
+
+    def test_v2_unix(self) -> None:
+        body = b"/a".ljust(108, b"\0") + b"/b".ljust(108, b"\0")
+        header = V2_SIGNATURE + b"\x21\x31" + struct.pack("!H", len(body)) + body
+        self.assertEqual(
+            parse_proxy_header(header), (UNIXAddress(b"/a"), UNIXAddress(b"/b"), 232)
+        )
+
+
+class ProxyProtocolTests(SynchronousTestCase):
+    def connect(
+        self,
+    ) -> Tuple[ProxyProtocol, HalfCloseableTransport, List[IncrementProtocol]]:
+        built: List[IncrementProtocol] = []
+
+        class Recording(IncrementFactory):
+            def buildProtocol(self, addr: object) -> IncrementProtocol:
+                protocol = super().buildProtocol(addr)
+                assert isinstance(protocol, IncrementProtocol)
+                built.append(protocol)
+                return protocol
+
+        protocol = ProxyFactory(Recording(clock=Clock())).buildProtocol(
+            IPv4Address("TCP", "127.0.0.1", 1)
+        )
+        transport = HalfCloseableTransport(
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 1)
+        )
+        protocol.makeConnection(transport)
+        return protocol, transport, built
+
+    def test_starts_only_after_the_header_with_the_client_address(self) -> None:
+        protocol, transport, built = self.connect()
+        protocol.dataReceived(V1[:10])
+        protocol.dataReceived(V1[10:30])
+        self.assertEqual((built, transport.value()), ([], b""))
+        protocol.dataReceived(V1[30:] + b"^abc$")
+        [wrapped] = built
+        self.assertEqual(transport.value(), b"*bcd")
+        self.assertEqual(wrapped.transport.getPeer().host, "192.0.2.1")
+        self.assertEqual(wrapped.transport.getHost().port, 443)
+        self.assertEqual(
+            list(providedBy(wrapped.transport)), list(providedBy(transport))
+        )
+
+    def test_writes_and_producer_go_to_the_real_transport(self) -> None:
+        protocol, transport, built = self.connect()
+        protocol.dataReceived(v2("192.0.2.1", "192.0.2.2"))
+        [wrapped] = built
+        self.assertIs(transport.producer, wrapped)
+        wrapped.transport.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+
+    def test_half_close_passes_through(self) -> None:
+        protocol, transport, _ = self.connect()
+        protocol.dataReceived(V1 + b"^ab")
+        protocol.readConnectionLost()
+        self.assertEqual(transport.value(), b"*bc")
+        self.assertTrue(transport.disconnecting)
+
+    def test_bad_header_closes(self) -> None:
+        protocol, transport, built = self.connect()
+        protocol.dataReceived(b"^abc$")
+        self.assertTrue(transport.disconnecting)
+        protocol.dataReceived(b"more")
+        self.assertEqual((built, transport.value()), ([], b""))
+
+    def test_end_of_input_before_the_header_closes(self) -> None:
+        protocol, transport, built = self.connect()
+        protocol.dataReceived(b"PROX")
+        protocol.readConnectionLost()
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(built, [])
+
+    def test_log_prefix(self) -> None:
+        factory = ProxyFactory(IncrementFactory(clock=Clock()))
+        self.assertEqual(factory.logPrefix(), "IncrementFactory (PROXY)")
+        protocol, _, _ = self.connect()
+        self.assertEqual(protocol.logPrefix(), "IncrementProtocol")
+
+    def test_connection_limit_sees_the_client_address(self) -> None:
+        """Per-peer limits behind a proxy count proxied clients, not the proxy."""
+        clock = Clock()
+        limit = ConnectionLimit(
+            IncrementFactory(clock=clock), 10, maxPerPeer=1, clock=clock
+        )
+        transports = []
+        for header in (V1, V1, v2("192.0.2.99", "192.0.2.2")):
+            protocol = ProxyFactory(limit).buildProtocol(
+                IPv4Address("TCP", "127.0.0.1", 1)
+            )
+            transport = HalfCloseableTransport(
+                peerAddress=IPv4Address("TCP", "127.0.0.1", 1)
+            )
+            protocol.makeConnection(transport)
+            protocol.dataReceived(header)
+            transports.append(transport)
+        self.assertEqual([t.value() for t in transports], [b"*", b"", b"*"])
+        self.assertTrue(transports[1].write_closed)
