@@ -15,7 +15,13 @@ VERSION = re.search(
     r'__version__ = "([^"]+)"', (HERE / "incproto" / "_version.py").read_text()
 ).group(1)
 
+# cryptography 44 and later ship no PyPy 3.9 wheels (building one needs Rust).
+TLS_REQUIRES = [
+    "twisted[tls]",
+    'cryptography<44; platform_python_implementation == "PyPy"',
+]
 TEST_REQUIRES = [
+    *TLS_REQUIRES,
     "pytest>=7",
     "pytest-twisted>=1.14",
     "hypothesis>=6",
@@ -39,6 +45,7 @@ setup(
     package_data={"incproto": ["py.typed"]},
     install_requires=["twisted>=22.10", "zope.interface>=5"],
     extras_require={
+        "tls": TLS_REQUIRES,
         "test": TEST_REQUIRES,
         "dev": TEST_REQUIRES + LINT_REQUIRES,
     },

@@ -66,9 +66,11 @@ class ConnectionLimit:
     most C{queueSize}: its protocol is not built or started yet (incproto
     sends no greeting), its first C{holdBuffer} bytes are kept (then reading
     pauses) and its half-close is remembered, all delivered in order when a
-    slot frees.  A held client that disconnects leaves the queue at once,
-    unless its reading was paused by the hold buffer, when only
-    C{queueTimeout} notices.  Beyond the queue, or beyond C{maxPerPeer}
+    slot frees.  A held client that disconnects (resets, or closes without
+    having sent anything) leaves the queue at once; one that sent bytes and
+    then closed is kept, as a half-close owed replies; while reading is
+    paused by the hold buffer, no disconnect can be seen and only
+    C{queueTimeout} bounds the wait.  Beyond the queue, or beyond C{maxPerPeer}
     connections (active and held) from one peer, connections are rejected:
     closed with a FIN, never handed to the wrapped factory.
 
@@ -79,6 +81,7 @@ class ConnectionLimit:
     @ivar admitted: connections handed to the wrapped factory, in total.
     @ivar rejected: connections closed on arrival, in total.
     @ivar timedOut: held connections closed after C{queueTimeout}, in total.
+    @ivar abandoned: held connections whose client left the queue, in total.
     """
 
     log = Logger()
@@ -138,6 +141,7 @@ class ConnectionLimit:
         self.admitted = 0
         self.rejected = 0
         self.timedOut = 0
+        self.abandoned = 0
         self._queue: OrderedDict[LimitedConnection, None] = OrderedDict()
         self._perPeer: Dict[Hashable, int] = {}
         self._refusals = _RateLimitedLog(self.log, clock, rejectLogInterval)
@@ -214,6 +218,7 @@ class ConnectionLimit:
             self.active -= 1
             self._admitWaiting()
         else:
+            self.abandoned += 1
             self._queue.pop(connection, None)
 
     def _admitWaiting(self) -> None:
@@ -314,13 +319,21 @@ class LimitedConnection(PassThrough):
 
     def readConnectionLost(self) -> None:
         """
-        The client's end of input: forwarded once admitted, remembered while
-        held, and completing the close while closing.
+        The client's end of input: forwarded once admitted; while held,
+        remembered if the client sent anything (it is owed replies), else
+        taken as the client leaving the queue; completing the close while
+        closing.
         """
         if self.state == self.ACTIVE:
             super().readConnectionLost()
+        elif self.state == self.HELD and self._heldBytes:
+            self._inputEnded = True  # a half-close, owed replies on admission
         elif self.state == self.HELD:
-            self._inputEnded = True
+            # Nothing sent, nothing owed: the client gave up waiting.
+            self.state = self.CLOSING
+            cancel(self.holdTimer)
+            self.limit.left(self, wasActive=False)
+            self.transport.loseConnection()
         else:
             self.transport.loseConnection()
 

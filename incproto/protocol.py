@@ -54,22 +54,31 @@ class IncrementProtocol(Protocol):
         self.parser = IncrementParser()
         self.bytesReceived = 0
         self.bytesSent = 0
+        self._producing = False
         self._closing = False
         self._input_ended = False
         self._linger: Optional[IDelayedCall] = None
 
     def connectionMade(self) -> None:
         """
-        Register as the transport's producer and send the greeting.
+        Send the greeting.
         """
-        self.transport.registerProducer(self, True)
         self._write(GREETING)
 
     def dataReceived(self, data: bytes) -> None:
         """
         Answer the bytes that arrived; replies are owed as soon as read.
         Once closing, input is read only to be discarded.
+
+        The first input registers the protocol as its transport's producer.
+        Not earlier: under TLS a write before the handshake completes pauses
+        the registered producer, and a producer that stops reading then never
+        lets the handshake finish.  Input arrives only after the handshake,
+        and before it the greeting is all there is to send.
         """
+        if not self._producing:
+            self._producing = True
+            self.transport.registerProducer(self, True)
         self.bytesReceived += len(data)
         if self._closing:
             return
@@ -115,7 +124,8 @@ class IncrementProtocol(Protocol):
         if self._closing or self.transport is None:
             return
         self._closing = True
-        self.transport.unregisterProducer()
+        if self._producing:
+            self.transport.unregisterProducer()
         if self._input_ended:
             self.transport.loseConnection()
         else:

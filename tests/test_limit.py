@@ -142,6 +142,18 @@ class AdmissionTests(LimitTestCase):
         self.assertEqual(next_in_line.value(), b"*")
         self.assertEqual(len(self.wrapped.built), 2)
 
+    def test_held_client_closing_without_sending_leaves_the_queue(self) -> None:
+        limit = self.limit(1, queueSize=5, queueTimeout=9.0)
+        first, _ = self.connect(limit)
+        gone, transport = self.connect(limit)
+        gone.readConnectionLost()
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual((limit.held, limit.abandoned), (0, 1))
+        self.assertEqual(len(self.clock.getDelayedCalls()), 0)
+        gone.connectionLost(DONE)
+        first.connectionLost(DONE)
+        self.assertEqual((limit.active, limit.admitted), (0, 1))
+
     def test_admission_of_a_held_connection_is_logged(self) -> None:
         limit = self.limit(1, queueSize=5)
         first, _ = self.connect(limit)
@@ -274,7 +286,8 @@ class PerPeerTests(LimitTestCase):
 class TransparencyTests(LimitTestCase):
     def test_wrapped_protocol_gets_the_real_transport(self) -> None:
         limit = self.limit(1)
-        _, transport = self.connect(limit, "10.0.0.5")
+        limited, transport = self.connect(limit, "10.0.0.5")
+        limited.dataReceived(b"^")
         [protocol] = self.wrapped.built
         self.assertIs(protocol.transport, transport)
         self.assertIs(transport.producer, protocol)

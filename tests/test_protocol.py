@@ -34,11 +34,22 @@ class GreetingTests(SynchronousTestCase):
         _, transport = connect()
         self.assertEqual(transport.value(), b"*")
 
-    def test_registered_as_streaming_producer(self) -> None:
+    def test_registered_as_streaming_producer_on_first_input(self) -> None:
+        """
+        Not at connection time: under TLS, the greeting's write before the
+        handshake would pause the producer and stall the handshake.
+        """
         protocol, transport = connect()
+        self.assertIsNone(transport.producer)
+        protocol.dataReceived(b"x")
         self.assertIs(transport.producer, protocol)
         self.assertTrue(transport.streaming)
         self.assertTrue(IPushProducer.providedBy(protocol))
+
+    def test_close_before_any_input(self) -> None:
+        protocol, transport = connect()
+        protocol.readConnectionLost()
+        self.assertTrue(transport.disconnecting)
 
 
 class StreamingTests(SynchronousTestCase):

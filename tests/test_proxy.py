@@ -138,7 +138,7 @@ class ProxyProtocolTests(SynchronousTestCase):
 
     def test_writes_and_producer_go_to_the_real_transport(self) -> None:
         protocol, transport, built = self.connect()
-        protocol.dataReceived(v2("192.0.2.1", "192.0.2.2"))
+        protocol.dataReceived(v2("192.0.2.1", "192.0.2.2") + b"^")
         [wrapped] = built
         self.assertIs(transport.producer, wrapped)
         wrapped.transport.pauseProducing()
