@@ -15,7 +15,9 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 import incproto
+from incproto.limit import ConnectionLimit
 from incproto.protocol import IncrementFactory
+from incproto.proxy import ProxyEndpoint
 from incproto.service import ListenError, ListeningService
 from incproto.tap import Options, endpoint_description, makeService
 
@@ -135,6 +137,55 @@ class MakeServiceTests(SynchronousTestCase):
     def test_service_is_named(self) -> None:
         service = makeService(Options.parse([]), reactor=MemoryReactor())
         self.assertIsInstance(service.getServiceNamed("incproto"), ListeningService)
+
+
+class LimitOptionsTests(SynchronousTestCase):
+    def test_limit_wraps_the_factory(self) -> None:
+        reactor = MemoryReactor()
+        argv = ["--port", "9191", "--max-connections", "2", "--queue", "5"]
+        argv += ["--queue-timeout", "1.5", "--max-per-peer", "3"]
+        service = makeService(Options.parse(argv), reactor=reactor)
+        service.startService()
+        [(_, limit, _, _)] = reactor.tcpServers
+        self.assertIsInstance(limit, ConnectionLimit)
+        self.assertIsInstance(limit.wrappedFactory, IncrementFactory)
+        self.assertEqual(
+            (
+                limit.maxConnections,
+                limit.queueSize,
+                limit.queueTimeout,
+                limit.maxPerPeer,
+            ),
+            (2, 5, 1.5, 3),
+        )
+        self.assertIs(limit.clock, reactor)
+
+    def test_no_limit_by_default(self) -> None:
+        reactor = MemoryReactor()
+        makeService(Options.parse(["--port", "9191"]), reactor=reactor).startService()
+        [(_, factory, _, _)] = reactor.tcpServers
+        self.assertIsInstance(factory, IncrementFactory)
+
+    def test_limit_options_need_max_connections(self) -> None:
+        for option in ("--queue-timeout", "--max-per-peer"):
+            error = self.assertRaises(usage.UsageError, Options.parse, [option, "1"])
+            self.assertEqual(str(error), f"{option} needs --max-connections")
+
+    def test_bad_limit_values(self) -> None:
+        for argv in (
+            ["--max-connections", "0"],
+            ["--max-connections", "2", "--queue", "-1"],
+            ["--max-connections", "2", "--queue-timeout", "0"],
+            ["--max-connections", "2", "--queue-timeout", "soon"],
+        ):
+            self.assertRaises(usage.UsageError, Options.parse, argv)
+
+    def test_haproxy_uses_incprotos_proxy_endpoint(self) -> None:
+        service = makeService(
+            Options.parse(["--port", "haproxy:tcp:9191"]), reactor=MemoryReactor()
+        )
+        listener = service.getServiceNamed("incproto")
+        self.assertIsInstance(listener.endpoint, ProxyEndpoint)
 
 
 class PluginTests(SynchronousTestCase):

@@ -213,3 +213,33 @@ def test_listed_in_twistd_help(tmp_path: Path) -> None:
     [line] = [line for line in result.stdout.splitlines() if "incproto" in line]
     assert line.split()[0] == "incproto"
     assert "Serve the increment protocol" in line
+
+
+def test_max_connections_holds_the_third_client(tmp_path: Path) -> None:
+    """
+    C{--max-connections 2}: of three concurrent clients, the third is
+    greeted only after one of the first two disconnects, and the server
+    logs that it waited in the queue.
+    """
+    process = ServerProcess(
+        [*TWISTD, "incproto", "--port", LOOPBACK, "--max-connections", "2"], tmp_path
+    )
+    try:
+        first, second = connect(process.port), connect(process.port)
+        assert receive_exactly(first, 1) == b"*"
+        assert receive_exactly(second, 1) == b"*"
+        with connect(process.port) as third:
+            third.sendall(b"^abc$")
+            second.sendall(b"^x$")  # a round trip after the third connected
+            assert receive_exactly(second, 1) == b"y"
+            third.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                third.recv(1)  # not greeted yet
+            third.settimeout(TIMEOUT)
+            first.close()
+            assert receive_exactly(third, 4) == b"*bcd"
+        second.close()
+    finally:
+        process.stop()
+    assert "admitted IPv4Address(type='TCP', host='127.0.0.1'" in process.output
+    assert "in the queue" in process.output
