@@ -225,7 +225,7 @@ class ConnectionLimit:
         while self._queue and self.active < self.maxConnections:
             connection, _ = self._queue.popitem(last=False)
             cancel(connection.holdTimer)
-            self.log.info(
+            self.log.debug(
                 "admitted {peer} after {waited:.3f}s in the queue",
                 peer=connection.peer,
                 waited=self.clock.seconds() - connection.arrivedAt,
@@ -272,7 +272,7 @@ class LimitedConnection(PassThrough):
 
     @ivar limit: the L{ConnectionLimit}.
     @ivar peer: the peer address, once connected.
-    @ivar group: the peer's L{peer_group}.
+    @ivar group: the peer's L{peer_group}, if there is a per-peer limit.
     @ivar state: L{HELD} (also before the limit decides), L{ACTIVE},
         L{CLOSING} (refused) or L{GONE}.
     """
@@ -299,7 +299,8 @@ class LimitedConnection(PassThrough):
         Learn the peer and let the limit decide.
         """
         self.peer = self.transport.getPeer()
-        self.group = peer_group(self.peer)
+        if self.limit.maxPerPeer is not None:
+            self.group = peer_group(self.peer)
         self.arrivedAt = self.limit.clock.seconds()
         self.limit.arrived(self)
 
