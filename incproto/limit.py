@@ -33,6 +33,7 @@ from incproto.closing import cancel, close_politely
 from incproto.wrapping import PassThrough, factory_log_prefix
 
 UNIX_PEERS = "unix"
+DEFAULT_QUEUE_SIZE = 1024
 
 
 def peer_group(address: IAddress) -> Hashable:
@@ -90,7 +91,7 @@ class ConnectionLimit:
         self,
         wrappedFactory: IProtocolFactory,
         maxConnections: int,
-        queueSize: int = 0,
+        queueSize: int = DEFAULT_QUEUE_SIZE,
         queueTimeout: Optional[float] = None,
         maxPerPeer: Optional[int] = None,
         clock: Optional[IReactorTime] = None,
@@ -101,7 +102,8 @@ class ConnectionLimit:
         """
         @param wrappedFactory: any L{IProtocolFactory}.
         @param maxConnections: how many wrapped protocols may run at once.
-        @param queueSize: how many connections may wait for a slot.
+        @param queueSize: how many connections may wait for a slot; 0
+            rejects every connection beyond the limit.
         @param queueTimeout: seconds a connection may wait before it is
             closed, or C{None} to wait as long as it takes.
         @param maxPerPeer: how many connections (active and held) one peer

@@ -25,14 +25,13 @@ from twisted.python import usage
 
 import twisted
 from incproto._version import __version__
-from incproto.limit import ConnectionLimit
+from incproto.limit import DEFAULT_QUEUE_SIZE, ConnectionLimit
 from incproto.protocol import IncrementFactory
 from incproto.proxy import ProxyEndpoint
 from incproto.service import ListeningService
 
 DEFAULT_PORT = "9090"
 DEFAULT_BACKLOG = 1024
-DEFAULT_QUEUE = 1024
 
 # Endpoint kinds whose parsers accept a backlog= argument.
 _BACKLOG_KINDS = frozenset({"tcp", "tcp6", "ssl", "unix"})
@@ -132,7 +131,7 @@ class Options(usage.Options):
         [
             "queue",
             None,
-            DEFAULT_QUEUE,
+            DEFAULT_QUEUE_SIZE,
             "With --max-connections: how many connections may wait, accepted "
             "but not greeted, for a free slot; beyond it they are closed. 0 "
             "rejects at once.",

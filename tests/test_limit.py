@@ -167,7 +167,7 @@ class AdmissionTests(LimitTestCase):
 
 class RejectionTests(LimitTestCase):
     def test_no_queue_rejects_at_once_with_a_fin(self) -> None:
-        limit = self.limit(1)
+        limit = self.limit(1, queueSize=0)
         self.connect(limit)
         rejected, transport = self.connect(limit)
         self.assertEqual(transport.value(), b"")
@@ -189,7 +189,7 @@ class RejectionTests(LimitTestCase):
         self.assertEqual((limit.held, limit.rejected), (2, 1))
 
     def test_rejected_client_that_never_closes_is_aborted(self) -> None:
-        limit = self.limit(1, closeTimeout=3.0)
+        limit = self.limit(1, queueSize=0, closeTimeout=3.0)
         self.connect(limit)
         rejected, transport = self.connect(limit)
         self.clock.advance(3.0)
@@ -221,7 +221,7 @@ class RejectionTests(LimitTestCase):
         self.assertEqual(limit.timedOut, 0)
 
     def test_rejections_are_logged_at_a_limited_rate(self) -> None:
-        limit = self.limit(1, rejectLogInterval=10.0)
+        limit = self.limit(1, queueSize=0, rejectLogInterval=10.0)
         self.connect(limit)
         for _ in range(100):
             self.connect(limit)

@@ -135,7 +135,7 @@ def test_queue_timeout_closes_with_a_fin(
 def test_reject_closes_with_a_fin_even_after_client_bytes(
     limited: Any,
 ) -> Generator[Deferred[Any], Any, None]:
-    limit, port = limited(1)
+    limit, port = limited(1, queueSize=0)
     first = yield connect(port)
     yield first.wait_for(1)
     rejected = yield connect(port)
