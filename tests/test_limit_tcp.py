@@ -12,6 +12,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
+    UNIXClientEndpoint,
     serverFromString,
     wrapClientTLS,
 )
@@ -245,5 +246,31 @@ def test_proxy_protocol_through_make_service() -> Generator[Deferred[Any], Any, 
         assert (yield within(other.closed)) == b"*yz{"
         first.transport.loseConnection()
         yield within(first.closed)
+    finally:
+        yield service.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_unix_socket_peers_are_one_group(
+    tmp_path: Path,
+) -> Generator[Deferred[Any], Any, None]:
+    path = tmp_path / "limited.sock"
+    options = Options.parse(
+        ["--port", f"unix:{path}", "--max-connections", "5", "--max-per-peer", "1"]
+    )
+    service = makeService(options, reactor=reactor)
+    service.startService()
+    endpoint = UNIXClientEndpoint(reactor, str(path))
+    try:
+        clients = []
+        for _ in range(2):
+            client = Client()
+            yield within(endpoint.connect(Factory.forProtocol(lambda: client)))
+            clients.append(client)
+        assert (yield clients[0].wait_for(1)) == b"*"
+        yield within(clients[1].closed)
+        assert clients[1].received == b""
+        clients[0].transport.loseConnection()
+        yield within(clients[0].closed)
     finally:
         yield service.stopService()
