@@ -262,11 +262,9 @@ def test_unix_socket_peers_are_one_group(
     service.startService()
     endpoint = UNIXClientEndpoint(reactor, str(path))
     try:
-        clients = []
-        for _ in range(2):
-            client = Client()
-            yield within(endpoint.connect(Factory.forProtocol(lambda: client)))
-            clients.append(client)
+        clients = [Client(), Client()]
+        for client in clients:
+            yield within(endpoint.connect(Factory.forProtocol(lambda c=client: c)))
         assert (yield clients[0].wait_for(1)) == b"*"
         yield within(clients[1].closed)
         assert clients[1].received == b""
