@@ -1,11 +1,12 @@
-# -*- test-case-name: tests.test_protocol -*-
+# -*- test-case-name: tests.test_protocol,tests.test_offload -*-
 """The increment protocol on a Twisted transport: greeting, flow control, close.
 
-L{IncrementProtocol} is thin glue between a transport and
-L{incproto.parser.IncrementParser}.  It is honest about flow control (it
-registers as a streaming producer, so a client that does not read its
-replies stops being read from) and about half-close (a client that shuts
-down its sending side still gets every byte it is owed).
+L{IncrementProtocol} is thin glue between a transport, the parser
+(L{incproto.parser.extract_payload}) and a payload handler, run inline or in
+a pool (L{incproto.offload}).  It is honest about flow control (it registers
+as a streaming producer, so a client that does not read its replies stops
+being read from) and about half-close (a client that shuts down its sending
+side still gets every byte it is owed).
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from incproto.closing import cancel, close_politely
-from incproto.parser import IncrementParser
+from incproto.handlers import IncrementHandler, IPayloadHandler
+from incproto.offload import OrderedWork, Workers
+from incproto.parser import extract_payload
 
 GREETING = b"*"
 
@@ -36,11 +40,12 @@ class IncrementProtocol(Protocol):
     The protocol is its own transport's producer: when the transport's write
     buffer fills because the client is not reading, the transport pauses
     this protocol, which stops reading from the client; when the buffer
-    drains, reading resumes.  Memory per connection is therefore bounded by
-    the transport's buffer plus one read, however much the client sends.
+    drains, reading resumes.  With a pool, reading also pauses while more
+    than C{factory.workBuffer} bytes wait for it.  Memory per connection is
+    therefore bounded however much the client sends.
 
     @ivar factory: the L{IncrementFactory} that built this protocol.
-    @ivar parser: the connection's L{IncrementParser}.
+    @ivar inMessage: whether the client's stream is inside a message.
     @ivar bytesReceived: how many bytes the client has sent.
     @ivar bytesSent: how many reply bytes (greeting included) were written.
     """
@@ -49,20 +54,34 @@ class IncrementProtocol(Protocol):
     # Twisted types this as ITransport; it is really a TCP, UNIX or TLS
     # transport that is also a consumer and a push producer.
     transport: Any
+    log = Logger()
 
     def __init__(self) -> None:
-        self.parser = IncrementParser()
+        self.inMessage = False
         self.bytesReceived = 0
         self.bytesSent = 0
+        self._work: Optional[OrderedWork] = None
         self._producing = False
+        self._writesBlocked = False
+        self._workBlocked = False
         self._closing = False
-        self._input_ended = False
+        self._inputEnded = False
         self._linger: Optional[IDelayedCall] = None
 
     def connectionMade(self) -> None:
         """
         Send the greeting.
         """
+        workers = self.factory.workers
+        if workers is not None:
+            self._work = OrderedWork(
+                workers,
+                deliver=self._write,
+                failed=self._handlerFailed,
+                pause=self._pauseForWork,
+                idle=self._workDone,
+                limit=self.factory.workBuffer,
+            )
         self._write(GREETING)
 
     def dataReceived(self, data: bytes) -> None:
@@ -82,18 +101,28 @@ class IncrementProtocol(Protocol):
         self.bytesReceived += len(data)
         if self._closing:
             return
-        reply = self.parser.feed(data)
-        if reply:
+        payload, self.inMessage = extract_payload(data, self.inMessage)
+        if not payload:
+            return
+        if self._work is not None:
+            self._work.add(payload)
+            return
+        try:
+            reply = self.factory.handler.transform(payload)
+        except Exception:
+            self._handlerFailed(Failure())
+        else:
             self._write(reply)
 
     def readConnectionLost(self) -> None:
         """
-        The client shut down its sending side: deliver what is owed, close.
+        The client shut down its sending side: deliver what is owed (once
+        the pool has answered, if there is one), then close.
         """
-        self._input_ended = True
+        self._inputEnded = True
         if self._closing:
             self.transport.loseConnection()
-        else:
+        elif self._work is None or not self._work.busy:
             self.finish()
 
     def writeConnectionLost(self) -> None:
@@ -105,14 +134,17 @@ class IncrementProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
         The connection is gone, cleanly or not (a reset costs nothing but this
-        connection).
+        connection); work still in a pool is dropped quietly.
         """
         cancel(self._linger)
+        if self._work is not None:
+            self._work.cancel()
 
     def finish(self) -> None:
         """
         Close the connection after every byte already written is delivered,
-        ending with a FIN, not a reset.  This is the one close path.
+        ending with a FIN, not a reset.  This is the one close path.  Work
+        still in a pool is dropped.
 
         The producer is unregistered first: Twisted's C{loseConnection()}
         waits for the write buffer to drain, and while a paused producer is
@@ -124,9 +156,11 @@ class IncrementProtocol(Protocol):
         if self._closing or self.transport is None:
             return
         self._closing = True
+        if self._work is not None:
+            self._work.cancel()
         if self._producing:
             self.transport.unregisterProducer()
-        if self._input_ended:
+        if self._inputEnded:
             self.transport.loseConnection()
         else:
             self._linger = close_politely(
@@ -134,24 +168,49 @@ class IncrementProtocol(Protocol):
             )
 
     # IPushProducer: the transport calls these as its write buffer fills and
-    # drains; they start and stop reading from the client.
+    # drains; they stop and start reading from the client.
 
     def pauseProducing(self) -> None:
         """
         The client is not reading its replies: stop reading its requests.
         """
+        self._writesBlocked = True
         self.transport.pauseProducing()
 
     def resumeProducing(self) -> None:
         """
-        The client caught up with its replies: read its requests again.
+        The client caught up with its replies: read its requests again
+        (unless the pool is behind on this connection's work).
         """
-        self.transport.resumeProducing()
+        self._writesBlocked = False
+        if not self._workBlocked:
+            self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
         """
         The transport is going away; there is nothing of ours to stop.
         """
+
+    def _pauseForWork(self, paused: bool) -> None:
+        self._workBlocked = paused
+        if paused:
+            self.transport.pauseProducing()
+        elif not self._writesBlocked and not self._closing:
+            self.transport.resumeProducing()
+
+    def _workDone(self) -> None:
+        if self._inputEnded:
+            self.finish()
+
+    def _handlerFailed(self, failure: Failure) -> None:
+        self.factory.handlerErrors += 1
+        self.log.failure(
+            "handler {handler!r} failed; closing the connection from {peer}",
+            failure,
+            handler=self.factory.handler,
+            peer=self.transport.getPeer(),
+        )
+        self.finish()
 
     def _write(self, data: bytes) -> None:
         self.bytesSent += len(data)
@@ -166,6 +225,12 @@ class IncrementFactory(Factory):
     @ivar clock: the time source for close timeouts.
     @ivar closeTimeout: how long, in seconds, a connection being closed
         waits for the client to finish sending before it is aborted.
+    @ivar handler: the L{IPayloadHandler} that answers payload.
+    @ivar workers: the pool the handler runs in, or C{None} to run it
+        inline on the reactor thread.
+    @ivar workBuffer: payload bytes a connection may have waiting for the
+        pool before reading from it pauses.
+    @ivar handlerErrors: how many times the handler raised, in total.
     """
 
     # Twisted types Factory.protocol through a generic that older Twisted
@@ -173,11 +238,29 @@ class IncrementFactory(Factory):
     protocol = IncrementProtocol  # type: ignore[assignment]
 
     def __init__(
-        self, clock: Optional[IReactorTime] = None, closeTimeout: float = 30.0
+        self,
+        clock: Optional[IReactorTime] = None,
+        closeTimeout: float = 30.0,
+        handler: Optional[IPayloadHandler] = None,
+        workers: Optional[Workers] = None,
+        workBuffer: int = 256 * 1024,
     ) -> None:
+        """
+        @param handler: runs inline; the increment by default.
+        @param workers: a started L{Workers} service (L{ThreadWorkers} or
+            L{ProcessWorkers}) that runs its own handler; give one or the
+            other, not both.
+        @raise ValueError: if both a handler and workers are given.
+        """
+        if handler is not None and workers is not None:
+            raise ValueError("give a handler or workers (which have one), not both")
         if clock is None:
             from twisted.internet import reactor
 
             clock = cast(IReactorTime, reactor)
         self.clock = clock
         self.closeTimeout = closeTimeout
+        self.workers = workers
+        self.handler = workers.handler if workers else handler or IncrementHandler()
+        self.workBuffer = workBuffer
+        self.handlerErrors = 0
