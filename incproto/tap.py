@@ -10,6 +10,7 @@ options into an C{IService}, so the same wiring works from code::
 
 from __future__ import annotations
 
+import pickle
 import re
 import sys
 from typing import Any, Optional, Sequence, cast
@@ -25,13 +26,21 @@ from twisted.python import usage
 
 import twisted
 from incproto._version import __version__
+from incproto.handlers import load_handler
 from incproto.limit import DEFAULT_QUEUE_SIZE, ConnectionLimit
+from incproto.offload import (
+    DEFAULT_DRAIN_TIMEOUT,
+    ProcessWorkers,
+    ThreadWorkers,
+    Workers,
+)
 from incproto.protocol import IncrementFactory
 from incproto.proxy import ProxyEndpoint
 from incproto.service import ListeningService
 
 DEFAULT_PORT = "9090"
 DEFAULT_BACKLOG = 1024
+DEFAULT_HANDLER = "incproto.handlers:increment_handler"
 
 # Endpoint kinds whose parsers accept a backlog= argument.
 _BACKLOG_KINDS = frozenset({"tcp", "tcp6", "ssl", "unix"})
@@ -153,6 +162,37 @@ class Options(usage.Options):
             "waiting) from one client address.",
             _positive_int,
         ],
+        [
+            "handler",
+            None,
+            DEFAULT_HANDLER,
+            "The payload handler, as package.module:name (an IPayloadHandler, "
+            "or a callable that returns one). incproto.handlers:hashing and "
+            "incproto.handlers:pure_python are CPU-heavy demos.",
+        ],
+        [
+            "threads",
+            None,
+            None,
+            "Run the handler in a dedicated pool of this many threads (for "
+            "handlers that release the GIL). Inline on the reactor by default.",
+            _positive_int,
+        ],
+        [
+            "processes",
+            None,
+            None,
+            "Run the handler in a pool of this many processes (for handlers "
+            "that hold the GIL).",
+            _positive_int,
+        ],
+        [
+            "drain-timeout",
+            None,
+            DEFAULT_DRAIN_TIMEOUT,
+            "On shutdown, wait at most this many seconds for handler work in flight.",
+            _positive_float,
+        ],
     ]
 
     @classmethod
@@ -181,6 +221,19 @@ class Options(usage.Options):
             for option in ("queue-timeout", "max-per-peer"):
                 if self[option] is not None:
                     raise usage.UsageError(f"--{option} needs --max-connections")
+        if self["threads"] is not None and self["processes"] is not None:
+            raise usage.UsageError("--threads and --processes exclude each other")
+        try:
+            self["handler"] = load_handler(self["handler"])
+        except ValueError as e:
+            raise usage.UsageError(f"--handler {self['handler']}: {e}") from None
+        if self["processes"] is not None:
+            try:
+                pickle.dumps(self["handler"])
+            except Exception as e:
+                raise usage.UsageError(
+                    f"--processes needs a picklable handler: {_reason(e)}"
+                ) from None
         self["endpoint"] = endpoint_description(self["port"], self["backlog"])
         try:
             # Endpoint parsers only store the reactor, so parsing with none
@@ -217,7 +270,25 @@ def makeService(options: Options, reactor: Optional[IReactorTime] = None) -> ISe
         endpoint = ProxyEndpoint(serverFromString(reactor, description[8:]))
     else:
         endpoint = serverFromString(reactor, description)
-    factory: IProtocolFactory = IncrementFactory(clock=reactor)
+    service = MultiService()
+    workers: Optional[Workers] = None
+    pool_kind = ThreadWorkers if options["threads"] else ProcessWorkers
+    pool_size = options["threads"] or options["processes"]
+    if pool_size:
+        workers = pool_kind(
+            options["handler"],
+            pool_size,
+            reactor=reactor,
+            drainTimeout=options["drain-timeout"],
+        )
+        # Added before the listener, so that it starts first; its stopService
+        # waits (bounded) for work in flight.
+        workers.setServiceParent(service)
+    factory: IProtocolFactory = IncrementFactory(
+        clock=reactor,
+        handler=None if workers else options["handler"],
+        workers=workers,
+    )
     if options["max-connections"] is not None:
         factory = ConnectionLimit(
             factory,
@@ -227,7 +298,6 @@ def makeService(options: Options, reactor: Optional[IReactorTime] = None) -> ISe
             maxPerPeer=options["max-per-peer"],
             clock=reactor,
         )
-    service = MultiService()
     listener = ListeningService(endpoint, factory, options["port"])
     listener.setName("incproto")
     listener.setServiceParent(service)

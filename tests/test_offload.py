@@ -1,0 +1,248 @@
+"""Tests for incproto.offload and the protocol with a pool, on a pool whose
+jobs the test finishes by hand, in any order (no threads, no reactor)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Callable, List, Optional, Tuple
+
+from twisted.internet.error import ConnectionLost
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from incproto import IncrementFactory, IncrementProtocol
+from incproto.handlers import IncrementHandler, IPayloadHandler
+from incproto.offload import OrderedWork, Workers
+from tests.fakes import HalfCloseableTransport
+from tests.test_parser import reference
+
+
+class ImmediateReactor(Clock):
+    """A Clock whose callFromThread runs the call at once."""
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any) -> None:
+        f(*args)
+
+
+class ManualWorkers(Workers):
+    """A pool whose jobs run when the test says so."""
+
+    def __init__(
+        self, handler: Optional[IPayloadHandler] = None, **kwargs: Any
+    ) -> None:
+        super().__init__(
+            handler or IncrementHandler(), 2, reactor=ImmediateReactor(), **kwargs
+        )
+        self.jobs: List[Tuple[bytes, Callable[[bool, Any], None]]] = []
+        self.stopped: Optional[bool] = None
+
+    def _call(self, payload: bytes, done: Callable[[bool, Any], None]) -> None:
+        self.jobs.append((payload, done))
+
+    def finish(self, index: int = 0) -> None:
+        payload, done = self.jobs.pop(index)
+        try:
+            result = self.handler.transform(payload)
+        except Exception:
+            done(False, Failure())
+        else:
+            done(True, result)
+
+    def _stopPool(self, idle: bool) -> None:
+        self.stopped = idle
+
+
+class Failing:
+    def transform(self, payload: bytes) -> bytes:
+        raise RuntimeError("handler broke")
+
+
+def connect(
+    factory: IncrementFactory,
+) -> Tuple[IncrementProtocol, HalfCloseableTransport]:
+    protocol = factory.buildProtocol(None)
+    assert isinstance(protocol, IncrementProtocol)
+    transport = HalfCloseableTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+class OrderedWorkTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.workers = ManualWorkers()
+        self.delivered: List[bytes] = []
+        self.pauses: List[bool] = []
+        self.idles = 0
+        self.failures: List[Failure] = []
+
+        def idle() -> None:
+            self.idles += 1
+
+        self.work = OrderedWork(
+            self.workers, self.delivered.append, self.failures.append,
+            self.pauses.append, idle, limit=10,
+        )  # fmt: skip
+
+    def test_one_job_at_a_time_batching_the_rest(self) -> None:
+        self.work.add(b"ab")
+        self.work.add(b"cd")
+        self.work.add(b"ef")
+        self.assertEqual([job[0] for job in self.workers.jobs], [b"ab"])
+        self.workers.finish()
+        self.assertEqual([job[0] for job in self.workers.jobs], [b"cdef"])
+        self.workers.finish()
+        self.assertEqual(self.delivered, [b"bc", b"defg"])
+        self.assertEqual(self.idles, 1)
+        self.assertFalse(self.work.busy)
+
+    def test_pauses_past_the_limit_and_resumes_when_submitted(self) -> None:
+        self.work.add(b"a")
+        self.work.add(b"x" * 10)
+        self.assertEqual(self.pauses, [True])
+        self.workers.finish()
+        self.assertEqual(self.pauses, [True, False])
+
+    def test_cancel_drops_results_quietly(self) -> None:
+        self.work.add(b"ab")
+        self.work.cancel()
+        self.workers.finish()
+        self.assertEqual((self.delivered, self.failures), ([], []))
+
+    def test_failure_is_reported_once(self) -> None:
+        self.workers.handler = Failing()  # type: ignore[assignment]
+        self.work.add(b"ab")
+        self.work.add(b"cd")
+        self.workers.finish()
+        self.assertEqual(len(self.failures), 1)
+        self.assertEqual(self.workers.jobs, [])
+
+
+class WorkersTests(SynchronousTestCase):
+    def test_backlog_bounds_jobs_in_the_pool(self) -> None:
+        workers = ManualWorkers(backlog=2)
+        results: List[bytes] = []
+        for payload in (b"a", b"b", b"c", b"d"):
+            workers.run(payload).addCallback(results.append)
+        self.assertEqual(
+            (len(workers.jobs), workers.waiting, workers.inFlight), (2, 2, 2)
+        )
+        workers.finish(1)
+        self.assertEqual([job[0] for job in workers.jobs], [b"a", b"c"])
+        while workers.jobs:
+            workers.finish()
+        self.assertEqual(results, [b"c", b"b", b"d", b"e"])  # completion order
+        self.assertEqual(workers.completed, 4)
+
+    def test_stop_waits_for_work_in_flight(self) -> None:
+        workers = ManualWorkers()
+        workers.startService()
+        workers.run(b"a")
+        stopped: List[Any] = []
+        workers.stopService().addCallback(stopped.append)
+        self.assertEqual((stopped, workers.stopped), ([], None))
+        workers.finish()
+        self.assertEqual(workers.stopped, True)
+        self.assertEqual(len(stopped), 1)
+
+    def test_stop_gives_up_after_the_drain_timeout(self) -> None:
+        workers = ManualWorkers(drainTimeout=5.0)
+        workers.startService()
+        workers.run(b"a")
+        workers.stopService()
+        workers.reactor.advance(5.0)
+        self.assertEqual(workers.stopped, False)  # stopped, though not idle
+
+    def test_needs_a_worker(self) -> None:
+        self.assertRaises(ValueError, Workers, IncrementHandler(), 0)
+
+
+class ProtocolWithPoolTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.workers = ManualWorkers()
+        self.factory = IncrementFactory(
+            clock=Clock(), workers=self.workers, workBuffer=16
+        )
+
+    def test_replies_keep_their_order_whatever_order_jobs_finish(self) -> None:
+        """Many connections; the pool finishes their jobs in random order."""
+        rng = random.Random(4)
+        streams = [bytes(rng.choice(b"^$ab\xff") for _ in range(60)) for _ in range(8)]
+        connections = [connect(self.factory) for _ in streams]
+        fed = [0] * len(streams)
+        while any(f < len(s) for f, s in zip(fed, streams)) or self.workers.jobs:
+            index = rng.randrange(len(streams))
+            if fed[index] < len(streams[index]):
+                cut = fed[index] + rng.randint(1, 7)
+                connections[index][0].dataReceived(streams[index][fed[index] : cut])
+                fed[index] = min(cut, len(streams[index]))
+            if self.workers.jobs and rng.random() < 0.5:
+                self.workers.finish(rng.randrange(len(self.workers.jobs)))
+        for stream, (_, transport) in zip(streams, connections):
+            self.assertEqual(transport.value(), b"*" + reference(stream))
+
+    def test_reading_pauses_while_work_waits(self) -> None:
+        protocol, transport = connect(self.factory)
+        protocol.dataReceived(b"^a")
+        protocol.dataReceived(b"b" * 20)
+        self.assertEqual(transport.producerState, "paused")
+        self.workers.finish()
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_write_backpressure_and_work_backpressure_combine(self) -> None:
+        protocol, transport = connect(self.factory)
+        protocol.dataReceived(b"^a")
+        protocol.dataReceived(b"b" * 20)  # work pauses reading
+        protocol.pauseProducing()  # and the client stops reading
+        self.workers.finish()  # work no longer blocks...
+        self.assertEqual(transport.producerState, "paused")  # ...writes still do
+        protocol.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_half_close_waits_for_the_pool(self) -> None:
+        protocol, transport = connect(self.factory)
+        protocol.dataReceived(b"^abc$")
+        protocol.readConnectionLost()
+        self.assertFalse(transport.disconnecting)
+        self.workers.finish()
+        self.assertEqual(transport.value(), b"*bcd")
+        self.assertTrue(transport.disconnecting)
+
+    def test_client_leaving_during_work_drops_the_result(self) -> None:
+        protocol, transport = connect(self.factory)
+        protocol.dataReceived(b"^abc")
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.workers.finish()
+        self.assertEqual(transport.value(), b"*")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_handler_error_closes_only_that_connection(self) -> None:
+        self.workers.handler = Failing()  # type: ignore[assignment]
+        broken, broken_transport = connect(self.factory)
+        broken.dataReceived(b"^abc")
+        self.workers.finish()
+        self.assertTrue(broken_transport.write_closed)
+        [logged] = self.flushLoggedErrors(RuntimeError)
+        self.assertEqual(logged.getErrorMessage(), "handler broke")
+        self.assertEqual(self.factory.handlerErrors, 1)
+        self.workers.handler = IncrementHandler()
+        fine, fine_transport = connect(self.factory)
+        fine.dataReceived(b"^abc")
+        self.workers.finish()
+        self.assertEqual(fine_transport.value(), b"*bcd")
+
+    def test_inline_handler_error(self) -> None:
+        factory = IncrementFactory(clock=Clock(), handler=Failing())  # type: ignore[arg-type]
+        protocol, transport = connect(factory)
+        protocol.dataReceived(b"^abc")
+        self.assertTrue(transport.write_closed)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(factory.handlerErrors, 1)
+
+    def test_handler_or_workers_not_both(self) -> None:
+        self.assertRaises(
+            ValueError,
+            IncrementFactory,
+            handler=IncrementHandler(),
+            workers=self.workers,
+        )
