@@ -139,7 +139,8 @@ class Workers(Service):
         """
         super().stopService()
         d = self.whenIdle()
-        d.addTimeout(self.drainTimeout, cast(IReactorTime, self.reactor))
+        if not d.called:
+            d.addTimeout(self.drainTimeout, cast(IReactorTime, self.reactor))
 
         def stop(result: Any) -> None:
             idle = not isinstance(result, Failure)

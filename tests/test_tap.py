@@ -9,13 +9,20 @@ from contextlib import redirect_stdout
 
 from twisted.application.service import IServiceMaker
 from twisted.internet.error import CannotListenError
-from twisted.internet.testing import MemoryReactor, RaisingMemoryReactor
+from twisted.internet.testing import (
+    MemoryReactor,
+    MemoryReactorClock,
+    RaisingMemoryReactor,
+)
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 import incproto
+from incproto.handlers import IncrementHandler, IPayloadHandler, hashing
 from incproto.limit import ConnectionLimit
+from incproto.offload import ProcessWorkers, ThreadWorkers
 from incproto.protocol import IncrementFactory
 from incproto.proxy import ProxyEndpoint
 from incproto.service import ListenError, ListeningService
@@ -186,6 +193,73 @@ class LimitOptionsTests(SynchronousTestCase):
         )
         listener = service.getServiceNamed("incproto")
         self.assertIsInstance(listener.endpoint, ProxyEndpoint)
+
+
+class HandlerOptionsTests(SynchronousTestCase):
+    def test_inline_increment_by_default(self) -> None:
+        reactor = MemoryReactor()
+        service = makeService(Options.parse(["--port", "9191"]), reactor=reactor)
+        service.startService()
+        [(_, factory, _, _)] = reactor.tcpServers
+        self.assertIsInstance(factory.handler, IncrementHandler)
+        self.assertIsNone(factory.workers)
+
+    def test_handler_by_name(self) -> None:
+        options = Options.parse(["--handler", "incproto.handlers:hashing"])
+        self.assertIs(options["handler"], hashing)
+
+    def test_threads(self) -> None:
+        reactor = MemoryReactorClock()
+        argv = ["--handler", "incproto.handlers:hashing", "--threads", "3"]
+        service = makeService(
+            Options.parse([*argv, "--drain-timeout", "7"]), reactor=reactor
+        )
+        [workers, _] = list(service)
+        self.assertIsInstance(workers, ThreadWorkers)
+        self.assertEqual(
+            (workers.size, workers.handler, workers.drainTimeout), (3, hashing, 7.0)
+        )
+        service.startService()
+        [(_, factory, _, _)] = reactor.tcpServers
+        self.assertIs(factory.workers, workers)
+        self.assertTrue(workers.pool.started)
+        service.stopService()
+        self.assertFalse(workers.pool.started)
+
+    def test_processes_are_built_not_started(self) -> None:
+        """twistd calls makeService before daemonizing: nothing starts yet."""
+        service = makeService(
+            Options.parse(["--processes", "2"]), reactor=MemoryReactor()
+        )
+        [workers, _] = list(service)
+        self.assertIsInstance(workers, ProcessWorkers)
+        self.assertIsNone(workers.pool)
+
+    def test_handler_errors(self) -> None:
+        for argv, message in [
+            (["--handler", "nowhere:thing"], "--handler nowhere:thing: cannot import"),
+            (["--threads", "2", "--processes", "2"], "exclude each other"),
+            (["--threads", "0"], "not a positive integer"),
+            (
+                ["--handler", "tests.test_tap:unpicklable", "--processes", "2"],
+                "--processes needs a picklable handler",
+            ),
+        ]:
+            error = self.assertRaises(usage.UsageError, Options.parse, argv)
+            self.assertIn(message, str(error))
+
+
+@implementer(IPayloadHandler)
+class _Local:
+    def transform(self, payload: bytes) -> bytes:
+        return payload
+
+
+def unpicklable() -> IPayloadHandler:
+    class Inner(_Local):
+        pass
+
+    return Inner()
 
 
 class PluginTests(SynchronousTestCase):

@@ -16,7 +16,9 @@ import twisted
 from tests.processes import (
     TIMEOUT,
     ServerProcess,
+    alive,
     connect,
+    descendants,
     half_close_round_trip,
     memory_kib,
     receive_all,
@@ -243,3 +245,28 @@ def test_max_connections_holds_the_third_client(tmp_path: Path) -> None:
         process.stop()
     assert "admitted IPv4Address(type='TCP', host='127.0.0.1'" in process.output
     assert "in the queue" in process.output
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [
+        ["--handler", "incproto.handlers:hashing", "--threads", "2"],
+        ["--handler", "incproto.handlers:pure_python", "--processes", "2"],
+    ],
+)
+def test_pools_serve_and_stop_cleanly(tmp_path: Path, pool: List[str]) -> None:
+    process = ServerProcess([*TWISTD, "incproto", "--port", LOOPBACK, *pool], tmp_path)
+    with connect(process.port) as sock:
+        assert receive_exactly(sock, 1) == b"*"
+        sock.sendall(b"^abc$de^abte$f")
+        assert receive_exactly(sock, 7) == b"bcdbcuf"
+    payload = bytes(range(256)).replace(b"$", b"") * 4000
+    received = half_close_round_trip(process.port, b"^" + payload)
+    assert received == b"*" + payload.translate(
+        bytes((b + 1) % 256 for b in range(256))
+    )
+    workers = descendants(process.process.pid)
+    assert ("--processes" in pool) == bool(workers)
+    assert process.stop() == -signal.SIGTERM
+    assert "Traceback" not in process.output, process.output
+    assert [pid for pid in workers if alive(pid)] == []
