@@ -18,22 +18,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.processes import (
-    ServerProcess,
     connect,
     memory_kib,
     receive_all,
-    script,
+    start_incproto,
 )
 
 MiB = 1024 * 1024
 
 
 def one_run() -> tuple[int, int, int]:
-    server = ServerProcess(
-        [script("twistd"), "-n", "--pidfile=", "incproto", "--port",
-         "tcp:0:interface=127.0.0.1"],
-        Path("/tmp"),
-    )  # fmt: skip
+    server = start_incproto()
     pid = server.process.pid
     rss_before = memory_kib(pid) or 0
     chunk = memoryview(b"a" * MiB)

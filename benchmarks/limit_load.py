@@ -33,9 +33,7 @@ from typing import Any, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.processes import ServerProcess, memory_kib, script
-
-LOOPBACK = "tcp:0:interface=127.0.0.1"
+from tests.processes import ServerProcess, memory_kib, start_incproto
 
 
 def raise_fd_limit() -> None:
@@ -45,18 +43,7 @@ def raise_fd_limit() -> None:
 
 def start_server(*options: str) -> ServerProcess:
     raise_fd_limit()  # inherited by twistd
-    return ServerProcess(
-        [
-            script("twistd"),
-            "-n",
-            "--pidfile=",
-            "incproto",
-            "--port",
-            LOOPBACK,
-            *options,
-        ],
-        Path("/tmp"),
-    )
+    return start_incproto(*options)
 
 
 # queue mode

@@ -27,25 +27,13 @@ from typing import List, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.processes import ServerProcess, script
+from tests.processes import ServerProcess, start_incproto
 
-LOOPBACK = "tcp:0:interface=127.0.0.1"
 MESSAGE = 64 * 1024
 
 
 def start(options: Sequence[str]) -> ServerProcess:
-    return ServerProcess(
-        [
-            script("twistd"),
-            "-n",
-            "--pidfile=",
-            "incproto",
-            "--port",
-            LOOPBACK,
-            *options,
-        ],
-        Path("/tmp"),
-    )
+    return start_incproto(*options)
 
 
 async def streamer(port: int, deadline: float, size: int = MESSAGE) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pickle
 import re
 import sys
-from typing import Any, Optional, Sequence, cast
+from typing import Any, Callable, Optional, Sequence, cast
 
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
@@ -46,34 +46,33 @@ DEFAULT_HANDLER = "incproto.handlers:increment_handler"
 _BACKLOG_KINDS = frozenset({"tcp", "tcp6", "ssl", "unix"})
 
 
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise ValueError(f"{value} is not a positive integer")
-    return number
+def _checked(
+    convert: Callable[[str], Any], valid: Callable[[Any], bool], problem: str, doc: str
+) -> Callable[[str], Any]:
+    """An option coercer: C{convert}, then reject values not C{valid}."""
+
+    def coerce(value: str) -> Any:
+        number = convert(value)
+        if not valid(number):
+            raise ValueError(f"{value} {problem}")
+        return number
+
+    coerce.coerceDoc = doc  # type: ignore[attr-defined]
+    return coerce
 
 
-_positive_int.coerceDoc = "A positive integer."  # type: ignore[attr-defined]
-
-
-def _non_negative_int(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError(f"{value} is negative")
-    return number
-
-
-_non_negative_int.coerceDoc = "A whole number, 0 or more."  # type: ignore[attr-defined]
-
-
-def _positive_float(value: str) -> float:
-    number = float(value)
-    if not number > 0:
-        raise ValueError(f"{value} is not a positive number of seconds")
-    return number
-
-
-_positive_float.coerceDoc = "Seconds, more than 0."  # type: ignore[attr-defined]
+_positive_int = _checked(
+    int, lambda n: n >= 1, "is not a positive integer", "A positive integer."
+)
+_non_negative_int = _checked(
+    int, lambda n: n >= 0, "is negative", "A whole number, 0 or more."
+)
+_positive_float = _checked(
+    float,
+    lambda n: n > 0,
+    "is not a positive number of seconds",
+    "Seconds, more than 0.",
+)
 
 
 def endpoint_description(port: str, backlog: int) -> str:

@@ -80,6 +80,15 @@ class ServerProcess:
         return status
 
 
+def start_incproto(*options: str, cwd: Path = Path("/tmp")) -> ServerProcess:
+    """C{twistd -n incproto} on an ephemeral port of 127.0.0.1, with C{options}."""
+    return ServerProcess(
+        [script("twistd"), "-n", "--pidfile=", "incproto",
+         "--port", "tcp:0:interface=127.0.0.1", *options],
+        cwd,
+    )  # fmt: skip
+
+
 def run_command(argv: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run a command that is expected to exit by itself."""
     return subprocess.run(
