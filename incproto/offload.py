@@ -18,7 +18,8 @@ import os
 import sys
 import threading
 from collections import deque
-from typing import Any, Callable, Deque, List, Optional, cast
+from contextlib import contextmanager
+from typing import Any, Callable, Deque, Iterator, List, Optional, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
@@ -228,7 +229,8 @@ class ProcessWorkers(Workers):
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL))
         method = "forkserver" if sys.platform.startswith("linux") else "spawn"
         context = multiprocessing.get_context(method)
-        self.pool = context.Pool(self.size, initializer=_yield_to_the_reactor)
+        with _real_stderr():
+            self.pool = context.Pool(self.size, initializer=_yield_to_the_reactor)
 
     def _call(self, payload: bytes, done: Callable[[bool, Any], None]) -> None:
         self.pool.apply_async(
@@ -251,6 +253,27 @@ class ProcessWorkers(Workers):
 
     def __repr__(self) -> str:
         return f"ProcessWorkers({self.handler!r}, {self.size})"
+
+
+@contextmanager
+def _real_stderr() -> Iterator[None]:
+    """
+    While starting helper processes, let C{sys.stderr} be the real one.
+    multiprocessing hands its helper processes C{sys.stderr}'s descriptor;
+    twistd replaces C{sys.stderr} with a log file whose C{fileno()} is -1,
+    which PyPy's C{spawnv_passfds} rejects ("bad value(s) in fds_to_keep").
+    """
+    stderr = sys.stderr
+    try:
+        usable = stderr.fileno() >= 0
+    except Exception:
+        usable = False
+    if not usable and sys.__stderr__ is not None:
+        sys.stderr = sys.__stderr__
+    try:
+        yield
+    finally:
+        sys.stderr = stderr
 
 
 class OrderedWork:
