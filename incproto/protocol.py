@@ -11,8 +11,10 @@ side still gets every byte it is owed).
 
 from __future__ import annotations
 
-from typing import Any, Optional, cast
+from typing import Any, Dict, List, Optional, Set, cast
 
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IDelayedCall,
     IHalfCloseableProtocol,
@@ -30,6 +32,13 @@ from incproto.offload import OrderedWork, Workers
 from incproto.parser import extract_payload
 
 GREETING = b"*"
+
+# Why a connection closed, as logged and counted by IncrementFactory.closedBy.
+CLIENT_CLOSED = "client closed"
+CONNECTION_LOST = "connection lost"
+IDLE_TIMEOUT = "idle timeout"
+HANDLER_ERROR = "handler error"
+SHUTDOWN = "shutdown"
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
@@ -65,14 +74,26 @@ class IncrementProtocol(Protocol):
         self._writesBlocked = False
         self._workBlocked = False
         self._closing = False
+        self._draining = False
         self._inputEnded = False
+        self._closeReason: Optional[str] = None
         self._linger: Optional[IDelayedCall] = None
+        self._idleTimer: Optional[IDelayedCall] = None
+        self._lastActivity = 0.0
+        self._openedAt = 0.0
 
     def connectionMade(self) -> None:
         """
-        Send the greeting.
+        Send the greeting (and start the idle timer, if there is one).
         """
-        workers = self.factory.workers
+        factory = self.factory
+        factory.opened(self)
+        self._openedAt = self._lastActivity = factory.clock.seconds()
+        if factory.idleTimeout is not None:
+            self._idleTimer = factory.clock.callLater(
+                factory.idleTimeout, self._checkIdle
+            )
+        workers = factory.workers
         if workers is not None:
             self._work = OrderedWork(
                 workers,
@@ -99,6 +120,8 @@ class IncrementProtocol(Protocol):
             self._producing = True
             self.transport.registerProducer(self, True)
         self.bytesReceived += len(data)
+        if self._idleTimer is not None:
+            self._lastActivity = self.factory.clock.seconds()
         if self._closing:
             return
         payload, self.inMessage = extract_payload(data, self.inMessage)
@@ -123,7 +146,7 @@ class IncrementProtocol(Protocol):
         if self._closing:
             self.transport.loseConnection()
         elif self._work is None or not self._work.busy:
-            self.finish()
+            self.finish(CLIENT_CLOSED)
 
     def writeConnectionLost(self) -> None:
         """
@@ -137,14 +160,34 @@ class IncrementProtocol(Protocol):
         connection); work still in a pool is dropped quietly.
         """
         cancel(self._linger)
+        cancel(self._idleTimer)
         if self._work is not None:
             self._work.cancel()
+        why = self._closeReason
+        if why is None:
+            clean = self._inputEnded or reason.check(ConnectionDone)
+            why = CLIENT_CLOSED if clean else CONNECTION_LOST
+        self.factory.closed(self, why, self.factory.clock.seconds() - self._openedAt)
 
-    def finish(self) -> None:
+    def shutdown(self) -> None:
+        """
+        The server is stopping: answer what was already read (waiting for the
+        pool if it has work of this connection), read nothing more, then
+        L{finish}.
+        """
+        if self._work is not None and self._work.busy:
+            self._draining = True
+            self._pauseForWork(True)
+        else:
+            self.finish(SHUTDOWN)
+
+    def finish(self, why: str = "server closed") -> None:
         """
         Close the connection after every byte already written is delivered,
         ending with a FIN, not a reset.  This is the one close path.  Work
         still in a pool is dropped.
+
+        @param why: the reason, logged when the connection closes.
 
         The producer is unregistered first: Twisted's C{loseConnection()}
         waits for the write buffer to drain, and while a paused producer is
@@ -156,6 +199,8 @@ class IncrementProtocol(Protocol):
         if self._closing or self.transport is None:
             return
         self._closing = True
+        self._closeReason = why
+        cancel(self._idleTimer)
         if self._work is not None:
             self._work.cancel()
         if self._producing:
@@ -200,7 +245,21 @@ class IncrementProtocol(Protocol):
 
     def _workDone(self) -> None:
         if self._inputEnded:
-            self.finish()
+            self.finish(CLIENT_CLOSED)
+        elif self._draining:
+            self.finish(SHUTDOWN)
+
+    def _checkIdle(self) -> None:
+        timeout = self.factory.idleTimeout
+        assert timeout is not None
+        idle = self.factory.clock.seconds() - self._lastActivity
+        if idle >= timeout:
+            self._idleTimer = None
+            self.finish(IDLE_TIMEOUT)
+        else:
+            self._idleTimer = self.factory.clock.callLater(
+                timeout - idle, self._checkIdle
+            )
 
     def _handlerFailed(self, failure: Failure) -> None:
         self.factory.handlerErrors += 1
@@ -210,10 +269,12 @@ class IncrementProtocol(Protocol):
             handler=self.factory.handler,
             peer=self.transport.getPeer(),
         )
-        self.finish()
+        self.finish(HANDLER_ERROR)
 
     def _write(self, data: bytes) -> None:
         self.bytesSent += len(data)
+        if self._idleTimer is not None:
+            self._lastActivity = self.factory.clock.seconds()
         self.transport.write(data)
 
 
@@ -222,20 +283,29 @@ class IncrementFactory(Factory):
     Build L{IncrementProtocol}s.  Drop it into any Twisted application:
     C{endpoint.listen(IncrementFactory())}.
 
-    @ivar clock: the time source for close timeouts.
+    @ivar clock: the time source for timeouts.
     @ivar closeTimeout: how long, in seconds, a connection being closed
         waits for the client to finish sending before it is aborted.
+    @ivar idleTimeout: seconds without traffic either way after which a
+        connection is closed, or C{None} for never.
     @ivar handler: the L{IPayloadHandler} that answers payload.
     @ivar workers: the pool the handler runs in, or C{None} to run it
         inline on the reactor thread.
     @ivar workBuffer: payload bytes a connection may have waiting for the
         pool before reading from it pauses.
+    @ivar connections: the connections open now.
+    @ivar accepted: connections opened, in total.
+    @ivar closedBy: connections closed, in total, by reason.
+    @ivar bytesIn: bytes received on closed connections, in total.
+    @ivar bytesOut: bytes sent on closed connections, in total.
     @ivar handlerErrors: how many times the handler raised, in total.
     """
 
     # Twisted types Factory.protocol through a generic that older Twisted
     # releases (still used on PyPy 3.9) cannot be subscripted with.
     protocol = IncrementProtocol  # type: ignore[assignment]
+    noisy = False
+    log = Logger()
 
     def __init__(
         self,
@@ -244,6 +314,7 @@ class IncrementFactory(Factory):
         handler: Optional[IPayloadHandler] = None,
         workers: Optional[Workers] = None,
         workBuffer: int = 256 * 1024,
+        idleTimeout: Optional[float] = None,
     ) -> None:
         """
         @param handler: runs inline; the increment by default.
@@ -260,7 +331,62 @@ class IncrementFactory(Factory):
             clock = cast(IReactorTime, reactor)
         self.clock = clock
         self.closeTimeout = closeTimeout
+        self.idleTimeout = idleTimeout
         self.workers = workers
         self.handler = workers.handler if workers else handler or IncrementHandler()
         self.workBuffer = workBuffer
+        self.connections: Set[IncrementProtocol] = set()
+        self.accepted = 0
+        self.closedBy: Dict[str, int] = {}
+        self.bytesIn = 0
+        self.bytesOut = 0
         self.handlerErrors = 0
+        self._empty: List[Deferred[None]] = []
+
+    def opened(self, protocol: IncrementProtocol) -> None:
+        """
+        Count and log a new connection.
+        """
+        self.connections.add(protocol)
+        self.accepted += 1
+        self.log.debug(
+            "connection from {peer} opened", peer=protocol.transport.getPeer()
+        )
+
+    def closed(self, protocol: IncrementProtocol, why: str, duration: float) -> None:
+        """
+        Count and log a connection that closed, with its totals.
+        """
+        self.connections.discard(protocol)
+        self.closedBy[why] = self.closedBy.get(why, 0) + 1
+        self.bytesIn += protocol.bytesReceived
+        self.bytesOut += protocol.bytesSent
+        self.log.info(
+            "connection from {peer} closed ({why}) after {duration:.3f}s: "
+            "{bytesIn} bytes in, {bytesOut} bytes out",
+            peer=protocol.transport.getPeer(),
+            why=why,
+            duration=duration,
+            bytesIn=protocol.bytesReceived,
+            bytesOut=protocol.bytesSent,
+        )
+        if not self.connections:
+            empty, self._empty = self._empty, []
+            for d in empty:
+                d.callback(None)
+
+    def drain(self) -> Deferred[None]:
+        """
+        Close every connection gracefully (L{IncrementProtocol.shutdown}):
+        what was already read is answered, nothing more is read, and each
+        connection ends with a FIN once its replies are flushed.
+
+        @return: a Deferred that fires once no connection is left.
+        """
+        for protocol in list(self.connections):
+            protocol.shutdown()
+        if not self.connections:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._empty.append(d)
+        return d

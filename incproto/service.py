@@ -1,5 +1,6 @@
 # -*- test-case-name: tests.test_service -*-
-"""A listening service that fails loudly: it never runs on with no listener.
+"""incproto's services: a listener that fails loudly (it never runs on with
+no listener), a graceful drain, an ordered stop, and the open files limit.
 
 Twisted's C{StreamServerEndpointService} only logs a listen failure and lets
 the process run on without a listener; C{strports.service} raises the bare
@@ -10,13 +11,14 @@ exit status 1.
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Any, List, Optional
 
-from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
+    IReactorTime,
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
@@ -120,3 +122,113 @@ class ListeningService(Service):
             description=self.description,
         )
         return port
+
+
+class DrainingService(Service):
+    """
+    On stop, drain an L{IncrementFactory}'s connections gracefully (see
+    L{IncrementFactory.drain}), aborting those still open after C{timeout}
+    seconds.
+    """
+
+    log = Logger()
+
+    def __init__(self, factory: Any, timeout: float, clock: IReactorTime) -> None:
+        self.factory = factory
+        self.timeout = timeout
+        self.clock = clock
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Drain, for at most C{timeout} seconds.
+        """
+        super().stopService()
+        count = len(self.factory.connections)
+        if count:
+            self.log.info("draining {count} connections", count=count)
+        drained: Deferred[None] = self.factory.drain()
+        if drained.called:
+            return drained
+
+        def give_up(failure: Failure) -> None:
+            failure.trap(TimeoutError)
+            left = list(self.factory.connections)
+            self.log.warn(
+                "aborting {count} connections still open after {timeout}s",
+                count=len(left),
+                timeout=self.timeout,
+            )
+            for protocol in left:
+                protocol.transport.abortConnection()
+
+        return drained.addTimeout(self.timeout, self.clock).addErrback(give_up)
+
+
+class SequentialMultiService(MultiService):
+    """
+    A MultiService whose children stop one after another, in the reverse of
+    the order they were added (Twisted's stops them all at once): for
+    incproto, the listener first, then the connections' drain, then pools.
+    """
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop each child after the one added after it has stopped.
+        """
+        Service.stopService(self)
+        d: Deferred[Any] = succeed(None)
+        for child in reversed(list(self)):
+            d.addCallback(_stop, child)
+        return d
+
+
+def _stop(_: object, service: Any) -> Any:
+    return service.stopService()
+
+
+class FileLimitService(Service):
+    """
+    At start, raise the soft limit on open files to the hard limit, and warn
+    if it still cannot hold C{needed} descriptors: when descriptors run out,
+    Twisted accepts and drops connections behind the queue's back.
+    """
+
+    log = Logger()
+
+    def __init__(self, needed: int) -> None:
+        self.needed = needed
+
+    def privilegedStartService(self) -> None:
+        """
+        Raise the limit (before twistd drops privileges).
+        """
+        super().privilegedStartService()
+        raise_file_limit(self.needed, self.log)
+
+
+def raise_file_limit(needed: int, log: Logger) -> int:
+    """
+    Raise the soft RLIMIT_NOFILE to the hard limit; log it, and warn if it is
+    below C{needed}.
+
+    @return: the soft limit now in force.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as e:
+            log.warn("could not raise the open files limit: {error}", error=e)
+    log.info("open files limit: {soft}", soft=soft)
+    if soft < needed:
+        log.warn(
+            "the open files limit ({soft}) is below the {needed} descriptors "
+            "that the connection limit and queue may need",
+            soft=soft,
+            needed=needed,
+        )
+    return soft

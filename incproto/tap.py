@@ -15,7 +15,7 @@ import re
 import sys
 from typing import Any, Callable, Optional, Sequence, cast
 
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IProtocolFactory,
@@ -36,7 +36,12 @@ from incproto.offload import (
 )
 from incproto.protocol import IncrementFactory
 from incproto.proxy import ProxyEndpoint
-from incproto.service import ListeningService
+from incproto.service import (
+    DrainingService,
+    FileLimitService,
+    ListeningService,
+    SequentialMultiService,
+)
 
 DEFAULT_PORT = "9090"
 DEFAULT_BACKLOG = 1024
@@ -186,10 +191,19 @@ class Options(usage.Options):
             _positive_int,
         ],
         [
+            "idle-timeout",
+            None,
+            None,
+            "Close connections with no traffic either way for this many "
+            "seconds. Off by default.",
+            _positive_float,
+        ],
+        [
             "drain-timeout",
             None,
             DEFAULT_DRAIN_TIMEOUT,
-            "On shutdown, wait at most this many seconds for handler work in flight.",
+            "On shutdown (SIGTERM, SIGINT), give connections and handler work "
+            "this many seconds to finish, then abort them.",
             _positive_float,
         ],
     ]
@@ -255,7 +269,10 @@ def makeService(options: Options, reactor: Optional[IReactorTime] = None) -> ISe
     @param reactor: the reactor to listen with and to time connections by;
         the global one by default.
     @return: a service that listens while it runs, and raises
-        L{incproto.service.ListenError} from its start if it cannot.
+        L{incproto.service.ListenError} from its start if it cannot.  Its
+        children stop in order: the listener, then a graceful drain of the
+        connections, then the handler pool, each bounded by
+        C{--drain-timeout}.
     """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
@@ -269,7 +286,11 @@ def makeService(options: Options, reactor: Optional[IReactorTime] = None) -> ISe
         endpoint = ProxyEndpoint(serverFromString(reactor, description[8:]))
     else:
         endpoint = serverFromString(reactor, description)
-    service = MultiService()
+    service = SequentialMultiService()
+    limit = options["max-connections"]
+    FileLimitService(limit + options["queue"] + 64 if limit else 0).setServiceParent(
+        service
+    )
     workers: Optional[Workers] = None
     pool_kind = ThreadWorkers if options["threads"] else ProcessWorkers
     pool_size = options["threads"] or options["processes"]
@@ -280,18 +301,21 @@ def makeService(options: Options, reactor: Optional[IReactorTime] = None) -> ISe
             reactor=reactor,
             drainTimeout=options["drain-timeout"],
         )
-        # Added before the listener, so that it starts first; its stopService
-        # waits (bounded) for work in flight.
         workers.setServiceParent(service)
-    factory: IProtocolFactory = IncrementFactory(
+    increment = IncrementFactory(
         clock=reactor,
         handler=None if workers else options["handler"],
         workers=workers,
+        idleTimeout=options["idle-timeout"],
     )
-    if options["max-connections"] is not None:
+    DrainingService(increment, options["drain-timeout"], reactor).setServiceParent(
+        service
+    )
+    factory: IProtocolFactory = increment
+    if limit is not None:
         factory = ConnectionLimit(
             factory,
-            options["max-connections"],
+            limit,
             queueSize=options["queue"],
             queueTimeout=options["queue-timeout"],
             maxPerPeer=options["max-per-peer"],

@@ -22,7 +22,7 @@ from zope.interface import implementer
 import incproto
 from incproto.handlers import IncrementHandler, IPayloadHandler, hashing
 from incproto.limit import ConnectionLimit
-from incproto.offload import ProcessWorkers, ThreadWorkers
+from incproto.offload import ProcessWorkers, ThreadWorkers, Workers
 from incproto.protocol import IncrementFactory
 from incproto.proxy import ProxyEndpoint
 from incproto.service import ListenError, ListeningService
@@ -214,7 +214,7 @@ class HandlerOptionsTests(SynchronousTestCase):
         service = makeService(
             Options.parse([*argv, "--drain-timeout", "7"]), reactor=reactor
         )
-        [workers, _] = list(service)
+        [workers] = [child for child in service if isinstance(child, Workers)]
         self.assertIsInstance(workers, ThreadWorkers)
         self.assertEqual(
             (workers.size, workers.handler, workers.drainTimeout), (3, hashing, 7.0)
@@ -231,7 +231,7 @@ class HandlerOptionsTests(SynchronousTestCase):
         service = makeService(
             Options.parse(["--processes", "2"]), reactor=MemoryReactor()
         )
-        [workers, _] = list(service)
+        [workers] = [child for child in service if isinstance(child, Workers)]
         self.assertIsInstance(workers, ProcessWorkers)
         self.assertIsNone(workers.pool)
 
