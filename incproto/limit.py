@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from incproto.closing import cancel, close_politely
-from incproto.wrapping import PassThrough, factory_log_prefix
+from incproto.wrapping import PassThrough, describe, factory_log_prefix
 
 UNIX_PEERS = "unix"
 DEFAULT_QUEUE_SIZE = 1024
@@ -229,7 +229,7 @@ class ConnectionLimit:
             cancel(connection.holdTimer)
             self.log.debug(
                 "admitted {peer} after {waited:.3f}s in the queue",
-                peer=connection.peer,
+                peer=describe(connection.peer),
                 waited=self.clock.seconds() - connection.arrivedAt,
             )
             self._admit(connection)
@@ -415,7 +415,7 @@ class _RateLimitedLog:
                 )
             return
         self.quietUntil = now + self.interval
-        self.log.warn("{what} {peer}: {why}", what=what, peer=peer, why=why)
+        self.log.warn("{what} {peer}: {why}", what=what, peer=describe(peer), why=why)
 
     def _summarize(self) -> None:
         self.summary = None

@@ -30,6 +30,7 @@ from incproto.closing import cancel, close_politely
 from incproto.handlers import IncrementHandler, IPayloadHandler
 from incproto.offload import OrderedWork, Workers
 from incproto.parser import extract_payload
+from incproto.wrapping import describe
 
 GREETING = b"*"
 
@@ -267,7 +268,7 @@ class IncrementProtocol(Protocol):
             "handler {handler!r} failed; closing the connection from {peer}",
             failure,
             handler=self.factory.handler,
-            peer=self.transport.getPeer(),
+            peer=describe(self.transport.getPeer()),
         )
         self.finish(HANDLER_ERROR)
 
@@ -350,7 +351,7 @@ class IncrementFactory(Factory):
         self.connections.add(protocol)
         self.accepted += 1
         self.log.debug(
-            "connection from {peer} opened", peer=protocol.transport.getPeer()
+            "connection from {peer} opened", peer=describe(protocol.transport.getPeer())
         )
 
     def closed(self, protocol: IncrementProtocol, why: str, duration: float) -> None:
@@ -364,7 +365,7 @@ class IncrementFactory(Factory):
         self.log.info(
             "connection from {peer} closed ({why}) after {duration:.3f}s: "
             "{bytesIn} bytes in, {bytesOut} bytes out",
-            peer=protocol.transport.getPeer(),
+            peer=describe(protocol.transport.getPeer()),
             why=why,
             duration=duration,
             bytesIn=protocol.bytesReceived,

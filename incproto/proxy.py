@@ -29,7 +29,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from zope.interface import directlyProvides, implementer, providedBy
 
-from incproto.wrapping import PassThrough, factory_log_prefix
+from incproto.wrapping import PassThrough, describe, factory_log_prefix
 
 V1_PREFIX = b"PROXY "
 V1_MAX_LENGTH = 107  # the longest v1 header, CRLF included
@@ -198,7 +198,9 @@ class ProxyProtocol(PassThrough):
         try:
             parsed = parse_proxy_header(buffered)
         except ProxyHeaderError as e:
-            self.log.info("closing {peer}: {why}", peer=self.transport.getPeer(), why=e)
+            self.log.info(
+                "closing {peer}: {why}", peer=describe(self.transport.getPeer()), why=e
+            )
             self._refused = True
             self.transport.loseConnection()
             return

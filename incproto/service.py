@@ -24,6 +24,8 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from incproto.wrapping import describe
+
 
 class ListenError(SystemExit, Exception):
     """
@@ -116,9 +118,11 @@ class ListeningService(Service):
 
     def _listened(self, port: IListeningPort) -> IListeningPort:
         self.port = port
+        address = port.getHost()
         self.log.info(
             "incproto listening on {address}",
-            address=port.getHost(),
+            address=describe(address),
+            port=getattr(address, "port", None),
             description=self.description,
         )
         return port

@@ -109,3 +109,17 @@ def factory_log_prefix(factory: IProtocolFactory) -> str:
     if ILoggingContext.providedBy(factory):
         return cast(str, cast(Any, factory).logPrefix())
     return factory.__class__.__name__
+
+
+def describe(address: Any) -> str:
+    """
+    An address as log lines and JSON logs want it: C{host:port},
+    C{[v6host]:port}, or a UNIX socket's path.
+    """
+    host = getattr(address, "host", None)
+    if host is not None:
+        return f"[{host}]:{address.port}" if ":" in host else f"{host}:{address.port}"
+    name = getattr(address, "name", None)
+    if name is not None:
+        return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+    return str(address)

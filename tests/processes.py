@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 TIMEOUT = 30.0
-LISTENING = re.compile(rb"incproto listening on .*?port=(\d+)")
+# The listening log line, as text ("... on 127.0.0.1:9090") or JSON ("port").
+LISTENING = re.compile(rb'(?:incproto listening on \S+:|"port": )(\d+)')
 
 
 def script(name: str) -> str:

@@ -161,7 +161,7 @@ class AdmissionTests(LimitTestCase):
         self.clock.advance(1.5)
         first.connectionLost(DONE)
         [event] = self.logged("admitted")
-        self.assertEqual(event["peer"].host, "10.0.0.9")
+        self.assertEqual(event["peer"], "10.0.0.9:40000")
         self.assertEqual(event["waited"], 1.5)
 
 

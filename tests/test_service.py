@@ -53,7 +53,7 @@ class ListeningServiceTests(SynchronousTestCase):
         service = ListeningService(endpoint, IncrementFactory(clock=reactor), "9191")
         service.startService()
         [event] = [e for e in self.events if "address" in e]
-        self.assertEqual(event["address"].port, 9191)
+        self.assertEqual((event["address"], event["port"]), ("0.0.0.0:9191", 9191))
         self.assertEqual(event["log_format"], "incproto listening on {address}")
         self.assertIsNotNone(service.port)
 
