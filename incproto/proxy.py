@@ -199,7 +199,9 @@ class ProxyProtocol(PassThrough):
             parsed = parse_proxy_header(buffered)
         except ProxyHeaderError as e:
             self.log.info(
-                "closing {peer}: {why}", peer=describe(self.transport.getPeer()), why=e
+                "closing {peer}: {why}",
+                peer=describe(self.transport.getPeer()),
+                why=str(e),
             )
             self._refused = True
             self.transport.loseConnection()
