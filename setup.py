@@ -43,7 +43,7 @@ setup(
     package_dir={"": "."},
     packages=[*find_packages(include=["incproto", "incproto.*"]), "twisted.plugins"],
     package_data={"incproto": ["py.typed"]},
-    install_requires=["twisted>=22.10", "zope.interface>=5"],
+    install_requires=["twisted>=22.10", "zope.interface>=5", "prometheus_client>=0.17"],
     extras_require={
         "tls": TLS_REQUIRES,
         "test": TEST_REQUIRES,

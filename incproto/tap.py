@@ -191,6 +191,13 @@ class Options(usage.Options):
             _positive_int,
         ],
         [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus metrics at /metrics on this endpoint (a port "
+            "number means tcp:PORT:interface=127.0.0.1). Off by default.",
+        ],
+        [
             "idle-timeout",
             None,
             None,
@@ -248,13 +255,23 @@ class Options(usage.Options):
                     f"--processes needs a picklable handler: {_reason(e)}"
                 ) from None
         self["endpoint"] = endpoint_description(self["port"], self["backlog"])
-        try:
-            # Endpoint parsers only store the reactor, so parsing with none
-            # checks the description (and loads TLS keys) before twistd
-            # daemonizes, without importing the global reactor here.
-            serverFromString(cast(Any, None), self["endpoint"])
-        except Exception as e:
-            raise usage.UsageError(f"--port {self['port']}: {_reason(e)}") from None
+        metrics = self["metrics"]
+        if metrics is not None and re.fullmatch("[0-9]+", metrics):
+            self["metrics"] = f"tcp:{metrics}:interface=127.0.0.1"
+        if metrics is not None:
+            _check_endpoint("--metrics", metrics, self["metrics"])
+        _check_endpoint("--port", self["port"], self["endpoint"])
+
+
+def _check_endpoint(option: str, given: str, description: str) -> None:
+    """Parse an endpoint description now, to fail with a usage error."""
+    try:
+        # Endpoint parsers only store the reactor, so parsing with none
+        # checks the description (and loads TLS keys) before twistd
+        # daemonizes, without importing the global reactor here.
+        serverFromString(cast(Any, None), description)
+    except Exception as e:
+        raise usage.UsageError(f"{option} {given}: {_reason(e)}") from None
 
 
 def _reason(error: Exception) -> str:
@@ -321,6 +338,21 @@ def makeService(options: Options, reactor: Optional[IReactorTime] = None) -> ISe
             maxPerPeer=options["max-per-peer"],
             clock=reactor,
         )
+    if options["metrics"] is not None:
+        from incproto.metrics import IncprotoCollector, metrics_site
+
+        collector = IncprotoCollector(
+            increment,
+            factory if isinstance(factory, ConnectionLimit) else None,
+            workers,
+        )
+        metrics = ListeningService(
+            serverFromString(reactor, options["metrics"]),
+            metrics_site(collector),
+            options["metrics"],
+        )
+        metrics.setName("metrics")
+        metrics.setServiceParent(service)
     listener = ListeningService(endpoint, factory, options["port"])
     listener.setName("incproto")
     listener.setServiceParent(service)
