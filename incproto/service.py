@@ -45,6 +45,7 @@ class ListeningService(Service):
     @ivar endpoint: where to listen.
     @ivar factory: the protocol factory for accepted connections.
     @ivar description: how the endpoint is named in messages.
+    @ivar what: what listens, for the log ("incproto", "metrics").
     @ivar port: the listening port, once listening.
     """
 
@@ -55,10 +56,12 @@ class ListeningService(Service):
         endpoint: IStreamServerEndpoint,
         factory: IProtocolFactory,
         description: str,
+        what: str = "incproto",
     ) -> None:
         self.endpoint = endpoint
         self.factory = factory
         self.description = description
+        self.what = what
         self.port: Optional[IListeningPort] = None
         self._listening: Optional[Deferred[IListeningPort]] = None
 
@@ -120,7 +123,8 @@ class ListeningService(Service):
         self.port = port
         address = port.getHost()
         self.log.info(
-            "incproto listening on {address}",
+            "{what} listening on {address}",
+            what=self.what,
             address=describe(address),
             port=getattr(address, "port", None),
             description=self.description,

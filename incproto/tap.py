@@ -350,6 +350,7 @@ def makeService(options: Options, reactor: Optional[IReactorTime] = None) -> ISe
             serverFromString(reactor, options["metrics"]),
             metrics_site(collector),
             options["metrics"],
+            what="metrics",
         )
         metrics.setName("metrics")
         metrics.setServiceParent(service)

@@ -54,7 +54,8 @@ class ListeningServiceTests(SynchronousTestCase):
         service.startService()
         [event] = [e for e in self.events if "address" in e]
         self.assertEqual((event["address"], event["port"]), ("0.0.0.0:9191", 9191))
-        self.assertEqual(event["log_format"], "incproto listening on {address}")
+        self.assertEqual(event["log_format"], "{what} listening on {address}")
+        self.assertEqual(event["what"], "incproto")
         self.assertIsNotNone(service.port)
 
     def test_stop_stops_listening(self) -> None:
