@@ -40,6 +40,7 @@ CONNECTION_LOST = "connection lost"
 IDLE_TIMEOUT = "idle timeout"
 HANDLER_ERROR = "handler error"
 SHUTDOWN = "shutdown"
+SERVER_CLOSED = "server closed"
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
@@ -102,7 +103,7 @@ class IncrementProtocol(Protocol):
                 failed=self._handlerFailed,
                 pause=self._pauseForWork,
                 idle=self._workDone,
-                limit=self.factory.workBuffer,
+                limit=factory.workBuffer,
             )
         self._write(GREETING)
 
@@ -182,13 +183,11 @@ class IncrementProtocol(Protocol):
         else:
             self.finish(SHUTDOWN)
 
-    def finish(self, why: str = "server closed") -> None:
+    def finish(self, why: str = SERVER_CLOSED) -> None:
         """
         Close the connection after every byte already written is delivered,
         ending with a FIN, not a reset.  This is the one close path.  Work
         still in a pool is dropped.
-
-        @param why: the reason, logged when the connection closes.
 
         The producer is unregistered first: Twisted's C{loseConnection()}
         waits for the write buffer to drain, and while a paused producer is
@@ -196,6 +195,8 @@ class IncrementProtocol(Protocol):
         If the client is still sending, see L{incproto.closing}: the sending
         side is shut down and input discarded until the client closes, for
         at most C{factory.closeTimeout} seconds.
+
+        @param why: the reason, logged and counted when the connection closes.
         """
         if self._closing or self.transport is None:
             return
@@ -241,7 +242,7 @@ class IncrementProtocol(Protocol):
         self._workBlocked = paused
         if paused:
             self.transport.pauseProducing()
-        elif not self._writesBlocked and not self._closing:
+        elif not (self._writesBlocked or self._closing or self._draining):
             self.transport.resumeProducing()
 
     def _workDone(self) -> None:
