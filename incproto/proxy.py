@@ -15,26 +15,32 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union, cast
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IAddress,
+    IDelayedCall,
     IListeningPort,
     ILoggingContext,
     IProtocolFactory,
+    IReactorTime,
     IStreamServerEndpoint,
 )
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
+from incproto.closing import cancel
 from incproto.wrapping import PassThrough, describe, factory_log_prefix
 
 V1_PREFIX = b"PROXY "
 V1_MAX_LENGTH = 107  # the longest v1 header, CRLF included
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 V2_MAX_LENGTH = 16 + 4096  # more address/TLV data than any proxy sends
+DEFAULT_HEADER_TIMEOUT = 30.0
 
 Address = Union[IPv4Address, IPv6Address, UNIXAddress]
 
@@ -179,10 +185,35 @@ class ProxyProtocol(PassThrough):
 
     log = Logger()
 
-    def __init__(self, wrappedFactory: IProtocolFactory) -> None:
-        super().__init__(wrappedFactory)
+    def __init__(self, factory: ProxyFactory) -> None:
+        super().__init__(factory.wrappedFactory)
+        self.factory = factory
         self._buffered = b""
         self._refused = False
+        self._headerTimer: Optional[IDelayedCall] = None
+
+    def connectionMade(self) -> None:
+        """
+        Give the proxy C{headerTimeout} seconds to send the header.
+        """
+        self._headerTimer = self.factory.clock.callLater(
+            self.factory.headerTimeout, self._refuse, "no PROXY header in time"
+        )
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Pass the loss through, if the wrapped protocol started.
+        """
+        cancel(self._headerTimer)
+        super().connectionLost(reason)
+
+    def _refuse(self, why: str) -> None:
+        self.log.info(
+            "closing {peer}: {why}", peer=describe(self.transport.getPeer()), why=why
+        )
+        cancel(self._headerTimer)
+        self._refused = True
+        self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
         """
@@ -198,18 +229,13 @@ class ProxyProtocol(PassThrough):
         try:
             parsed = parse_proxy_header(buffered)
         except ProxyHeaderError as e:
-            self.log.info(
-                "closing {peer}: {why}",
-                peer=describe(self.transport.getPeer()),
-                why=str(e),
-            )
-            self._refused = True
-            self.transport.loseConnection()
+            self._refuse(str(e))
             return
         if parsed is None:
             self._buffered = buffered
             return
         peer, host, length = parsed
+        cancel(self._headerTimer)
         transport = ProxiedTransport(self.transport, peer, host)
         if not self.startWrapped(transport.getPeer(), transport, buffered[length:]):
             self.transport.loseConnection()
@@ -231,12 +257,28 @@ class ProxyFactory:
     and see the proxied addresses.
     """
 
-    def __init__(self, wrappedFactory: IProtocolFactory) -> None:
+    def __init__(
+        self,
+        wrappedFactory: IProtocolFactory,
+        clock: Optional[IReactorTime] = None,
+        headerTimeout: float = DEFAULT_HEADER_TIMEOUT,
+    ) -> None:
+        """
+        @param clock: the time source; the global reactor by default.
+        @param headerTimeout: seconds a connection may take to send its
+            PROXY header before it is closed.
+        """
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = cast(IReactorTime, reactor)
         self.wrappedFactory = wrappedFactory
+        self.clock = clock
+        self.headerTimeout = headerTimeout
 
     def buildProtocol(self, addr: IAddress) -> ProxyProtocol:
         """A L{ProxyProtocol} for every connection."""
-        return ProxyProtocol(self.wrappedFactory)
+        return ProxyProtocol(self)
 
     def doStart(self) -> None:
         """Start the wrapped factory."""
@@ -258,9 +300,17 @@ class ProxyEndpoint:
     C{wrappedEndpoint}'s connections.
     """
 
-    def __init__(self, wrappedEndpoint: IStreamServerEndpoint) -> None:
+    def __init__(
+        self,
+        wrappedEndpoint: IStreamServerEndpoint,
+        clock: Optional[IReactorTime] = None,
+        headerTimeout: float = DEFAULT_HEADER_TIMEOUT,
+    ) -> None:
         self.wrappedEndpoint = wrappedEndpoint
+        self.clock = clock
+        self.headerTimeout = headerTimeout
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         """Listen on the wrapped endpoint with a L{ProxyFactory}."""
-        return self.wrappedEndpoint.listen(ProxyFactory(protocolFactory))
+        factory = ProxyFactory(protocolFactory, self.clock, self.headerTimeout)
+        return self.wrappedEndpoint.listen(factory)

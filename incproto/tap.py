@@ -300,7 +300,7 @@ def makeService(options: Options, reactor: Optional[IReactorTime] = None) -> ISe
     if description.startswith("haproxy:"):
         # incproto's PROXY support starts the protocol with the client's
         # address known and keeps half-close; Twisted's does neither.
-        endpoint = ProxyEndpoint(serverFromString(reactor, description[8:]))
+        endpoint = ProxyEndpoint(serverFromString(reactor, description[8:]), reactor)
     else:
         endpoint = serverFromString(reactor, description)
     service = SequentialMultiService()

@@ -113,9 +113,10 @@ class ProxyProtocolTests(SynchronousTestCase):
                 built.append(protocol)
                 return protocol
 
-        protocol = ProxyFactory(Recording(clock=Clock())).buildProtocol(
-            IPv4Address("TCP", "127.0.0.1", 1)
-        )
+        self.clock = Clock()
+        protocol = ProxyFactory(
+            Recording(clock=self.clock), self.clock, 5.0
+        ).buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
         transport = HalfCloseableTransport(
             peerAddress=IPv4Address("TCP", "127.0.0.1", 1)
         )
@@ -165,8 +166,23 @@ class ProxyProtocolTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(built, [])
 
+    def test_header_timeout(self) -> None:
+        protocol, transport, built = self.connect()
+        protocol.dataReceived(b"PROXY TCP4")
+        self.clock.advance(4.9)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(0.1)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(built, [])
+
+    def test_header_in_time_cancels_the_timeout(self) -> None:
+        protocol, _, built = self.connect()
+        protocol.dataReceived(V1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(len(built), 1)
+
     def test_log_prefix(self) -> None:
-        factory = ProxyFactory(IncrementFactory(clock=Clock()))
+        factory = ProxyFactory(IncrementFactory(clock=Clock()), Clock())
         self.assertEqual(factory.logPrefix(), "IncrementFactory (PROXY)")
         protocol, _, _ = self.connect()
         self.assertEqual(protocol.logPrefix(), "IncrementProtocol")
@@ -179,7 +195,7 @@ class ProxyProtocolTests(SynchronousTestCase):
         )
         transports = []
         for header in (V1, V1, v2("192.0.2.99", "192.0.2.2")):
-            protocol = ProxyFactory(limit).buildProtocol(
+            protocol = ProxyFactory(limit, clock).buildProtocol(
                 IPv4Address("TCP", "127.0.0.1", 1)
             )
             transport = HalfCloseableTransport(
