@@ -14,23 +14,21 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
-from typing import Dict, Hashable, List, Optional, cast
+from typing import Dict, Hashable, List, Optional
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
-    ILoggingContext,
     IProtocolFactory,
     IReactorTime,
 )
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from incproto.closing import cancel, close_politely
-from incproto.wrapping import PassThrough, describe, factory_log_prefix
+from incproto.wrapping import FactoryWrapper, PassThrough, describe, global_reactor
 
 UNIX_PEERS = "unix"
 DEFAULT_QUEUE_SIZE = 1024
@@ -57,8 +55,7 @@ def peer_group(address: IAddress) -> Hashable:
     return address
 
 
-@implementer(IProtocolFactory, ILoggingContext)
-class ConnectionLimit:
+class ConnectionLimit(FactoryWrapper):
     """
     Wrap any protocol factory so that at most C{maxConnections} of its
     protocols are connected at once.
@@ -125,11 +122,8 @@ class ConnectionLimit:
             raise ValueError(f"queueTimeout must be positive, not {queueTimeout}")
         if maxPerPeer is not None and maxPerPeer < 1:
             raise ValueError(f"maxPerPeer must be at least 1, not {maxPerPeer}")
-        if clock is None:
-            from twisted.internet import reactor
-
-            clock = cast(IReactorTime, reactor)
-        self.wrappedFactory = wrappedFactory
+        super().__init__(wrappedFactory)
+        clock = clock if clock is not None else global_reactor()
         self.maxConnections = maxConnections
         self.queueSize = queueSize
         self.queueTimeout = queueTimeout
@@ -164,12 +158,6 @@ class ConnectionLimit:
         """
         return LimitedConnection(self, addr)
 
-    def doStart(self) -> None:
-        """
-        Start the wrapped factory.
-        """
-        self.wrappedFactory.doStart()
-
     def doStop(self) -> None:
         """
         Close every held connection cleanly, then stop the wrapped factory.
@@ -177,13 +165,7 @@ class ConnectionLimit:
         for connection in list(self._queue):
             self._leaveQueue(connection)
             connection.refuse()
-        self.wrappedFactory.doStop()
-
-    def logPrefix(self) -> str:
-        """
-        The wrapped factory's log prefix.
-        """
-        return factory_log_prefix(self.wrappedFactory)
+        super().doStop()
 
     # Called by LimitedConnection.
 

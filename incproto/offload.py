@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from incproto.handlers import IPayloadHandler
+from incproto.wrapping import global_reactor
 
 DEFAULT_DRAIN_TIMEOUT = 30.0
 WORKER_NICENESS = 10
@@ -77,9 +78,7 @@ class Workers(Service):
         if size < 1:
             raise ValueError(f"a pool needs at least 1 worker, not {size}")
         if reactor is None:
-            from twisted.internet import reactor as global_reactor
-
-            reactor = global_reactor
+            reactor = global_reactor()
         self.handler = handler
         self.size = size
         self.reactor = reactor

@@ -11,7 +11,7 @@ side still gets every byte it is owed).
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Set, cast
+from typing import Any, Dict, List, Optional, Set
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
@@ -30,7 +30,7 @@ from incproto.closing import cancel, close_politely
 from incproto.handlers import IncrementHandler, IPayloadHandler
 from incproto.offload import OrderedWork, Workers
 from incproto.parser import extract_payload
-from incproto.wrapping import describe
+from incproto.wrapping import describe, global_reactor
 
 GREETING = b"*"
 
@@ -327,11 +327,7 @@ class IncrementFactory(Factory):
         """
         if handler is not None and workers is not None:
             raise ValueError("give a handler or workers (which have one), not both")
-        if clock is None:
-            from twisted.internet import reactor
-
-            clock = cast(IReactorTime, reactor)
-        self.clock = clock
+        self.clock = clock if clock is not None else global_reactor()
         self.closeTimeout = closeTimeout
         self.idleTimeout = idleTimeout
         self.workers = workers

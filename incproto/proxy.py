@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from typing import Any, Optional, Tuple, Union, cast
+from typing import Any, Optional, Tuple, Union
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred
@@ -23,7 +23,6 @@ from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IListeningPort,
-    ILoggingContext,
     IProtocolFactory,
     IReactorTime,
     IStreamServerEndpoint,
@@ -34,7 +33,7 @@ from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
 from incproto.closing import cancel
-from incproto.wrapping import PassThrough, describe, factory_log_prefix
+from incproto.wrapping import FactoryWrapper, PassThrough, describe, global_reactor
 
 V1_PREFIX = b"PROXY "
 V1_MAX_LENGTH = 107  # the longest v1 header, CRLF included
@@ -250,8 +249,7 @@ class ProxyProtocol(PassThrough):
             super().readConnectionLost()
 
 
-@implementer(IProtocolFactory, ILoggingContext)
-class ProxyFactory:
+class ProxyFactory(FactoryWrapper):
     """
     Wrap C{wrappedFactory} so that its protocols start after a PROXY header
     and see the proxied addresses.
@@ -268,29 +266,17 @@ class ProxyFactory:
         @param headerTimeout: seconds a connection may take to send its
             PROXY header before it is closed.
         """
-        if clock is None:
-            from twisted.internet import reactor
-
-            clock = cast(IReactorTime, reactor)
-        self.wrappedFactory = wrappedFactory
-        self.clock = clock
+        super().__init__(wrappedFactory)
+        self.clock = clock if clock is not None else global_reactor()
         self.headerTimeout = headerTimeout
 
     def buildProtocol(self, addr: IAddress) -> ProxyProtocol:
         """A L{ProxyProtocol} for every connection."""
         return ProxyProtocol(self)
 
-    def doStart(self) -> None:
-        """Start the wrapped factory."""
-        self.wrappedFactory.doStart()
-
-    def doStop(self) -> None:
-        """Stop the wrapped factory."""
-        self.wrappedFactory.doStop()
-
     def logPrefix(self) -> str:
         """The wrapped factory's prefix, marked as behind a PROXY header."""
-        return f"{factory_log_prefix(self.wrappedFactory)} (PROXY)"
+        return f"{super().logPrefix()} (PROXY)"
 
 
 @implementer(IStreamServerEndpoint)

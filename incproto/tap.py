@@ -42,6 +42,7 @@ from incproto.service import (
     ListeningService,
     SequentialMultiService,
 )
+from incproto.wrapping import global_reactor
 
 DEFAULT_PORT = "9090"
 DEFAULT_BACKLOG = 1024
@@ -292,9 +293,7 @@ def makeService(options: Options, reactor: Optional[IReactorTime] = None) -> ISe
         C{--drain-timeout}.
     """
     if reactor is None:
-        from twisted.internet import reactor as global_reactor
-
-        reactor = cast(IReactorTime, global_reactor)
+        reactor = global_reactor()
     description: str = options["endpoint"]
     endpoint: IStreamServerEndpoint
     if description.startswith("haproxy:"):

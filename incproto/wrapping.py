@@ -102,13 +102,45 @@ class PassThrough(Protocol):
             wrapped.connectionLost(reason)
 
 
-def factory_log_prefix(factory: IProtocolFactory) -> str:
+@implementer(IProtocolFactory, ILoggingContext)
+class FactoryWrapper:
     """
-    The log prefix of C{factory}: its own, or its class name.
+    The factory side of incproto's wrappers: it starts, stops and names
+    itself after the factory it wraps; subclasses build the protocols.
+
+    @ivar wrappedFactory: the factory whose protocols are wrapped.
     """
-    if ILoggingContext.providedBy(factory):
-        return cast(str, cast(Any, factory).logPrefix())
-    return factory.__class__.__name__
+
+    def __init__(self, wrappedFactory: IProtocolFactory) -> None:
+        self.wrappedFactory = wrappedFactory
+
+    def buildProtocol(self, addr: Any) -> Optional[IProtocol]:
+        """Subclasses build the wrapping protocol."""
+        raise NotImplementedError
+
+    def doStart(self) -> None:
+        """Start the wrapped factory."""
+        self.wrappedFactory.doStart()
+
+    def doStop(self) -> None:
+        """Stop the wrapped factory."""
+        self.wrappedFactory.doStop()
+
+    def logPrefix(self) -> str:
+        """The wrapped factory's log prefix, or its class name."""
+        if ILoggingContext.providedBy(self.wrappedFactory):
+            return cast(str, cast(Any, self.wrappedFactory).logPrefix())
+        return self.wrappedFactory.__class__.__name__
+
+
+def global_reactor() -> Any:
+    """
+    The global reactor, imported only when a caller injected none (importing
+    it installs the default reactor, which twistd and twist choose first).
+    """
+    from twisted.internet import reactor
+
+    return reactor
 
 
 def describe(address: Any) -> str:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Optional, Tuple
+
 from twisted.internet.testing import StringTransport
+
+from incproto import IncrementFactory, IncrementProtocol
 
 
 class HalfCloseableTransport(StringTransport):
@@ -16,3 +20,15 @@ class HalfCloseableTransport(StringTransport):
 
     def loseWriteConnection(self) -> None:
         self.write_closed = True
+
+
+def connect_to(
+    factory: IncrementFactory, transport: Optional[StringTransport] = None
+) -> Tuple[IncrementProtocol, StringTransport]:
+    """Connect a protocol of C{factory} to C{transport} (a half-closeable
+    StringTransport by default)."""
+    protocol = factory.buildProtocol(None)
+    assert isinstance(protocol, IncrementProtocol)
+    transport = transport or HalfCloseableTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport

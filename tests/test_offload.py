@@ -11,10 +11,10 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from incproto import IncrementFactory, IncrementProtocol
+from incproto import IncrementFactory
 from incproto.handlers import IncrementHandler, IPayloadHandler
 from incproto.offload import OrderedWork, Workers
-from tests.fakes import HalfCloseableTransport
+from tests.fakes import connect_to
 from tests.test_parser import reference
 
 
@@ -56,16 +56,6 @@ class ManualWorkers(Workers):
 class Failing:
     def transform(self, payload: bytes) -> bytes:
         raise RuntimeError("handler broke")
-
-
-def connect(
-    factory: IncrementFactory,
-) -> Tuple[IncrementProtocol, HalfCloseableTransport]:
-    protocol = factory.buildProtocol(None)
-    assert isinstance(protocol, IncrementProtocol)
-    transport = HalfCloseableTransport()
-    protocol.makeConnection(transport)
-    return protocol, transport
 
 
 class OrderedWorkTests(SynchronousTestCase):
@@ -168,7 +158,7 @@ class ProtocolWithPoolTests(SynchronousTestCase):
         """Many connections; the pool finishes their jobs in random order."""
         rng = random.Random(4)
         streams = [bytes(rng.choice(b"^$ab\xff") for _ in range(60)) for _ in range(8)]
-        connections = [connect(self.factory) for _ in streams]
+        connections = [connect_to(self.factory) for _ in streams]
         fed = [0] * len(streams)
         while any(f < len(s) for f, s in zip(fed, streams)) or self.workers.jobs:
             index = rng.randrange(len(streams))
@@ -182,7 +172,7 @@ class ProtocolWithPoolTests(SynchronousTestCase):
             self.assertEqual(transport.value(), b"*" + reference(stream))
 
     def test_reading_pauses_while_work_waits(self) -> None:
-        protocol, transport = connect(self.factory)
+        protocol, transport = connect_to(self.factory)
         protocol.dataReceived(b"^a")
         protocol.dataReceived(b"b" * 20)
         self.assertEqual(transport.producerState, "paused")
@@ -190,7 +180,7 @@ class ProtocolWithPoolTests(SynchronousTestCase):
         self.assertEqual(transport.producerState, "producing")
 
     def test_write_backpressure_and_work_backpressure_combine(self) -> None:
-        protocol, transport = connect(self.factory)
+        protocol, transport = connect_to(self.factory)
         protocol.dataReceived(b"^a")
         protocol.dataReceived(b"b" * 20)  # work pauses reading
         protocol.pauseProducing()  # and the client stops reading
@@ -200,7 +190,7 @@ class ProtocolWithPoolTests(SynchronousTestCase):
         self.assertEqual(transport.producerState, "producing")
 
     def test_half_close_waits_for_the_pool(self) -> None:
-        protocol, transport = connect(self.factory)
+        protocol, transport = connect_to(self.factory)
         protocol.dataReceived(b"^abc$")
         protocol.readConnectionLost()
         self.assertFalse(transport.disconnecting)
@@ -209,7 +199,7 @@ class ProtocolWithPoolTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
     def test_client_leaving_during_work_drops_the_result(self) -> None:
-        protocol, transport = connect(self.factory)
+        protocol, transport = connect_to(self.factory)
         protocol.dataReceived(b"^abc")
         protocol.connectionLost(Failure(ConnectionLost()))
         self.workers.finish()
@@ -218,7 +208,7 @@ class ProtocolWithPoolTests(SynchronousTestCase):
 
     def test_handler_error_closes_only_that_connection(self) -> None:
         self.workers.handler = Failing()  # type: ignore[assignment]
-        broken, broken_transport = connect(self.factory)
+        broken, broken_transport = connect_to(self.factory)
         broken.dataReceived(b"^abc")
         self.workers.finish()
         self.assertTrue(broken_transport.write_closed)
@@ -226,14 +216,14 @@ class ProtocolWithPoolTests(SynchronousTestCase):
         self.assertEqual(logged.getErrorMessage(), "handler broke")
         self.assertEqual(self.factory.handlerErrors, 1)
         self.workers.handler = IncrementHandler()
-        fine, fine_transport = connect(self.factory)
+        fine, fine_transport = connect_to(self.factory)
         fine.dataReceived(b"^abc")
         self.workers.finish()
         self.assertEqual(fine_transport.value(), b"*bcd")
 
     def test_inline_handler_error(self) -> None:
         factory = IncrementFactory(clock=Clock(), handler=Failing())  # type: ignore[arg-type]
-        protocol, transport = connect(factory)
+        protocol, transport = connect_to(factory)
         protocol.dataReceived(b"^abc")
         self.assertTrue(transport.write_closed)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

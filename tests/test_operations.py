@@ -5,7 +5,7 @@ the open files limit."""
 from __future__ import annotations
 
 import resource
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -15,13 +15,13 @@ from twisted.logger import Logger, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from incproto import IncrementFactory, IncrementProtocol
+from incproto import IncrementFactory
 from incproto.service import (
     DrainingService,
     SequentialMultiService,
     raise_file_limit,
 )
-from tests.fakes import HalfCloseableTransport
+from tests.fakes import connect_to
 from tests.test_offload import ManualWorkers
 
 
@@ -31,15 +31,6 @@ class OperationsTestCase(SynchronousTestCase):
         self.events: List[Dict[str, Any]] = []
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
-
-    def connect(
-        self, factory: IncrementFactory
-    ) -> Tuple[IncrementProtocol, HalfCloseableTransport]:
-        protocol = factory.buildProtocol(None)
-        assert isinstance(protocol, IncrementProtocol)
-        transport = HalfCloseableTransport()
-        protocol.makeConnection(transport)
-        return protocol, transport
 
     def closes(self) -> List[Dict[str, Any]]:
         return [
@@ -52,7 +43,7 @@ class OperationsTestCase(SynchronousTestCase):
 class IdleTimeoutTests(OperationsTestCase):
     def test_silent_connection_is_closed(self) -> None:
         factory = IncrementFactory(clock=self.clock, idleTimeout=10.0)
-        protocol, transport = self.connect(factory)
+        protocol, transport = connect_to(factory)
         self.clock.advance(9.9)
         self.assertFalse(transport.write_closed)
         self.clock.advance(0.1)
@@ -63,7 +54,7 @@ class IdleTimeoutTests(OperationsTestCase):
 
     def test_traffic_keeps_it_open(self) -> None:
         factory = IncrementFactory(clock=self.clock, idleTimeout=10.0)
-        protocol, transport = self.connect(factory)
+        protocol, transport = connect_to(factory)
         for _ in range(5):
             self.clock.advance(6.0)
             protocol.dataReceived(b"^x$")
@@ -72,14 +63,14 @@ class IdleTimeoutTests(OperationsTestCase):
         self.assertTrue(transport.write_closed)
 
     def test_off_by_default(self) -> None:
-        _, transport = self.connect(IncrementFactory(clock=self.clock))
+        _, transport = connect_to(IncrementFactory(clock=self.clock))
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.clock.advance(3600)
         self.assertFalse(transport.write_closed)
 
     def test_timer_is_cancelled_on_close(self) -> None:
         factory = IncrementFactory(clock=self.clock, idleTimeout=10.0)
-        protocol, _ = self.connect(factory)
+        protocol, _ = connect_to(factory)
         protocol.connectionLost(Failure(ConnectionLost()))
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
@@ -87,7 +78,7 @@ class IdleTimeoutTests(OperationsTestCase):
 class CloseLogTests(OperationsTestCase):
     def test_close_is_logged_with_its_fields(self) -> None:
         factory = IncrementFactory(clock=self.clock)
-        protocol, _ = self.connect(factory)
+        protocol, _ = connect_to(factory)
         protocol.dataReceived(b"^abc$")
         self.clock.advance(2.5)
         protocol.readConnectionLost()
@@ -105,9 +96,9 @@ class CloseLogTests(OperationsTestCase):
 
     def test_reasons(self) -> None:
         factory = IncrementFactory(clock=self.clock)
-        reset, _ = self.connect(factory)
+        reset, _ = connect_to(factory)
         reset.connectionLost(Failure(ConnectionLost()))
-        clean, _ = self.connect(factory)
+        clean, _ = connect_to(factory)
         clean.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(factory.closedBy, {"connection lost": 1, "client closed": 1})
 
@@ -115,7 +106,7 @@ class CloseLogTests(OperationsTestCase):
 class DrainTests(OperationsTestCase):
     def test_drain_closes_every_connection_with_a_fin(self) -> None:
         factory = IncrementFactory(clock=self.clock)
-        connections = [self.connect(factory) for _ in range(3)]
+        connections = [connect_to(factory) for _ in range(3)]
         drained: List[None] = []
         factory.drain().addCallback(drained.append)
         self.assertTrue(all(t.write_closed for _, t in connections))
@@ -129,7 +120,7 @@ class DrainTests(OperationsTestCase):
     def test_drain_waits_for_the_pool_and_stops_reading(self) -> None:
         workers = ManualWorkers()
         factory = IncrementFactory(clock=self.clock, workers=workers)
-        protocol, transport = self.connect(factory)
+        protocol, transport = connect_to(factory)
         protocol.dataReceived(b"^abc")
         factory.drain()
         self.assertEqual(transport.producerState, "paused")
@@ -143,7 +134,7 @@ class DrainTests(OperationsTestCase):
 
     def test_draining_service_aborts_after_its_timeout(self) -> None:
         factory = IncrementFactory(clock=self.clock)
-        _, transport = self.connect(factory)
+        _, transport = connect_to(factory)
         service = DrainingService(factory, 5.0, self.clock)
         service.startService()
         stopped: List[Any] = []

@@ -15,18 +15,15 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from incproto import IncrementFactory, IncrementProtocol
-from tests.fakes import HalfCloseableTransport
+from tests.fakes import HalfCloseableTransport, connect_to
 
 
 def connect(
     clock: Optional[Clock] = None, transport: Optional[StringTransport] = None
 ) -> Tuple[IncrementProtocol, StringTransport]:
-    factory = IncrementFactory(clock=clock or Clock(), closeTimeout=5.0)
-    protocol = factory.buildProtocol(None)
-    assert isinstance(protocol, IncrementProtocol)
-    transport = transport or HalfCloseableTransport()
-    protocol.makeConnection(transport)
-    return protocol, transport
+    return connect_to(
+        IncrementFactory(clock=clock or Clock(), closeTimeout=5.0), transport
+    )
 
 
 class GreetingTests(SynchronousTestCase):
