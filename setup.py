@@ -44,6 +44,7 @@ setup(
     packages=[*find_packages(include=["incproto", "incproto.*"]), "twisted.plugins"],
     package_data={"incproto": ["py.typed"]},
     install_requires=["twisted>=22.10", "zope.interface>=5", "prometheus_client>=0.17"],
+    entry_points={"console_scripts": ["incproto-client = incproto.client.cli:main"]},
     extras_require={
         "tls": TLS_REQUIRES,
         "test": TEST_REQUIRES,

@@ -136,12 +136,11 @@ class MessageProducer:
         pass
 
 
-def listen(factory: Factory) -> IListeningPort:
+def listen(factory: Factory, backlog: int = 50) -> IListeningPort:
     """Listen on an ephemeral port of 127.0.0.1 (synchronous for TCP)."""
     ports: List[IListeningPort] = []
-    TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory).addCallback(
-        ports.append
-    )
+    endpoint = TCP4ServerEndpoint(reactor, 0, backlog=backlog, interface="127.0.0.1")
+    endpoint.listen(factory).addCallback(ports.append)
     return ports[0]
 
 

@@ -1,0 +1,293 @@
+"""incproto-client's checking, statistics, reports and timeline (pure), and
+its modes over real TCP against incproto and against broken servers."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from typing import Any, Generator, List
+
+import pytest
+import pytest_twisted
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+
+from incproto import IncrementFactory
+from incproto.client.check import ProtocolViolation, ReplyCheck
+from incproto.client.cli import parse
+from incproto.client.connection import ClientError, Target
+from incproto.client.modes import (
+    SERIES_REPLY,
+    Burst,
+    Churn,
+    Ping,
+    Result,
+    Series,
+    Stream,
+)
+from incproto.client.report import merge, summary
+from incproto.client.stats import Histogram, histogram_of
+from incproto.client.timeline import timeline_svg
+from incproto.limit import ConnectionLimit
+from tests.helpers import listen, within
+
+# ReplyCheck -----------------------------------------------------------------
+
+
+def test_check_accepts_the_series_replies_in_any_split() -> None:
+    check = ReplyCheck()
+    for sent in (b"^abc$de^abte$f", b"xyz^123", b"25$^ab0000$abab"):
+        check.sent(sent)
+    for byte in range(len(SERIES_REPLY)):
+        check.check(SERIES_REPLY[byte : byte + 1])
+    assert check.greeted and check.owed == 0
+    assert check.received == len(SERIES_REPLY) - 1
+
+
+@given(st.binary(max_size=200), st.lists(st.integers(1, 50), max_size=20))
+def test_check_accepts_what_the_server_would_send(
+    stream: bytes, splits: List[int]
+) -> None:
+    check = ReplyCheck()
+    check.sent(stream)
+    reply = b"*" + bytes((b + 1) % 256 for b in _payload(stream))
+    position = 0
+    for size in [*splits, len(reply)]:
+        check.check(reply[position : position + size])
+        position += size
+    assert check.owed == 0
+
+
+def _payload(stream: bytes) -> bytes:
+    inside, out = False, bytearray()
+    for byte in stream:
+        if not inside:
+            inside = byte == ord("^")
+        elif byte == ord("$"):
+            inside = False
+        else:
+            out.append(byte)
+    return bytes(out)
+
+
+def test_check_names_the_first_wrong_byte() -> None:
+    check = ReplyCheck()
+    check.sent(b"^abcd$")
+    check.check(b"*bc")
+    with pytest.raises(ProtocolViolation, match=r"reply byte 3 is b'x', expected b'e'"):
+        check.check(b"dx")
+
+
+def test_check_wants_the_greeting_first() -> None:
+    with pytest.raises(ProtocolViolation, match="greeting"):
+        ReplyCheck().check(b"bcd")
+
+
+def test_check_rejects_bytes_nobody_asked_for() -> None:
+    check = ReplyCheck()
+    check.sent(b"^a$b")
+    with pytest.raises(ProtocolViolation, match="1 unexpected bytes after reply byte 1"):
+        check.check(b"*bc")
+
+
+# Histograms and reports -----------------------------------------------------
+
+
+def test_histogram_percentiles_are_within_one_percent() -> None:
+    histogram = histogram_of([i / 1000 for i in range(1, 1001)])  # 1 ms .. 1 s
+    p50, p99 = histogram.percentile(50), histogram.percentile(99)
+    assert p50 is not None and p99 is not None
+    assert 0.500 <= p50 <= 0.500 * 1.0101
+    assert 0.990 <= p99 <= 0.990 * 1.0101
+    assert Histogram().percentile(50) is None
+
+
+def test_merge_adds_rates_and_merges_latencies() -> None:
+    fast = histogram_of([0.001] * 99)
+    slow = histogram_of([0.1])
+    results: List[Result] = [
+        {"mode": "ping", "connections": 50, "messages": 99, "rate": 1000.0,
+         "seconds": 2.0, "histogram": fast.to_json()},
+        {"mode": "ping", "connections": 50, "messages": 1, "rate": 500.0,
+         "seconds": 2.1, "histogram": slow.to_json()},
+    ]  # fmt: skip
+    merged = merge(results)
+    assert merged["connections"] == 100 and merged["rate"] == 1500.0
+    assert merged["seconds"] == 2.1 and merged["processes"] == 2
+    assert merged["latency_p50"] < 0.00102 and merged["latency_p99"] < 0.00102
+    assert 0.1 <= Histogram.from_json(merged["histogram"]).percentile(100) < 0.102
+    table = summary(merged)
+    assert "per second         1,500" in table
+    assert "latency p99" in table and "ms" in table
+
+
+# Usage ------------------------------------------------------------------------
+
+
+def test_the_mode_comes_first_and_defaults_to_series() -> None:
+    args = parse(["-n", "3", "localhost", "9090"])
+    assert (args.mode, args.connections, args.port) == ("series", 3, 9090)
+    args = parse(["ping", "-c", "7", "-l", "64", "h", "1"])
+    assert (args.mode, args.connections, args.length) == ("ping", 7, 64)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["ping", "-c", "0", "h", "1"], ["h"], ["stream", "-n", "2", "h", "1"],
+     ["ping", "--processes", "2", "--timeline", "x.svg", "h", "1"]],
+)  # fmt: skip
+def test_bad_usage_exits_2_with_one_line(
+    argv: List[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit:
+        parse(argv)
+    assert exit.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("incproto-client: error:")
+
+
+# Modes over real TCP ----------------------------------------------------------
+
+
+@pytest.fixture
+def port() -> Generator[int, None, None]:
+    listening = listen(IncrementFactory(), backlog=1024)
+    yield listening.getHost().port
+    listening.stopListening()
+
+
+def target(port: int, timeout: float = 10.0) -> Target:
+    return Target(reactor, "127.0.0.1", port, timeout)
+
+
+@pytest_twisted.inlineCallbacks
+def test_series_reproduces_the_series_client(port: int) -> Generator[Any, Any, None]:
+    said: List[str] = []
+    run = Series(target(port), 3, say=said.append)
+    result = yield within(run.run())
+    assert result["connections"] == 3
+    for connection in run.connections:
+        received = b"".join(e[2] for e in connection.events if e[1] == "received")
+        assert received == SERIES_REPLY
+    assert sum("sent b'xyz^123'" in line for line in said) == 3
+    assert sum("received" in line for line in said) >= 9
+
+
+@pytest_twisted.inlineCallbacks
+def test_series_against_a_limit_of_two_shows_the_third_waiting() -> Generator[
+    Any, Any, None
+]:
+    limited = listen(ConnectionLimit(IncrementFactory(), 2))
+    try:
+        run = Series(target(limited.getHost().port), 3)
+        yield within(run.run())
+    finally:
+        limited.stopListening()
+    first, second, third = sorted(run.connections, key=lambda c: c.greetedAt or 0)
+    assert first.closedAt is not None and second.closedAt is not None
+    assert third.greetedAt is not None
+    assert third.greetedAt >= min(first.closedAt, second.closedAt)
+    svg = ET.fromstring(timeline_svg(run.connections, run.began, "limit 2"))
+    rects = svg.findall("{http://www.w3.org/2000/svg}rect")
+    # background, two legend boxes, then waiting and served bars per client
+    assert len(rects) == 3 + 2 * 3
+    waiting = [float(r.get("width", 0)) for r in rects[3::2]]
+    assert max(waiting) == waiting[[c.number for c in run.connections].index(third.number)]
+    assert max(waiting) > 100 * min(waiting)
+
+
+@pytest_twisted.inlineCallbacks
+def test_ping_stream_burst_churn(port: int) -> Generator[Any, Any, None]:
+    ping = yield within(Ping(target(port), 5, 100, 0.3).run())
+    assert ping["messages"] > 5 and ping["rate"] > 0
+    assert 0 < ping["latency_p50"] <= ping["latency_p99"]
+    stream = yield within(Stream(target(port), 8).run())
+    assert stream["bytes"] == 8 * 1024 * 1024 and stream["mb_per_s"] > 0
+    burst = yield within(Burst(target(port), 200).run())
+    assert burst["connections"] == 200 and burst["seconds"] > 0
+    churn = yield within(Churn(target(port), 4, 0.3).run())
+    assert churn["connections"] > 4 and churn["rate"] > 0
+
+
+def failure_of(run: Deferred[Result]) -> Deferred[str]:
+    """The one-line reason a run failed with; a test failure if it did not."""
+
+    def succeeded(result: Result) -> str:
+        raise AssertionError(f"the run did not fail: {result}")
+
+    def failed(failure: Failure) -> str:
+        failure.trap(ClientError)
+        return str(failure.value)
+
+    return within(run).addCallbacks(succeeded, failed)
+
+
+# Broken servers: every fault is one line naming the connection ------------------
+
+
+class Wrong(Protocol):
+    """Greets, then answers every chunk with b"x"."""
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"*")  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(b"x")  # type: ignore[union-attr]
+
+
+class Mute(Protocol):
+    """Never greets."""
+
+
+class Hangup(Wrong):
+    """Greets, then closes when the client speaks."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "server, mode, expected",
+    [
+        (Wrong, "ping", r"connection \d+: reply byte 0 is b'x', expected b'b'"),
+        (Mute, "ping", r"connection \d+: no greeting within 0.5 s"),
+        (Hangup, "burst", r"connection \d+: closed by the server with 5 reply bytes owed"),
+        (Hangup, "series", r"connection 1: closed by the server with 7 reply bytes owed"),
+    ],
+)  # fmt: skip
+@pytest_twisted.inlineCallbacks
+def test_faults_fail_the_run(
+    server: type, mode: str, expected: str
+) -> Generator[Any, Any, None]:
+    listening = listen(Factory.forProtocol(server))
+    to = target(listening.getHost().port, timeout=0.5)
+    run = {
+        "ping": lambda: Ping(to, 3, 4, 5.0, timeout=0.5),
+        "burst": lambda: Burst(to, 10, timeout=0.5),
+        "series": lambda: Series(to, 1, timeout=0.5),
+    }[mode]()
+    try:
+        error = yield failure_of(run.run())
+    finally:
+        listening.stopListening()
+    assert re.fullmatch(expected, error), error
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_refused_connection_fails_the_run() -> Generator[Any, Any, None]:
+    listening = listen(IncrementFactory())
+    port = listening.getHost().port
+    yield listening.stopListening()
+    error = yield failure_of(Series(target(port), 2).run())
+    assert f"connection 1: 127.0.0.1:{port}:" in error
+    assert "refused" in error
+
+
+def test_unresolvable_names_are_one_line() -> None:
+    with pytest.raises(ClientError, match="cannot resolve no-such-host.invalid"):
+        Target(reactor, "no-such-host.invalid", 1, 1.0)
+
