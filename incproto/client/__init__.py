@@ -6,14 +6,14 @@ Run it as C{incproto-client} or C{python -m incproto.client}; from code, the
 modes in L{incproto.client.modes} run on any reactor and fire their results.
 """
 
-from incproto.client.check import ProtocolViolation, ReplyCheck
+from incproto.client.check import ProtocolError, ReplyCheck
 from incproto.client.cli import main
 from incproto.client.connection import CheckedConnection, ClientError, Target
 
 __all__ = [
     "CheckedConnection",
     "ClientError",
-    "ProtocolViolation",
+    "ProtocolError",
     "ReplyCheck",
     "Target",
     "main",

@@ -3,7 +3,7 @@
 arrive.
 
 L{ReplyCheck} is pure, like the parser it stands on: it is told what the
-client sent and what the server answered, and raises L{ProtocolViolation} on
+client sent and what the server answered, and raises L{ProtocolError} on
 the first byte that the increment protocol does not allow.
 """
 
@@ -17,7 +17,7 @@ from incproto.parser import IncrementParser
 GREETING = b"*"
 
 
-class ProtocolViolation(Exception):
+class ProtocolError(Exception):
     """The server sent something the increment protocol does not allow."""
 
 
@@ -51,12 +51,12 @@ class ReplyCheck:
         """
         Check bytes the server sent.
 
-        @raise ProtocolViolation: if C{data} is not the greeting followed by
+        @raise ProtocolError: if C{data} is not the greeting followed by
             what is owed, in order; the message names the first wrong byte.
         """
         if not self.greeted:
             if data[:1] != GREETING:
-                raise ProtocolViolation(
+                raise ProtocolError(
                     f"expected the greeting {GREETING!r}, got {data[:16]!r}"
                 )
             self.greeted = True
@@ -64,7 +64,7 @@ class ReplyCheck:
         position = 0
         while position < len(data):
             if not self._pending:
-                raise ProtocolViolation(
+                raise ProtocolError(
                     f"{len(data) - position} unexpected bytes after reply byte "
                     f"{self.received}: {data[position : position + 16]!r}"
                 )
@@ -74,7 +74,7 @@ class ReplyCheck:
             wanted = head[self._offset : self._offset + size]
             if got != wanted:
                 wrong = next(i for i in range(size) if got[i] != wanted[i])
-                raise ProtocolViolation(
+                raise ProtocolError(
                     f"reply byte {self.received + wrong} is "
                     f"{got[wrong : wrong + 1]!r}, expected "
                     f"{wanted[wrong : wrong + 1]!r}"

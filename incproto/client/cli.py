@@ -8,7 +8,7 @@ import argparse
 import json
 import subprocess
 import sys
-from typing import Any, List, NoReturn, Optional, Sequence
+from typing import Any, List, NoReturn, Optional, Sequence, cast
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -204,11 +204,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _fan_out(args, argv)
 
     from twisted.internet import reactor
+    from twisted.logger import ILogObserver, Logger
 
     from incproto.service import raise_file_limit
-    from twisted.logger import Logger
 
-    raise_file_limit(0, Logger(observer=lambda event: None))
+    raise_file_limit(0, Logger(observer=cast(ILogObserver, lambda event: None)))
     progress = ProgressLine(sys.stderr)
     interactive = sys.stderr.isatty() and not args.quiet and not args.json
     say = None if args.quiet or args.json else print
@@ -220,7 +220,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except ClientError as e:
             print(f"{PROG}: {e}", file=sys.stderr)
             outcome.append(1)
-            reactor.stop()  # type: ignore[attr-defined]
+            reactor.stop()
             return Deferred()
         if interactive:
             mode.progress = progress.show
@@ -241,9 +241,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             outcome.append(1)
 
         done = mode.run().addCallback(succeeded).addErrback(failed)
-        done.addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
+        done.addBoth(lambda _: reactor.stop())
         return done
 
-    reactor.callWhenRunning(run)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.callWhenRunning(run)
+    reactor.run()
     return outcome[0] if outcome else 1

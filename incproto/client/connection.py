@@ -19,7 +19,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from incproto.client.check import ProtocolViolation, ReplyCheck
+from incproto.client.check import ProtocolError, ReplyCheck
 
 Event = Tuple[float, str, bytes]
 
@@ -72,7 +72,7 @@ class CheckedConnection(Protocol):
         was_greeted = self.check.greeted
         try:
             self.check.check(data)
-        except ProtocolViolation as e:
+        except ProtocolError as e:
             self.fail(str(e))
             return
         if not was_greeted:
@@ -163,7 +163,9 @@ class Target:
         self.reactor = reactor
         self.label = f"{host}:{port}"
         family, address = resolve(host, port)
-        endpoint = TCP6ClientEndpoint if family == socket.AF_INET6 else TCP4ClientEndpoint
+        endpoint = (
+            TCP6ClientEndpoint if family == socket.AF_INET6 else TCP4ClientEndpoint
+        )
         self._endpoint = endpoint(reactor, address, port, timeout=timeout)
 
     def connect(self, connection: CheckedConnection) -> Deferred[CheckedConnection]:
@@ -187,5 +189,3 @@ def first_error(connections: List[CheckedConnection]) -> Optional[str]:
         if connection.error is not None:
             return connection.error
     return None
-
-

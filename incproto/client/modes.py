@@ -8,12 +8,12 @@ as a flat dict (times in seconds, rates per second) that the report prints.
 
 from __future__ import annotations
 
-from itertools import islice, cycle
+from itertools import cycle, islice
 from time import perf_counter
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, cast
 
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer
 from twisted.internet.task import LoopingCall
 from zope.interface import implementer
 
@@ -177,9 +177,15 @@ class SeriesConnection(CheckedConnection):
         if self._next is not None and self._next.active():
             self._next.cancel()
         self._log("closed")
-        if self.error is None and self.check.received + 1 != len(SERIES_REPLY):
+        complete = self.check.received + 1 == len(SERIES_REPLY)
+        if (
+            self.error is None
+            and self.check.greeted
+            and not self.check.owed
+            and not complete
+        ):
             self.error = (
-                f"connection {self.number}: closed after "
+                f"connection {self.number}: closed by the server after "
                 f"{self.check.received + 1} of {len(SERIES_REPLY)} reply bytes"
             )
         super().connectionLost(reason)
@@ -349,8 +355,8 @@ class StreamConnection(CheckedConnection):
         self.finishedAt = 0.0
 
     def greeted(self) -> None:
-        assert self.transport is not None
-        self.transport.registerProducer(self, True)
+        transport = cast(IConsumer, self.transport)
+        transport.registerProducer(self, True)
         self.startedAt = perf_counter()
         self.send(b"^")
         self.pump()
@@ -372,8 +378,8 @@ class StreamConnection(CheckedConnection):
     def answered(self) -> None:
         if self.ended and not self.finishedAt:
             self.finishedAt = perf_counter()
-            assert self.transport is not None
-            self.transport.unregisterProducer()
+            transport = cast(IConsumer, self.transport)
+            transport.unregisterProducer()
             self.finish()
 
     def pauseProducing(self) -> None:

@@ -1,0 +1,61 @@
+"""The incproto-client command against a real twistd server: exit status,
+output, JSON and the timeline file."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.processes import ServerProcess, run_command, script, start_incproto
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    process = start_incproto("--max-connections", "2")
+    yield process
+    process.stop()
+
+
+def test_series_client_logs_and_draws_the_limit(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    chart = tmp_path / "limit.svg"
+    done = run_command(
+        [script("incproto-client"), "-n", "3", "--timeline", str(chart),
+         "127.0.0.1", str(server.port)],
+        tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("sent b'25$^ab0000$abab'") == 3
+    assert done.stdout.count("received b'*'") == 3
+    assert "connections            3" in done.stdout
+    svg = ET.parse(chart).getroot()
+    assert svg.tag == "{http://www.w3.org/2000/svg}svg"
+    assert "127.0.0.1" in "".join(svg.itertext())
+
+
+def test_module_run_ping_as_json(server: ServerProcess, tmp_path: Path) -> None:
+    done = run_command(
+        [sys.executable, "-m", "incproto.client", "ping", "-c", "2", "-d", "0.3",
+         "--json", "127.0.0.1", str(server.port)],
+        tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["mode"] == "ping" and result["messages"] > 0
+    assert "histogram" not in result
+
+
+def test_refused_exits_1_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        number = unused.getsockname()[1]
+    done = run_command([script("incproto-client"), "127.0.0.1", str(number)], tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "refused" in done.stderr
