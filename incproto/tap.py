@@ -13,7 +13,7 @@ from __future__ import annotations
 import pickle
 import re
 import sys
-from typing import Any, Callable, Optional, Sequence, cast
+from typing import Any, Callable, List, Optional, Sequence, cast
 
 from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
@@ -207,6 +207,15 @@ class Options(usage.Options):
             _positive_float,
         ],
         [
+            "workers",
+            None,
+            None,
+            "Serve the port from this many worker processes, supervised by "
+            "this one (restarted if they die, drained on shutdown). Limits "
+            "apply per worker. One process by default.",
+            _positive_int,
+        ],
+        [
             "drain-timeout",
             None,
             DEFAULT_DRAIN_TIMEOUT,
@@ -242,8 +251,14 @@ class Options(usage.Options):
             for option in ("queue-timeout", "max-per-peer"):
                 if self[option] is not None:
                     raise usage.UsageError(f"--{option} needs --max-connections")
+        if self["workers"] is not None and self["metrics"] is not None:
+            raise usage.UsageError(
+                "--metrics does not work with --workers yet: each worker "
+                "keeps its own counters"
+            )
         if self["threads"] is not None and self["processes"] is not None:
             raise usage.UsageError("--threads and --processes exclude each other")
+        self.handlerName: str = self["handler"]
         try:
             self["handler"] = load_handler(self["handler"])
         except ValueError as e:
@@ -263,6 +278,19 @@ class Options(usage.Options):
             _check_endpoint("--metrics", metrics, self["metrics"])
         _check_endpoint("--port", self["port"], self["endpoint"])
 
+    def worker_options(self) -> List[str]:
+        """
+        The command line a worker runs with: these options, less
+        C{--workers}.
+        """
+        argv = []
+        parameters: List[List[Any]] = self.optParameters
+        for name, _, default, *_ in parameters:
+            value = self.handlerName if name == "handler" else self[name]
+            if name != "workers" and value is not None and value != default:
+                argv.append(f"--{name}={value}")
+        return argv
+
 
 def _check_endpoint(option: str, given: str, description: str) -> None:
     """Parse an endpoint description now, to fail with a usage error."""
@@ -279,30 +307,48 @@ def _reason(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
 
 
-def makeService(options: Options, reactor: Optional[IReactorTime] = None) -> IService:
+def makeService(
+    options: Options,
+    reactor: Optional[IReactorTime] = None,
+    endpoint: Optional[IStreamServerEndpoint] = None,
+) -> IService:
     """
     Build the incproto service from parsed options.
 
     @param options: parsed L{Options}.
     @param reactor: the reactor to listen with and to time connections by;
         the global one by default.
+    @param endpoint: where to listen, instead of the one C{--port} names
+        (a worker's inherited socket).
     @return: a service that listens while it runs, and raises
         L{incproto.service.ListenError} from its start if it cannot.  Its
         children stop in order: the listener, then a graceful drain of the
         connections, then the handler pool, each bounded by
-        C{--drain-timeout}.
+        C{--drain-timeout}.  With C{--workers}, it is a L{WorkerPool} that
+        binds the port and runs that service in each worker process.
     """
     if reactor is None:
         reactor = global_reactor()
     description: str = options["endpoint"]
-    endpoint: IStreamServerEndpoint
-    if description.startswith("haproxy:"):
+    service = SequentialMultiService()
+    if options["workers"] is not None and endpoint is None:
+        from incproto.workers import WorkerPool
+
+        WorkerPool(
+            description,
+            options["port"],
+            options.worker_options(),
+            options["workers"],
+            reactor,
+            killTimeout=2 * options["drain-timeout"] + 5,
+        ).setServiceParent(service)
+        return service
+    if endpoint is None and description.startswith("haproxy:"):
         # incproto's PROXY support starts the protocol with the client's
         # address known and keeps half-close; Twisted's does neither.
         endpoint = ProxyEndpoint(serverFromString(reactor, description[8:]), reactor)
-    else:
+    elif endpoint is None:
         endpoint = serverFromString(reactor, description)
-    service = SequentialMultiService()
     limit = options["max-connections"]
     FileLimitService(limit + options["queue"] + 64 if limit else 0).setServiceParent(
         service

@@ -1,0 +1,246 @@
+# -*- test-case-name: tests.test_sharing -*-
+"""One listening socket shared by worker processes: bound once by the parent,
+adopted by each worker, with the same C{--port} description on both sides.
+
+The trick is a stand-in reactor.  Twisted's endpoint parsers turn a
+description into an endpoint that calls C{listenTCP}, C{listenSSL},
+C{listenUNIX} or C{adoptStreamPort} on its reactor.  In the parent,
+L{BindingReactor} answers those calls by binding a plain socket and keeping
+it, without serving it.  In a worker, L{AdoptingReactor} answers them by
+adopting the inherited socket instead of binding, and rebuilds what the
+description layers on top: TLS (C{ssl:}) here, PROXY (C{haproxy:}) in the
+endpoint around it.  So every endpoint kind that ends in one of those four
+calls works with workers: C{tcp:}, C{tcp6:}, C{ssl:}, C{unix:},
+C{systemd:}, each alone or under C{haproxy:}.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, List, Optional
+
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IStreamServerEndpoint,
+)
+from twisted.internet.protocol import Factory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from incproto.proxy import ProxyEndpoint
+
+# Families by the names a worker is told on its command line.
+FAMILIES = {"inet": socket.AF_INET, "inet6": socket.AF_INET6, "unix": socket.AF_UNIX}
+FAMILY_NAMES = {number: name for name, number in FAMILIES.items()}
+
+
+@implementer(IListeningPort)
+class BoundSocket:
+    """
+    A listening socket that nothing in this process serves: the parent's
+    copy, handed to workers.
+
+    @ivar socket: the listening socket.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
+
+    @property
+    def family(self) -> str:
+        """The family's name: C{inet}, C{inet6} or C{unix}."""
+        return FAMILY_NAMES[self.socket.family]
+
+    def fileno(self) -> int:
+        """The socket's file descriptor."""
+        return self.socket.fileno()
+
+    def getHost(self) -> Any:
+        """The address the socket listens on, as a Twisted address."""
+        address = self.socket.getsockname()
+        if self.socket.family == socket.AF_UNIX:
+            return UNIXAddress(address)
+        kind = IPv6Address if self.socket.family == socket.AF_INET6 else IPv4Address
+        return kind("TCP", address[0], address[1])
+
+    def startListening(self) -> None:
+        """Already listening."""
+
+    def stopListening(self) -> Optional[Deferred[None]]:
+        """Close the parent's copy; workers keep theirs."""
+        self.socket.close()
+        return None
+
+
+class BindingReactor:
+    """
+    A reactor for endpoint parsers that binds the socket and keeps it.
+
+    Only the listening calls are answered; anything else is a bug.
+
+    @ivar bound: the socket, once an endpoint has listened.
+    """
+
+    def __init__(self) -> None:
+        self.bound: Optional[BoundSocket] = None
+
+    def _keep(self, sock: socket.socket) -> BoundSocket:
+        # Non-blocking for every worker (the flag is shared with them): of
+        # the workers woken by one connection, all but one find none to
+        # accept, and a blocking accept would hang their reactors.
+        sock.setblocking(False)
+        self.bound = BoundSocket(sock)
+        return self.bound
+
+    def listenTCP(
+        self, port: int, factory: object, backlog: int = 50, interface: str = ""
+    ) -> BoundSocket:
+        family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+        sock = socket.create_server((interface, port), family=family, backlog=backlog)
+        return self._keep(sock)
+
+    def listenSSL(
+        self,
+        port: int,
+        factory: object,
+        contextFactory: object,
+        backlog: int = 50,
+        interface: str = "",
+    ) -> BoundSocket:
+        return self.listenTCP(port, factory, backlog, interface)
+
+    def listenUNIX(
+        self,
+        address: str,
+        factory: object,
+        backlog: int = 50,
+        mode: int = 0o666,
+        wantPID: int = 0,
+    ) -> BoundSocket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(address)
+            os.chmod(address, mode)
+            sock.listen(backlog)
+        except BaseException:
+            sock.close()
+            raise
+        return self._keep(sock)
+
+    def adoptStreamPort(
+        self, fileDescriptor: int, addressFamily: int, factory: object
+    ) -> BoundSocket:
+        # The endpoint closes the descriptor it was given: keep a duplicate.
+        return self._keep(socket.socket(fileno=os.dup(fileDescriptor)))
+
+
+def bind(description: str) -> BoundSocket:
+    """
+    Bind the socket that C{description} (a C{--port} endpoint description)
+    listens on, without serving it.
+
+    @raise Exception: whatever binding raised (address in use, ...).
+    """
+    binder = BindingReactor()
+    endpoint = serverFromString(binder, _strip_proxy(description))
+    failures: List[Failure] = []
+    endpoint.listen(Factory()).addErrback(failures.append)
+    if failures:
+        failures[0].raiseException()
+    assert binder.bound is not None
+    return binder.bound
+
+
+class AdoptingReactor:
+    """
+    The real reactor, except that listening adopts the inherited socket.
+
+    @ivar fileno: the inherited listening socket's descriptor.
+    @ivar family: its address family (a C{socket.AF_*} number).
+    """
+
+    def __init__(self, reactor: Any, fileno: int, family: int) -> None:
+        self._reactor = reactor
+        self.fileno = fileno
+        self.family = family
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+    def _adopt(self, factory: IProtocolFactory) -> IListeningPort:
+        port: IListeningPort = self._reactor.adoptStreamPort(
+            self.fileno, self.family, factory
+        )
+        return port
+
+    def listenTCP(
+        self, port: int, factory: IProtocolFactory, *args: Any, **kwargs: Any
+    ) -> IListeningPort:
+        return self._adopt(factory)
+
+    def listenUNIX(
+        self, address: str, factory: IProtocolFactory, *args: Any, **kwargs: Any
+    ) -> IListeningPort:
+        return self._adopt(factory)
+
+    def listenSSL(
+        self,
+        port: int,
+        factory: IProtocolFactory,
+        contextFactory: Any,
+        *args: Any,
+        **kwargs: Any,
+    ) -> IListeningPort:
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        return self._adopt(TLSMemoryBIOFactory(contextFactory, False, factory))
+
+
+def _strip_proxy(description: str) -> str:
+    return (
+        description[len("haproxy:") :]
+        if description.startswith("haproxy:")
+        else description
+    )
+
+
+def adopted_endpoint(
+    reactor: Any, description: str, fileno: int, family: int
+) -> IStreamServerEndpoint:
+    """
+    The endpoint a worker serves: C{description}'s layers over the inherited
+    socket C{fileno}.
+
+    @param reactor: the worker's reactor.
+    @param description: the C{--port} endpoint description.
+    """
+    inner = _strip_proxy(description)
+    endpoint: IStreamServerEndpoint
+    if inner.startswith("systemd:"):
+        # The worker is not the process systemd passed the socket to.
+        endpoint = AdoptedStreamServerEndpoint(reactor, fileno, family)
+    else:
+        endpoint = serverFromString(AdoptingReactor(reactor, fileno, family), inner)
+    if inner != description:
+        endpoint = ProxyEndpoint(endpoint, reactor)
+    return endpoint
+
+
+@implementer(IStreamServerEndpoint)
+class SharedSocketEndpoint:
+    """
+    An endpoint that binds C{description}'s socket for workers to share and
+    serves nothing itself: its port is a L{BoundSocket}.
+    """
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        """Bind now; fail the Deferred if binding fails."""
+        return maybeDeferred(bind, self.description)

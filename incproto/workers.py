@@ -1,0 +1,305 @@
+# -*- test-case-name: tests.test_workers -*-
+"""C{--workers N}: N processes serve one listening socket, and the parent
+supervises them.
+
+The parent binds the socket once (L{incproto.sharing}) and passes it to
+each worker as descriptor 3.  All workers accept from the one kernel queue,
+so a connection waits for whichever worker is free, a worker's death loses
+no queued connection, and any socket the parent can get works: one it bound
+(TCP, TLS, UNIX, under PROXY or not) or one that systemd passed it.
+SO_REUSEPORT would give each worker a queue of its own, filled by a hash of
+the client's address whether that worker is busy or dead, and cannot carry a
+UNIX or systemd socket.
+
+A worker runs L{worker_main} with the socket's family and the same options
+as the parent, without C{--workers}.  It writes its log events as
+JSON lines on its standard output; the parent publishes them into its own
+log, marked with the worker's number, so one log (text or JSON) tells all.
+A worker that dies is restarted: at once if it had run for C{threshold}
+seconds, otherwise after a delay that doubles from C{minRestartDelay} up
+to C{maxRestartDelay}.  Stopping the parent closes its copy of the socket,
+sends each worker SIGTERM (each drains, as one process would), waits for
+them all, and kills any still alive C{killTimeout} seconds later.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.error import ProcessDone, ProcessExitedAlready
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.logger import Logger, eventFromJSON
+from twisted.python.failure import Failure
+
+from incproto.service import ListeningService
+from incproto.sharing import BoundSocket, SharedSocketEndpoint
+
+# The descriptor a worker finds the listening socket on.
+WORKER_FD = 3
+# A worker's program: its arguments are the socket's family, then options.
+_WORKER = (
+    "import sys; from incproto.workers import worker_main; worker_main(sys.argv[1:])"
+)
+
+
+class WorkerProcess(ProcessProtocol):
+    """
+    The parent's side of one worker: relays its log and reports its end.
+
+    @ivar slot: the worker's number, from 1; a restarted worker keeps it.
+    @ivar started: when it was spawned (reactor time).
+    @ivar ended: fires when the process has exited.
+    """
+
+    def __init__(self, pool: WorkerPool, slot: int, started: float) -> None:
+        self.pool = pool
+        self.slot = slot
+        self.started = started
+        self.ended: Deferred[None] = Deferred()
+        self._lines = {1: b"", 2: b""}
+
+    def _split(self, fd: int, data: bytes) -> List[bytes]:
+        *lines, self._lines[fd] = (self._lines[fd] + data).split(b"\n")
+        return [line for line in lines if line.strip()]
+
+    def outReceived(self, data: bytes) -> None:
+        for line in self._split(1, data):
+            try:
+                event = eventFromJSON(line.decode("utf-8"))
+            except ValueError:
+                self.pool.log.info("worker {slot}: {line}", slot=self.slot, line=line)
+                continue
+            event.update(
+                log_system=f"worker {self.slot}",
+                worker=self.slot,
+                worker_pid=self.pid,
+            )
+            self.pool.log.observer(event)
+
+    def errReceived(self, data: bytes) -> None:
+        for line in self._split(2, data):
+            self.pool.log.error(
+                "worker {slot}: {line}",
+                slot=self.slot,
+                line=line.decode("utf-8", "replace"),
+            )
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The worker's process id, while it runs."""
+        return getattr(self.transport, "pid", None)
+
+    def signal(self, name: str) -> None:
+        """Send the worker a signal, unless it has exited."""
+        if self.transport is not None:
+            try:
+                self.transport.signalProcess(name)
+            except ProcessExitedAlready:
+                pass
+
+    def processEnded(self, reason: Failure) -> None:
+        self.pool.ended(self, reason)
+        self.ended.callback(None)
+
+
+class WorkerPool(Service):
+    """
+    Bind the C{--port} socket and keep C{count} worker processes serving it.
+
+    @ivar workers: the running workers, by slot.
+    @ivar restarts: how many times a worker was restarted.
+    @ivar socket: the shared listening socket, while the pool runs.
+    """
+
+    log = Logger()
+    threshold = 5.0
+    minRestartDelay = 1.0
+    maxRestartDelay = 60.0
+
+    def __init__(
+        self,
+        description: str,
+        name: str,
+        options: Sequence[str],
+        count: int,
+        reactor: Any,
+        killTimeout: float,
+        executable: str = sys.executable,
+    ) -> None:
+        """
+        @param description: the C{--port} endpoint description to bind.
+        @param name: how the port was given, for messages.
+        @param options: the workers' command line options.
+        @param count: how many workers to keep running.
+        @param reactor: spawns processes and keeps time.
+        @param killTimeout: seconds from SIGTERM to SIGKILL on stop.
+        """
+        self.listener = ListeningService(
+            SharedSocketEndpoint(description), Factory(), name
+        )
+        self.options = list(options)
+        self.count = count
+        self.reactor = reactor
+        self.killTimeout = killTimeout
+        self.executable = executable
+        self.workers: Dict[int, WorkerProcess] = {}
+        self.restarts = 0
+        self._delays: Dict[int, float] = {}
+        self._pending: Dict[int, IDelayedCall] = {}
+
+    @property
+    def socket(self) -> Optional[BoundSocket]:
+        port = self.listener.port
+        return port if isinstance(port, BoundSocket) else None
+
+    def privilegedStartService(self) -> None:
+        """Bind (before twistd drops privileges); raise ListenError if not."""
+        self.listener.privilegedStartService()
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        """Bind if not yet bound, then spawn the workers."""
+        if self.listener.port is None:
+            self.listener.privilegedStartService()
+        super().startService()
+        self.log.info("starting {count} workers", count=self.count)
+        for slot in range(1, self.count + 1):
+            self.spawn(slot)
+
+    def spawn(self, slot: int) -> None:
+        """Start the worker for C{slot}."""
+        self._pending.pop(slot, None)
+        bound = self.socket
+        assert bound is not None
+        worker = WorkerProcess(self, slot, self.reactor.seconds())
+        self.workers[slot] = worker
+        package_root = str(Path(__file__).resolve().parent.parent)
+        path = os.environ.get("PYTHONPATH")
+        env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, path]))
+        )
+        self.reactor.spawnProcess(
+            worker,
+            self.executable,
+            [self.executable, "-c", _WORKER, bound.family, *self.options],
+            env=env,
+            childFDs={0: "w", 1: "r", 2: "r", WORKER_FD: bound.fileno()},
+        )
+        self.log.info("worker {slot} started (pid {pid})", slot=slot, pid=worker.pid)
+
+    def ended(self, worker: WorkerProcess, reason: Failure) -> None:
+        """A worker exited: restart it, with back-off, unless stopping."""
+        if self.workers.get(worker.slot) is worker:
+            del self.workers[worker.slot]
+        how = "exited" if reason.check(ProcessDone) else reason.getErrorMessage()
+        if not self.running:
+            self.log.info("worker {slot} {how}", slot=worker.slot, how=how)
+            return
+        lived = self.reactor.seconds() - worker.started
+        delay = 0.0
+        if lived < self.threshold:
+            delay = self._delays.get(worker.slot, self.minRestartDelay)
+            self._delays[worker.slot] = min(delay * 2, self.maxRestartDelay)
+        else:
+            self._delays.pop(worker.slot, None)
+        self.restarts += 1
+        self.log.warn(
+            "worker {slot} {how} after {lived:.1f} s; restarting it in {delay:g} s",
+            slot=worker.slot,
+            how=how,
+            lived=lived,
+            delay=delay,
+        )
+        self._pending[worker.slot] = self.reactor.callLater(
+            delay, self.spawn, worker.slot
+        )
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop accepting, then SIGTERM every worker (each drains) and wait for
+        them all; SIGKILL any left after C{killTimeout} seconds.
+        """
+        super().stopService()
+        for pending in self._pending.values():
+            pending.cancel()
+        self._pending.clear()
+        self.listener.stopService()
+        workers = list(self.workers.values())
+        if not workers:
+            return succeed(None)
+        self.log.info("stopping {count} workers", count=len(workers))
+        for worker in workers:
+            worker.signal("TERM")
+        kill = self.reactor.callLater(self.killTimeout, self._kill)
+        done = gatherResults([w.ended for w in workers])
+
+        def stopped(_: Any) -> None:
+            if kill.active():
+                kill.cancel()
+
+        return done.addCallback(stopped)
+
+    def _kill(self) -> None:
+        for worker in list(self.workers.values()):
+            self.log.warn(
+                "worker {slot} still running {timeout:g} s after SIGTERM; killing it",
+                slot=worker.slot,
+                timeout=self.killTimeout,
+            )
+            worker.signal("KILL")
+
+
+def worker_main(argv: Sequence[str]) -> None:
+    """
+    Run one worker: C{argv} is the socket's family name, then the options.
+    """
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, jsonFileLogObserver
+    from twisted.python import usage
+
+    from incproto.sharing import FAMILIES, adopted_endpoint
+    from incproto.tap import Options, makeService
+
+    # The parent decides when workers stop: a terminal's Ctrl-C reaches the
+    # whole process group, and the parent turns it into SIGTERM for each.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    globalLogBeginner.beginLoggingTo(
+        [jsonFileLogObserver(sys.stdout, recordSeparator="")],
+        redirectStandardIO=False,
+    )
+    try:
+        options = Options.parse(argv[1:])
+    except usage.UsageError as e:
+        sys.exit(f"incproto worker: {e}")
+    endpoint = adopted_endpoint(
+        reactor, options["endpoint"], WORKER_FD, FAMILIES[argv[0]]
+    )
+    service = makeService(options, reactor, endpoint=endpoint)
+    service.privilegedStartService()
+    service.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.callWhenRunning(_stop_once_on_sigterm, reactor)
+    reactor.run()
+
+
+def _stop_once_on_sigterm(reactor: Any) -> None:
+    """
+    Replace the reactor's SIGTERM handler with one that stops it once: the
+    parent's SIGTERM may come with one for the whole process group (systemd's
+    default KillMode, C{timeout}, C{kill -TERM -PGID}).
+    """
+    stopping: List[bool] = []
+
+    def stop(signum: int, frame: Any) -> None:
+        if not stopping:
+            stopping.append(True)
+            reactor.callFromThread(reactor.stop)
+
+    signal.signal(signal.SIGTERM, stop)
