@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, succeed
-from twisted.internet.error import ProcessDone, ProcessExitedAlready
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger, eventFromJSON
@@ -198,7 +198,7 @@ class WorkerPool(Service):
         """A worker exited: restart it, with back-off, unless stopping."""
         if self.workers.get(worker.slot) is worker:
             del self.workers[worker.slot]
-        how = "exited" if reason.check(ProcessDone) else reason.getErrorMessage()
+        how = _how_it_ended(reason)
         if not self.running:
             self.log.info("worker {slot} {how}", slot=worker.slot, how=how)
             return
@@ -254,6 +254,15 @@ class WorkerPool(Service):
                 timeout=self.killTimeout,
             )
             worker.signal("KILL")
+
+
+def _how_it_ended(reason: Failure) -> str:
+    value = reason.value
+    if getattr(value, "signal", None):
+        return f"was killed by signal {value.signal}"
+    if getattr(value, "exitCode", 0):
+        return f"exited with status {value.exitCode}"
+    return "exited"
 
 
 def worker_main(argv: Sequence[str]) -> None:

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 TIMEOUT = 30.0
 # The listening log line, as text ("... on 127.0.0.1:9090") or JSON ("port").
@@ -40,6 +40,7 @@ class ServerProcess:
             list(argv), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
         self._output = bytearray()
+        self._changed = threading.Condition()
         self.match = self._read_until(listening)
         self.port = int(self.match.group(1))
         self._drain = threading.Thread(target=self._read_rest, daemon=True)
@@ -67,7 +68,27 @@ class ServerProcess:
     def _read_rest(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            self._output += line
+            with self._changed:
+                self._output += line
+                self._changed.notify_all()
+
+    def wait_for(self, pattern: re.Pattern[str], count: int = 1) -> List[Any]:
+        """
+        Wait until the output matches C{pattern} C{count} times; return the
+        matches' groups (a test failure after the usual timeout).
+        """
+        deadline = time.monotonic() + TIMEOUT
+        with self._changed:
+            while True:
+                found = [m.groups() for m in pattern.finditer(self.output)]
+                if len(found) >= count:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"{pattern.pattern!r} x{count} not in output:\n{self.output}"
+                    )
+                self._changed.wait(left)
 
     @property
     def output(self) -> str:

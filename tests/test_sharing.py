@@ -1,0 +1,127 @@
+"""Sharing one listening socket: what the parent binds for each kind of
+--port, and the layers a worker rebuilds over it (TLS, PROXY), over real
+sockets in one process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from pathlib import Path
+from typing import Any, Generator
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+
+from incproto import IncrementFactory
+from incproto.sharing import BoundSocket, adopted_endpoint, bind
+from tests.test_limit_tcp import connect
+from tests.test_proxy import v2
+
+
+@pytest.mark.parametrize(
+    "description, family, host",
+    [
+        ("tcp:0:interface=127.0.0.1:backlog=7", "inet", "127.0.0.1"),
+        (r"tcp6:0:interface=\:\:1", "inet6", "::1"),
+        ("haproxy:tcp:0:interface=127.0.0.1", "inet", "127.0.0.1"),
+    ],
+)
+def test_bind_listens_without_serving(description: str, family: str, host: str) -> None:
+    if family == "inet6" and not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    bound = bind(description)
+    try:
+        assert bound.family == family
+        assert bound.getHost().host == host and bound.getHost().port > 0
+        assert bound.socket.getblocking() is False  # shared with the workers
+        with socket.create_connection((host, bound.getHost().port), timeout=5):
+            pass  # the kernel accepts into the queue; nothing here serves it
+    finally:
+        bound.stopListening()
+    assert bound.socket.fileno() == -1
+
+
+def test_bind_unix_with_mode(tmp_path: Path) -> None:
+    path = tmp_path / "shared.sock"
+    bound = bind(f"unix:{path}:mode=600")
+    try:
+        assert bound.family == "unix"
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    finally:
+        bound.stopListening()
+
+
+def test_bind_failure_raises() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError):
+            bind(f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1")
+
+
+def _serve(description: str) -> tuple[BoundSocket, Any]:
+    """Bind like the parent, then adopt and serve like a worker."""
+    bound = bind(description)
+    endpoint = adopted_endpoint(
+        reactor, description, os.dup(bound.fileno()), bound.socket.family
+    )
+    listening: list[Any] = []
+    endpoint.listen(IncrementFactory()).addCallback(listening.append)
+    return bound, listening[0]
+
+
+@pytest_twisted.inlineCallbacks
+def test_worker_serves_the_adopted_socket() -> Generator[Deferred[Any], Any, None]:
+    bound, port = _serve("tcp:0:interface=127.0.0.1")
+    try:
+        client = yield connect(bound.getHost().port)
+        client.transport.write(b"^abc$")
+        assert (yield client.wait_for(4)) == b"*bcd"
+        client.transport.loseConnection()
+        yield client.closed
+    finally:
+        bound.stopListening()
+        yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_worker_rebuilds_proxy_over_the_adopted_socket() -> Generator[
+    Deferred[Any], Any, None
+]:
+    bound, port = _serve("haproxy:tcp:0:interface=127.0.0.1")
+    try:
+        client = yield connect(bound.getHost().port)
+        client.transport.write(v2("192.0.2.50", "192.0.2.2") + b"^xyz$")
+        client.transport.loseWriteConnection()
+        assert (yield client.closed) == b"*yz{"
+    finally:
+        bound.stopListening()
+        yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_worker_rebuilds_tls_over_the_adopted_socket(
+    tmp_path: Path,
+) -> Generator[Deferred[Any], Any, None]:
+    ssl = pytest.importorskip("twisted.internet.ssl")
+    from tests.certificates import make_certificate
+
+    key, certificate = make_certificate(tmp_path)
+    bound, port = _serve(
+        f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={certificate}"
+    )
+    authority = ssl.Certificate.loadPEM(certificate.read_bytes())
+    tls = ssl.optionsForClientTLS("localhost", trustRoot=authority)
+    try:
+        client = yield connect(bound.getHost().port, tls=tls)
+        client.transport.write(b"^abc$")
+        assert (yield client.wait_for(4)) == b"*bcd"
+        assert client.transport.getPeerCertificate() is not None
+        client.transport.loseConnection()
+        yield client.closed
+    finally:
+        bound.stopListening()
+        yield port.stopListening()

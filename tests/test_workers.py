@@ -1,0 +1,227 @@
+"""WorkerPool supervision on a fake process reactor (spawn, relay, restart
+with back-off, drain, kill), --workers options, and real twistd runs:
+sharing the load, restarting a killed worker, stopping cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+
+import threading
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.task import Clock
+from twisted.logger import Logger, LogLevel, formatEvent
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from incproto.tap import Options, makeService
+from incproto.workers import WORKER_FD, WorkerPool, WorkerProcess
+from tests.processes import (
+    ServerProcess,
+    TIMEOUT,
+    alive,
+    connect,
+    descendants,
+    receive_exactly,
+    script,
+)
+
+
+class FakeProcess:
+    """A spawned process: records the signals it is sent."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.signals: List[str] = []
+
+    def signalProcess(self, name: str) -> None:
+        self.signals.append(name)
+
+
+class ProcessClock(Clock):
+    """A clock that also spawns fake processes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spawned: List[Dict[str, Any]] = []
+
+    def spawnProcess(self, protocol: WorkerProcess, executable: str, args: List[str],
+                     env: Dict[str, str], childFDs: Dict[int, Any]) -> FakeProcess:  # fmt: skip
+        process = FakeProcess(1000 + len(self.spawned))
+        protocol.makeConnection(process)  # type: ignore[arg-type]
+        self.spawned.append(
+            {"protocol": protocol, "args": args, "childFDs": childFDs, "env": env}
+        )
+        return process
+
+
+@pytest.fixture
+def pool() -> Any:
+    clock = ProcessClock()
+    events: List[Dict[str, Any]] = []
+    pool = WorkerPool(
+        "tcp:0:interface=127.0.0.1", "tcp:0", ["--idle-timeout=5"], 2, clock, 40.0
+    )
+    pool.log = Logger(observer=events.append)  # type: ignore[arg-type]
+    pool.startService()
+    yield pool, clock, events
+    if pool.running:
+        pool.stopService()
+        for worker in list(pool.workers.values()):
+            worker.processEnded(Failure(ProcessDone(0)))
+
+
+def end(worker: WorkerProcess, status: int = 1) -> None:
+    reason = ProcessDone(0) if status == 0 else ProcessTerminated(status)
+    worker.processEnded(Failure(reason))
+
+
+def test_workers_get_the_socket_as_fd_3_and_the_options(pool: Any) -> None:
+    pool_, clock, _ = pool
+    assert len(clock.spawned) == 2
+    for spawn in clock.spawned:
+        assert spawn["childFDs"][WORKER_FD] == pool_.socket.fileno()
+        assert spawn["args"][-2:] == ["inet", "--idle-timeout=5"]
+        assert spawn["childFDs"][1] == "r" and spawn["childFDs"][2] == "r"
+
+
+def test_worker_log_events_are_relayed_with_the_worker_number(pool: Any) -> None:
+    _, clock, events = pool
+    worker = clock.spawned[1]["protocol"]
+    event = {"log_format": "connection from {peer} opened", "peer": "192.0.2.1:5",
+             "log_level": {"__class_uuid__": "02E59486-F24D-46AD-8224-3ACDF2A5732A",
+                           "name": "info"}, "log_namespace": "incproto.protocol"}  # fmt: skip
+    line = json.dumps(event).encode()
+    worker.outReceived(line[:10])
+    worker.outReceived(line[10:] + b"\nnot json\n")
+    worker.errReceived(b"Traceback (most recent call last):\n")
+    relayed = [e for e in events if e.get("worker") == 2]
+    assert relayed[0]["peer"] == "192.0.2.1:5"
+    assert relayed[0]["log_system"] == "worker 2"
+    assert relayed[0]["worker_pid"] == 1001
+    assert any(e.get("line") == b"not json" for e in events)
+    errors = [e for e in events if e["log_level"] == LogLevel.error]
+    assert errors[0]["line"] == "Traceback (most recent call last):"
+
+
+def test_a_dead_worker_is_restarted_with_back_off(pool: Any) -> None:
+    pool_, clock, events = pool
+    end(clock.spawned[0]["protocol"])  # died at once
+    assert len(clock.spawned) == 2
+    clock.advance(1)
+    assert len(clock.spawned) == 3
+    end(clock.spawned[2]["protocol"])  # died at once again: twice the delay
+    clock.advance(1.9)
+    assert len(clock.spawned) == 3
+    clock.advance(0.1)
+    assert len(clock.spawned) == 4
+    clock.advance(10)
+    end(clock.spawned[3]["protocol"])  # ran a while: back at once
+    clock.advance(0)
+    assert len(clock.spawned) == 5
+    assert pool_.restarts == 3 and sorted(pool_.workers) == [1, 2]
+    said = [formatEvent(e) for e in events]
+    assert "worker 1 exited with status 1 after 0.0 s; restarting it in 2 s" in said
+
+
+def test_stop_terms_waits_and_kills(pool: Any) -> None:
+    pool_, clock, _ = pool
+    first, second = (s["protocol"] for s in clock.spawned)
+    stopped = pool_.stopService()
+    assert pool_.socket is None  # no new connections queue for the workers
+    assert first.transport.signals == ["TERM"] and second.transport.signals == ["TERM"]
+    end(first, 0)
+    assert not stopped.called
+    clock.advance(40)
+    assert second.transport.signals == ["TERM", "KILL"]
+    end(second, 9)
+    assert stopped.called and len(clock.spawned) == 2  # no restarts
+
+
+@pytest.mark.parametrize(
+    "argv, error",
+    [
+        (["--workers", "0"], "not a positive integer"),
+        (["--workers", "2", "--metrics", "9100"], "--metrics does not work with"),
+    ],
+)
+def test_bad_workers_options(argv: List[str], error: str) -> None:
+    with pytest.raises(usage.UsageError, match=error):
+        Options.parse(argv)
+
+
+def test_workers_get_every_option_but_workers() -> None:
+    options = Options.parse(
+        ["--port", "haproxy:tcp:9090", "--workers", "3", "--max-connections", "5",
+         "--handler", "incproto.handlers:hashing", "--threads", "2"]
+    )  # fmt: skip
+    argv = options.worker_options()
+    assert argv == [
+        "--port=haproxy:tcp:9090", "--max-connections=5",
+        "--handler=incproto.handlers:hashing", "--threads=2",
+    ]  # fmt: skip
+    again = Options.parse(argv)
+    assert again["endpoint"] == options["endpoint"]
+    assert again["workers"] is None
+    assert isinstance(makeService(options).services[0], WorkerPool)  # type: ignore[attr-defined]
+
+
+# Real processes -----------------------------------------------------------------
+
+WORKER_STARTED = re.compile(r"worker (\d) started \(pid (\d+)\)")
+
+
+def _serve_one(port: int, payload: bytes) -> bytes:
+    with connect(port) as sock:
+        greeting = receive_exactly(sock, 1)
+        sock.sendall(b"^" + payload + b"$")
+        return greeting + receive_exactly(sock, len(payload))
+
+
+def test_workers_share_the_load_survive_a_kill_and_stop(tmp_path: Path) -> None:
+    server = ServerProcess(
+        [script("twistd"), "-n", "--pidfile=", "incproto", "--workers", "2",
+         "--port", "tcp:0:interface=127.0.0.1", "--threads", "2"],
+        tmp_path,
+    )  # fmt: skip
+    try:
+        started = dict(server.wait_for(WORKER_STARTED, count=2))
+        server.wait_for(re.compile(r"\[worker \d\] incproto listening"), count=2)
+        # Each worker serves the shared socket: with the other one stopped,
+        # every connection is its.
+        for serving, stopped in (("1", "2"), ("2", "1")):
+            os.kill(int(started[stopped]), signal.SIGSTOP)
+            try:
+                assert _serve_one(server.port, b"abc") == b"*bcd"
+            finally:
+                os.kill(int(started[stopped]), signal.SIGCONT)
+            server.wait_for(re.compile(rf"\[worker {serving}\] connection from 127"))
+        os.kill(int(started["1"]), signal.SIGKILL)
+        server.wait_for(re.compile(r"worker 1 .* restarting it in"))
+        restarted = server.wait_for(WORKER_STARTED, count=3)[-1]
+        assert restarted[0] == "1" and restarted[1] != started["1"]
+        server.wait_for(re.compile(r"\[worker \d\] incproto listening"), count=3)
+        results = []
+        threads = [
+            threading.Thread(target=lambda: results.append(_serve_one(server.port, b"xyz")))
+            for _ in range(10)
+        ]  # fmt: skip
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT)
+        assert results == [b"*yz{"] * 10
+        workers = descendants(server.process.pid)
+        assert len(workers) == 2
+    finally:
+        status = server.stop()
+    assert status == -signal.SIGTERM  # as twistd does after SIGTERM
+    assert "worker 1 exited" in server.output and "worker 2 exited" in server.output
+    assert "Traceback" not in server.output, server.output
+    assert [pid for pid in workers if alive(pid)] == []
