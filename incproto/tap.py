@@ -114,6 +114,8 @@ class Options(usage.Options):
     """
 
     synopsis = "[options]"
+    # A worker's port is an inherited socket, whatever --port names.
+    checkPort = True
     longdesc = (
         "Serve the increment protocol: greet each connection with '*', then "
         "send back every byte between '^' and '$' plus one."
@@ -276,7 +278,8 @@ class Options(usage.Options):
             self["metrics"] = f"tcp:{metrics}:interface=127.0.0.1"
         if metrics is not None:
             _check_endpoint("--metrics", metrics, self["metrics"])
-        _check_endpoint("--port", self["port"], self["endpoint"])
+        if self.checkPort:
+            _check_endpoint("--port", self["port"], self["endpoint"])
 
     def worker_options(self) -> List[str]:
         """

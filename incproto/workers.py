@@ -182,9 +182,9 @@ class WorkerPool(Service):
         self.workers[slot] = worker
         package_root = str(Path(__file__).resolve().parent.parent)
         path = os.environ.get("PYTHONPATH")
-        env = dict(
-            os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, path]))
-        )
+        # systemd's LISTEN_* variables name the parent's descriptors only.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, path]))
         self.reactor.spawnProcess(
             worker,
             self.executable,
@@ -283,8 +283,12 @@ def worker_main(argv: Sequence[str]) -> None:
         [jsonFileLogObserver(sys.stdout, recordSeparator="")],
         redirectStandardIO=False,
     )
+
+    class WorkerOptions(Options):
+        checkPort = False  # systemd's descriptors were the parent's
+
     try:
-        options = Options.parse(argv[1:])
+        options = WorkerOptions.parse(argv[1:])
     except usage.UsageError as e:
         sys.exit(f"incproto worker: {e}")
     endpoint = adopted_endpoint(

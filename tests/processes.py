@@ -42,7 +42,7 @@ class ServerProcess:
         self._output = bytearray()
         self._changed = threading.Condition()
         self.match = self._read_until(listening)
-        self.port = int(self.match.group(1))
+        self.port = int(self.match.group(1) or 0)
         self._drain = threading.Thread(target=self._read_rest, daemon=True)
         self._drain.start()
 

@@ -4,11 +4,9 @@ sharing the load, restarting a killed worker, stopping cleanly."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
-
 import threading
 from pathlib import Path
 from typing import Any, Dict, List
@@ -16,15 +14,15 @@ from typing import Any, Dict, List
 import pytest
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock
-from twisted.logger import Logger, LogLevel, formatEvent
+from twisted.logger import Logger, LogLevel, eventAsJSON, formatEvent
 from twisted.python import usage
 from twisted.python.failure import Failure
 
 from incproto.tap import Options, makeService
 from incproto.workers import WORKER_FD, WorkerPool, WorkerProcess
 from tests.processes import (
-    ServerProcess,
     TIMEOUT,
+    ServerProcess,
     alive,
     connect,
     descendants,
@@ -51,8 +49,14 @@ class ProcessClock(Clock):
         super().__init__()
         self.spawned: List[Dict[str, Any]] = []
 
-    def spawnProcess(self, protocol: WorkerProcess, executable: str, args: List[str],
-                     env: Dict[str, str], childFDs: Dict[int, Any]) -> FakeProcess:  # fmt: skip
+    def spawnProcess(
+        self,
+        protocol: WorkerProcess,
+        executable: str,
+        args: List[str],
+        env: Dict[str, str],
+        childFDs: Dict[int, Any],
+    ) -> FakeProcess:
         process = FakeProcess(1000 + len(self.spawned))
         protocol.makeConnection(process)  # type: ignore[arg-type]
         self.spawned.append(
@@ -94,10 +98,14 @@ def test_workers_get_the_socket_as_fd_3_and_the_options(pool: Any) -> None:
 def test_worker_log_events_are_relayed_with_the_worker_number(pool: Any) -> None:
     _, clock, events = pool
     worker = clock.spawned[1]["protocol"]
-    event = {"log_format": "connection from {peer} opened", "peer": "192.0.2.1:5",
-             "log_level": {"__class_uuid__": "02E59486-F24D-46AD-8224-3ACDF2A5732A",
-                           "name": "info"}, "log_namespace": "incproto.protocol"}  # fmt: skip
-    line = json.dumps(event).encode()
+    line = eventAsJSON(
+        {
+            "log_format": "connection from {peer} opened",
+            "peer": "192.0.2.1:5",
+            "log_level": LogLevel.info,
+            "log_namespace": "incproto.protocol",
+        }
+    ).encode()
     worker.outReceived(line[:10])
     worker.outReceived(line[10:] + b"\nnot json\n")
     worker.errReceived(b"Traceback (most recent call last):\n")
@@ -208,10 +216,11 @@ def test_workers_share_the_load_survive_a_kill_and_stop(tmp_path: Path) -> None:
         assert restarted[0] == "1" and restarted[1] != started["1"]
         server.wait_for(re.compile(r"\[worker \d\] incproto listening"), count=3)
         results = []
+        port = server.port
         threads = [
-            threading.Thread(target=lambda: results.append(_serve_one(server.port, b"xyz")))
+            threading.Thread(target=lambda: results.append(_serve_one(port, b"xyz")))
             for _ in range(10)
-        ]  # fmt: skip
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -1,0 +1,190 @@
+"""Deployment end to end: systemd socket activation (Debian's
+systemd-socket-activate) and HAProxy with send-proxy-v2 in front of two
+incproto processes (Debian's haproxy)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import threading
+from pathlib import Path
+from typing import List, Optional
+
+import pytest
+
+from tests.processes import (
+    TIMEOUT,
+    ServerProcess,
+    receive_all,
+    receive_exactly,
+    script,
+)
+
+TWISTD = [script("twistd"), "-n", "--pidfile=", "incproto"]
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def series_exchange(port: int, bind: Optional[str] = None) -> tuple[bytes, int]:
+    """The series' three sends on one connection, half-closed; returns what
+    came back and the client's own port."""
+    sock = socket.create_connection(
+        ("127.0.0.1", port), timeout=TIMEOUT, source_address=(bind or "127.0.0.1", 0)
+    )
+    with sock:
+        sock.settimeout(TIMEOUT)
+        local_port = sock.getsockname()[1]
+        assert receive_exactly(sock, 1) == b"*"
+        for data in (b"^abc$de^abte$f", b"xyz^123", b"25$^ab0000$abab"):
+            sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        return b"*" + receive_all(sock), local_port
+
+
+@pytest.mark.skipif(
+    not shutil.which("systemd-socket-activate"), reason="needs systemd-socket-activate"
+)
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]])
+def test_systemd_socket_activation(tmp_path: Path, workers: List[str]) -> None:
+    """
+    systemd-socket-activate binds the port and starts the server on the first
+    connection, passing the socket as LISTEN_FDS; the server adopts it.
+    (Twisted needs LISTEN_FDNAMES, which systemd always sets and
+    systemd-socket-activate sets only with --fdname.)
+    """
+    port = free_port()
+    activator = ServerProcess(
+        ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", "--fdname=incproto",
+         *TWISTD, "--port", "systemd:domain=INET:name=incproto", *workers],
+        tmp_path,
+        listening=re.compile(rb"Listening on 127\.0\.0\.1:(\d+)"),
+    )  # fmt: skip
+    try:
+        assert activator.port == port
+        # The first connection starts the server, which then accepts it.
+        assert series_exchange(port)[0] == b"*bcdbcuf23436bc1111"
+        assert series_exchange(port)[0] == b"*bcdbcuf23436bc1111"
+        activator.wait_for(re.compile(r"incproto listening on 127\.0\.0\.1:(\d+)"))
+    finally:
+        activator.stop()
+    assert f"listening on 127.0.0.1:{port}" in activator.output
+    assert "Traceback" not in activator.output, activator.output
+
+
+HAPROXY_CONFIG = """\
+global
+    maxconn 2000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend incproto
+    bind 127.0.0.1:{port}
+    default_backend incproto
+backend incproto
+    balance roundrobin
+    server a 127.0.0.1:{a} send-proxy-v2
+    server b 127.0.0.1:{b} send-proxy-v2
+frontend only-a
+    bind 127.0.0.1:{only_a}
+    default_backend only-a
+backend only-a
+    server a 127.0.0.1:{a} send-proxy-v2
+"""
+
+
+@pytest.mark.skipif(not shutil.which("haproxy"), reason="needs haproxy")
+def test_haproxy_in_front_of_two_backends(tmp_path: Path) -> None:
+    """
+    HAProxy balances over two incproto processes with PROXY v2: replies are
+    right, both serve, and logs and per-peer limits see the real client.
+    """
+    backends = [
+        ServerProcess(
+            [
+                *TWISTD,
+                "--port",
+                "haproxy:tcp:0:interface=127.0.0.1",
+                "--max-connections",
+                "50",
+                "--max-per-peer",
+                "1",
+                "--queue",
+                "0",
+            ],
+            tmp_path,
+        )
+        for _ in range(2)
+    ]
+    config = tmp_path / "haproxy.cfg"
+    port, only_a = free_port(), free_port()
+    config.write_text(
+        HAPROXY_CONFIG.format(
+            port=port, only_a=only_a, a=backends[0].port, b=backends[1].port
+        )
+    )
+    haproxy = ServerProcess(
+        ["haproxy", "-W", "-db", "-f", str(config)],
+        tmp_path,
+        listening=re.compile(rb"Loading success()"),
+    )
+    try:
+        # Forty clients, each from its own loopback address, ten at a time.
+        results: List[tuple[bytes, int]] = []
+        lock = threading.Lock()
+
+        def client(index: int) -> None:
+            result = series_exchange(port, bind=f"127.0.1.{index + 1}")
+            with lock:
+                results.append(result)
+
+        for batch in range(4):
+            threads = [
+                threading.Thread(target=client, args=(batch * 10 + i,))
+                for i in range(10)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(TIMEOUT)
+        assert [reply for reply, _ in results] == [b"*bcdbcuf23436bc1111"] * 40
+        logs = "".join(backend.output for backend in backends)
+        for _, client_port in results:
+            assert re.search(
+                rf"connection from 127\.0\.1\.\d+:{client_port} opened", logs
+            )
+        for backend in backends:
+            assert "connection from 127.0.1." in backend.output  # both served
+
+        # max-per-peer 1 counts real clients, not HAProxy: through a frontend
+        # with backend a alone, a client's second connection is refused while
+        # another client's is served.
+        first = connect_from(only_a, "127.0.0.2")
+        assert receive_exactly(first, 1) == b"*"
+        second = connect_from(only_a, "127.0.0.2")
+        assert receive_all(second) == b""
+        other = connect_from(only_a, "127.0.0.3")
+        assert receive_exactly(other, 1) == b"*"
+        for sock in (first, second, other):
+            sock.close()
+        logs = "".join(backend.output for backend in backends)
+        assert re.search(r"rejected 127\.0\.0\.2:\d+", logs), logs
+    finally:
+        haproxy.stop()
+        for backend in backends:
+            backend.stop()
+
+
+def connect_from(port: int, address: str) -> socket.socket:
+    sock = socket.create_connection(
+        ("127.0.0.1", port), timeout=TIMEOUT, source_address=(address, 0)
+    )
+    sock.settimeout(TIMEOUT)
+    return sock
