@@ -287,7 +287,7 @@ class Options(usage.Options):
         C{--workers}.
         """
         argv = []
-        parameters: List[List[Any]] = self.optParameters
+        parameters = cast(List[List[Any]], self.optParameters)
         for name, _, default, *_ in parameters:
             value = self.handlerName if name == "handler" else self[name]
             if name != "workers" and value is not None and value != default:

@@ -257,7 +257,7 @@ class WorkerPool(Service):
 
 
 def _how_it_ended(reason: Failure) -> str:
-    value = reason.value
+    value: Any = reason.value
     if getattr(value, "signal", None):
         return f"was killed by signal {value.signal}"
     if getattr(value, "exitCode", 0):
