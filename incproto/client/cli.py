@@ -116,6 +116,13 @@ def parser(mode: str) -> argparse.ArgumentParser:
             default=8,
             help="message payload bytes (default 8)",
         )
+    if mode == "burst":
+        p.add_argument(
+            "--hold",
+            type=float,
+            default=0.0,
+            help="seconds to hold the connections once all are served (default 0)",
+        )
     if mode == "stream":
         p.add_argument(
             "-m",
@@ -155,7 +162,7 @@ def make_run(args: argparse.Namespace, reactor: Any, say: Any = None) -> Run:
     if args.mode == "stream":
         return Stream(target, args.mebibytes, **common)
     if args.mode == "burst":
-        return Burst(target, args.connections, **common)
+        return Burst(target, args.connections, args.hold, **common)
     return Churn(target, args.connections, args.duration, **common)
 
 

@@ -446,15 +446,19 @@ class BurstConnection(CheckedConnection):
 class Burst(Run):
     """
     C{connections} connections opened at once; each is greeted and answered
-    once, then held open until all are.  Reports the time until all were
-    served; then every connection closes.
+    once, then held open until all are (and C{hold} seconds more, for
+    measuring the server's memory).  Reports the time until all were served;
+    then every connection closes.
     """
 
     mode = "burst"
 
-    def __init__(self, target: Target, connections: int, **kwargs: Any) -> None:
+    def __init__(
+        self, target: Target, connections: int, hold: float = 0.0, **kwargs: Any
+    ) -> None:
         super().__init__(target, **kwargs)
         self.count = connections
+        self.hold = hold
         self.servedCount = 0
         self.allServed = 0.0
 
@@ -482,7 +486,7 @@ class Burst(Run):
         self.servedCount += 1
         if self.servedCount == self.count:
             self.allServed = perf_counter()
-            self.reactor.callLater(0, self._release)
+            self.reactor.callLater(self.hold, self._release)
 
     def _release(self) -> None:
         for connection in self.connections:

@@ -1,0 +1,304 @@
+"""incproto against reference servers of the same protocol, with
+incproto-client's load modes; one command, medians of several runs.
+
+    python benchmarks/compare.py [--runs 3] [--servers a,b,...] [--modes ...]
+        [--pypy-twistd PATH] [--out DIR]
+
+Servers (all on 127.0.0.1, all started at once and kept up; runs are
+interleaved across servers so that noise spreads evenly):
+
+    incproto           twistd -n incproto (CPython, inline handler)
+    incproto-threads   the same with --threads 2
+    incproto-pypy      twistd from a PyPy environment (--pypy-twistd, or
+                       .venv-pypy/bin/twistd if present)
+    incproto-wN        the same as incproto with --workers N (N = 1, 2, 4)
+    asyncio            benchmarks/servers/asyncio_server.py (stdlib)
+    uvloop             the same on uvloop, if uvloop is installed
+    threadpool         benchmarks/servers/threadpool_server.py, 256 threads
+                       (the series' design; it holds a thread per client, so
+                       it takes no part in burst)
+
+Modes (incproto-client; ping and churn spread the load over --load-processes):
+
+    stream   one connection, one 256 MiB message: MB/s
+    ping     100 connections, 8-byte messages, 5 s: messages/s (p99 too)
+    burst    10,000 connections at once, each answered once, held 1 s:
+             seconds until all were served, and server KiB per connection
+    churn    8 loops of connect, greeting, close, 5 s: connections/s
+
+Each run also records how idle the machine's CPUs were (/proc/stat), to
+show the headroom left with the load generator on the same cores.  The
+load generator's ceiling is its figure against the fastest reference
+server; a figure above it would mean the generator, not the server, set it.
+
+Writes DIR/compare.json, DIR/compare.md and DIR/compare.svg (default
+benchmarks/results/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.chart import bars_svg  # noqa: E402
+from tests.processes import ServerProcess, descendants, memory_kib  # noqa: E402
+
+LISTENING = re.compile(rb"listening on [^\s:]+:(\d+)")
+PY = sys.executable
+TWISTD = str(Path(PY).parent / "twistd")
+
+# mode: (client arguments, result key, unit, higher is better)
+MODES: Dict[str, tuple[List[str], str, str, bool]] = {
+    "stream": (["stream", "-m", "256"], "mb_per_s", "MB/s", True),
+    "ping": (["ping", "-c", "100", "-l", "8", "-d", "5"], "rate", "messages/s", True),
+    "burst": (["burst", "-n", "10000", "--hold", "1", "--timeout", "30"], "seconds",
+              "s until all served", False),
+    "churn": (["churn", "-c", "8", "-d", "5"], "rate", "connections/s", True),
+}  # fmt: skip
+
+
+# Burst opens 10,000 connections at once: every server gets a listen backlog
+# that holds them all (and the kernel is asked to allow it), or the kernel
+# drops handshakes and the run measures SYN-ACK retransmission timers.
+BACKLOG = "16384"
+
+
+def raise_kernel_backlogs() -> None:
+    for name in ("net/core/somaxconn", "net/ipv4/tcp_max_syn_backlog"):
+        path = Path("/proc/sys") / name
+        try:
+            if int(path.read_text()) < int(BACKLOG):
+                path.write_text(BACKLOG)
+        except OSError as e:
+            print(f"warning: cannot raise {name}: {e}", file=sys.stderr)
+
+
+def incproto(twistd: str, *options: str) -> List[str]:
+    return [twistd, "-n", "--pidfile=", "incproto", "--port",
+            "tcp:0:interface=127.0.0.1", "--backlog", BACKLOG, *options]  # fmt: skip
+
+
+def server_commands(pypy_twistd: Optional[str]) -> Dict[str, List[str]]:
+    servers = ROOT / "benchmarks" / "servers"
+    commands = {
+        "incproto": incproto(TWISTD),
+        "incproto-threads": incproto(TWISTD, "--threads", "2"),
+        "asyncio": [PY, str(servers / "asyncio_server.py"), "0",
+                    "--backlog", BACKLOG],
+        "uvloop": [PY, str(servers / "asyncio_server.py"), "0", "--uvloop",
+                   "--backlog", BACKLOG],
+        "threadpool": [PY, str(servers / "threadpool_server.py"), "0",
+                       "--threads", "256", "--backlog", BACKLOG],
+    }  # fmt: skip
+    for count in (1, 2, 4):
+        commands[f"incproto-w{count}"] = incproto(TWISTD, "--workers", str(count))
+    if pypy_twistd:
+        commands["incproto-pypy"] = incproto(pypy_twistd)
+    return commands
+
+
+def start(name: str, command: List[str]) -> ServerProcess:
+    server = ServerProcess(command, ROOT, listening=LISTENING)
+    workers = re.search(r"--workers (\d+)", " ".join(command))
+    if workers:
+        server.wait_for(
+            re.compile(r"\[worker \d+\] incproto listening"), int(workers.group(1))
+        )
+    return server
+
+
+def tree_rss_kib(pid: int) -> int:
+    return sum(memory_kib(p) or 0 for p in [pid, *descendants(pid)])
+
+
+def cpu_times() -> List[int]:
+    with open("/proc/stat") as stat:
+        return [int(n) for n in stat.readline().split()[1:]]
+
+
+class PeakMemory:
+    """Samples a process tree's RSS every 20 ms in a thread; keeps the peak."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, tree_rss_kib(self.pid))
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def run_client(mode: str, port: int, load_processes: int) -> Dict[str, Any]:
+    arguments = list(MODES[mode][0])
+    if mode in ("ping", "churn") and load_processes > 1:
+        arguments += ["--processes", str(load_processes)]
+    command = [PY, "-m", "incproto.client", *arguments, "--json", "--quiet",
+               "127.0.0.1", str(port)]  # fmt: skip
+    before = cpu_times()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    after = cpu_times()
+    if done.returncode:
+        return {"error": (done.stderr.strip().splitlines() or ["?"])[-1]}
+    result: Dict[str, Any] = json.loads(done.stdout)
+    spent = [b - a for a, b in zip(before, after)]
+    result["cpu_idle"] = (spent[3] + spent[4]) / max(sum(spent), 1)
+    return result
+
+
+def measure(
+    name: str, server: ServerProcess, mode: str, load_processes: int
+) -> Dict[str, Any]:
+    pid = server.process.pid
+    if mode != "burst":
+        return run_client(mode, server.port, load_processes)
+    baseline = tree_rss_kib(pid)
+    peak = PeakMemory(pid)
+    result = run_client(mode, server.port, load_processes)
+    result["kib_per_connection"] = (peak.stop() - baseline) / 10000
+    return result
+
+
+def median(values: List[float]) -> Optional[float]:
+    return statistics.median(values) if values else None
+
+
+def table(results: Dict[str, Dict[str, Any]], modes: List[str]) -> str:
+    lines = []
+    for mode in modes:
+        _, key, unit, higher = MODES[mode]
+        rows = results[mode]
+        lines += [f"### {mode} ({unit}, median)", "",
+                  "| server | median | runs | vs asyncio | vs uvloop | CPU idle |"
+                  + (" KiB/conn |" if mode == "burst" else "")
+                  + (" p99 ms |" if mode == "ping" else ""),
+                  "|---|---|---|---|---|---|" + ("---|" if mode in ("burst", "ping") else "")]  # fmt: skip
+        for name, row in rows.items():
+            value = row["median"]
+            if value is None:
+                lines.append(f"| {name} | {row.get('error', 'n/a')} | | | | |")
+                continue
+            ratios = []
+            for peer in ("asyncio", "uvloop"):
+                other = rows.get(peer, {}).get("median")
+                if other:
+                    ratio = value / other if higher else other / value
+                    ratios.append(f"{ratio:.2f}x")
+                else:
+                    ratios.append("")
+            runs = ", ".join(f"{v:,.4g}" for v in row["values"])
+            extra = ""
+            if mode == "burst":
+                extra = f" {row['kib_per_connection']:.2f} |"
+            if mode == "ping":
+                extra = f" {row['p99'] * 1e3:.2f} |"
+            lines.append(
+                f"| {name} | {value:,.4g} | {runs} | {ratios[0]} | {ratios[1]} | "
+                f"{row['cpu_idle'] * 100:.0f}% |{extra}"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--servers", default="incproto,incproto-threads,"
+                        "incproto-pypy,asyncio,uvloop,threadpool")  # fmt: skip
+    parser.add_argument("--modes", default="stream,ping,burst,churn")
+    parser.add_argument("--load-processes", type=int, default=2)
+    default_pypy = ROOT / ".venv-pypy" / "bin" / "twistd"
+    parser.add_argument(
+        "--pypy-twistd", default=str(default_pypy) if default_pypy.exists() else None
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited
+    raise_kernel_backlogs()
+    commands = server_commands(args.pypy_twistd)
+    names = [n for n in args.servers.split(",") if n in commands]
+    if "uvloop" in names:
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            names.remove("uvloop")
+    modes = args.modes.split(",")
+    servers = {name: start(name, commands[name]) for name in names}
+    say: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    results: Dict[str, Dict[str, Any]] = {}
+    try:
+        for name, server in servers.items():  # warm up (PyPy's JIT above all)
+            run_client("ping", server.port, 1)
+        for mode in modes:
+            raw: Dict[str, List[Dict[str, Any]]] = {name: [] for name in names}
+            for run in range(args.runs):
+                for name in names:
+                    if mode == "burst" and name == "threadpool":
+                        continue
+                    result = measure(name, servers[name], mode, args.load_processes)
+                    raw[name].append(result)
+                    say(f"{mode} run {run + 1} {name}: "
+                        + (result.get("error") or f"{result[MODES[mode][1]]:,.4g}"))  # fmt: skip
+                    time.sleep(1)  # let TIME_WAIT and the CPUs settle
+            key = MODES[mode][1]
+            results[mode] = {}
+            for name in names:
+                good = [r for r in raw[name] if "error" not in r]
+                errors = [r["error"] for r in raw[name] if "error" in r]
+                results[mode][name] = {
+                    "values": [r[key] for r in good],
+                    "median": median([r[key] for r in good]),
+                    "cpu_idle": median([r["cpu_idle"] for r in good]) or 0.0,
+                    "p99": median([r.get("latency_p99") or 0 for r in good]),
+                    "kib_per_connection": median(
+                        [r.get("kib_per_connection", 0) for r in good]
+                    ),
+                    "error": errors[0] if errors else
+                    ("n/a" if mode == "burst" and name == "threadpool" else None),
+                }  # fmt: skip
+    finally:
+        for server in servers.values():
+            server.process.terminate()
+            server.process.wait(30)
+    machine = (f"{platform.node()}: {os.cpu_count()} CPUs, "
+               f"{platform.python_implementation()} {platform.python_version()}")  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "compare.json").write_text(
+        json.dumps({"machine": machine, "runs": args.runs, "results": results}, indent=1)
+    )
+    markdown = f"Machine: {machine}; {args.runs} runs each.\n\n" + table(results, modes)
+    (args.out / "compare.md").write_text(markdown)
+    panels = [
+        (f"{mode} ({MODES[mode][2]})",
+         {n: r["median"] for n, r in results[mode].items() if r["median"]})
+        for mode in modes
+    ]  # fmt: skip
+    (args.out / "compare.svg").write_text(
+        bars_svg("incproto vs reference servers (medians)", panels)
+    )
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
