@@ -19,7 +19,9 @@ def bars_svg(title: str, panels: List[Tuple[str, Dict[str, float]]]) -> str:
     y = 40
     parts: List[str] = []
     for heading, values in panels:
-        parts.append(f'<text x="10" y="{y}" font-weight="bold">{escape(heading)}</text>')
+        parts.append(
+            f'<text x="10" y="{y}" font-weight="bold">{escape(heading)}</text>'
+        )
         y += 8
         top = max(values.values(), default=1.0) or 1.0
         for index, (label, value) in enumerate(values.items()):

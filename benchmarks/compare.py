@@ -24,6 +24,8 @@ Modes (incproto-client; ping and churn spread the load over --load-processes):
     ping     100 connections, 8-byte messages, 5 s: messages/s (p99 too)
     burst    10,000 connections at once, each answered once, held 1 s:
              seconds until all were served, and server KiB per connection
+             (peak memory of the server's processes during the burst, less
+             their memory when started)
     churn    8 loops of connect, greeting, close, 5 s: connections/s
 
 Each run also records how idle the machine's CPUs were (/proc/stat), to
@@ -110,6 +112,9 @@ def server_commands(pypy_twistd: Optional[str]) -> Dict[str, List[str]]:
     return commands
 
 
+STARTED_RSS: Dict[str, int] = {}
+
+
 def start(name: str, command: List[str]) -> ServerProcess:
     server = ServerProcess(command, ROOT, listening=LISTENING)
     workers = re.search(r"--workers (\d+)", " ".join(command))
@@ -117,6 +122,7 @@ def start(name: str, command: List[str]) -> ServerProcess:
         server.wait_for(
             re.compile(r"\[worker \d+\] incproto listening"), int(workers.group(1))
         )
+    STARTED_RSS[name] = tree_rss_kib(server.process.pid)
     return server
 
 
@@ -170,10 +176,11 @@ def measure(
     pid = server.process.pid
     if mode != "burst":
         return run_client(mode, server.port, load_processes)
-    baseline = tree_rss_kib(pid)
+    # From the server's memory when it started: a process keeps what a burst
+    # made it allocate, so a later burst's growth alone would say too little.
     peak = PeakMemory(pid)
     result = run_client(mode, server.port, load_processes)
-    result["kib_per_connection"] = (peak.stop() - baseline) / 10000
+    result["kib_per_connection"] = (peak.stop() - STARTED_RSS[name]) / 10000
     return result
 
 
@@ -184,13 +191,12 @@ def median(values: List[float]) -> Optional[float]:
 def table(results: Dict[str, Dict[str, Any]], modes: List[str]) -> str:
     lines = []
     for mode in modes:
-        _, key, unit, higher = MODES[mode]
+        _, _, unit, higher = MODES[mode]
         rows = results[mode]
-        lines += [f"### {mode} ({unit}, median)", "",
-                  "| server | median | runs | vs asyncio | vs uvloop | CPU idle |"
-                  + (" KiB/conn |" if mode == "burst" else "")
-                  + (" p99 ms |" if mode == "ping" else ""),
-                  "|---|---|---|---|---|---|" + ("---|" if mode in ("burst", "ping") else "")]  # fmt: skip
+        extra = {"burst": " KiB/conn |", "ping": " p99 ms |"}.get(mode, "")
+        header = "| server | median | runs | vs asyncio | vs uvloop | CPU idle |"
+        rule = "|---" * (6 + bool(extra)) + "|"
+        lines += [f"### {mode} ({unit}, median)", "", header + extra, rule]
         for name, row in rows.items():
             value = row["median"]
             if value is None:
@@ -248,7 +254,7 @@ def main() -> None:
     say: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     results: Dict[str, Dict[str, Any]] = {}
     try:
-        for name, server in servers.items():  # warm up (PyPy's JIT above all)
+        for server in servers.values():  # warm up (PyPy's JIT above all)
             run_client("ping", server.port, 1)
         for mode in modes:
             raw: Dict[str, List[Dict[str, Any]]] = {name: [] for name in names}
@@ -258,8 +264,8 @@ def main() -> None:
                         continue
                     result = measure(name, servers[name], mode, args.load_processes)
                     raw[name].append(result)
-                    say(f"{mode} run {run + 1} {name}: "
-                        + (result.get("error") or f"{result[MODES[mode][1]]:,.4g}"))  # fmt: skip
+                    figure = result.get("error") or f"{result[MODES[mode][1]]:,.4g}"
+                    say(f"{mode} run {run + 1} {name}: {figure}")
                     time.sleep(1)  # let TIME_WAIT and the CPUs settle
             key = MODES[mode][1]
             results[mode] = {}
@@ -281,11 +287,15 @@ def main() -> None:
         for server in servers.values():
             server.process.terminate()
             server.process.wait(30)
-    machine = (f"{platform.node()}: {os.cpu_count()} CPUs, "
-               f"{platform.python_implementation()} {platform.python_version()}")  # fmt: skip
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    machine = (
+        f"{platform.node()}: {os.cpu_count()} CPUs, client and servers on {python}"
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "compare.json").write_text(
-        json.dumps({"machine": machine, "runs": args.runs, "results": results}, indent=1)
+        json.dumps(
+            {"machine": machine, "runs": args.runs, "results": results}, indent=1
+        )
     )
     markdown = f"Machine: {machine}; {args.runs} runs each.\n\n" + table(results, modes)
     (args.out / "compare.md").write_text(markdown)

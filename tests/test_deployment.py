@@ -106,36 +106,28 @@ def test_haproxy_in_front_of_two_backends(tmp_path: Path) -> None:
     HAProxy balances over two incproto processes with PROXY v2: replies are
     right, both serve, and logs and per-peer limits see the real client.
     """
-    backends = [
-        ServerProcess(
-            [
-                *TWISTD,
-                "--port",
-                "haproxy:tcp:0:interface=127.0.0.1",
-                "--max-connections",
-                "50",
-                "--max-per-peer",
-                "1",
-                "--queue",
-                "0",
-            ],
-            tmp_path,
-        )
-        for _ in range(2)
-    ]
-    config = tmp_path / "haproxy.cfg"
-    port, only_a = free_port(), free_port()
-    config.write_text(
-        HAPROXY_CONFIG.format(
-            port=port, only_a=only_a, a=backends[0].port, b=backends[1].port
-        )
-    )
-    haproxy = ServerProcess(
-        ["haproxy", "-W", "-db", "-f", str(config)],
-        tmp_path,
-        listening=re.compile(rb"Loading success()"),
-    )
+    started: List[ServerProcess] = []
     try:
+        backend = [*TWISTD, "--port", "haproxy:tcp:0:interface=127.0.0.1",
+                   "--max-connections", "50", "--max-per-peer", "1",
+                   "--queue", "0"]  # fmt: skip
+        for _ in range(2):
+            started.append(ServerProcess(backend, tmp_path))
+        backends = list(started)
+        config = tmp_path / "haproxy.cfg"
+        port, only_a = free_port(), free_port()
+        config.write_text(
+            HAPROXY_CONFIG.format(
+                port=port, only_a=only_a, a=backends[0].port, b=backends[1].port
+            )
+        )
+        started.append(
+            ServerProcess(
+                ["haproxy", "-W", "-db", "-f", str(config)],
+                tmp_path,
+                listening=re.compile(rb"Loading success()"),
+            )
+        )
         # Forty clients, each from its own loopback address, ten at a time.
         results: List[tuple[bytes, int]] = []
         lock = threading.Lock()
@@ -177,9 +169,8 @@ def test_haproxy_in_front_of_two_backends(tmp_path: Path) -> None:
         logs = "".join(backend.output for backend in backends)
         assert re.search(r"rejected 127\.0\.0\.2:\d+", logs), logs
     finally:
-        haproxy.stop()
-        for backend in backends:
-            backend.stop()
+        for process in reversed(started):
+            process.stop()
 
 
 def connect_from(port: int, address: str) -> socket.socket:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from incproto.parser import IncrementParser  # noqa: E402
+from incproto.parser import IncrementParser
 
 
 def serve_connection(connection: socket.socket) -> None:
