@@ -295,6 +295,9 @@ class IncrementFactory(Factory):
         inline on the reactor thread.
     @ivar workBuffer: payload bytes a connection may have waiting for the
         pool before reading from it pauses.
+    @ivar logConnections: whether each connection's close is logged (the
+        access log; at thousands of connections a second, formatting it
+        costs more than serving them).
     @ivar connections: the connections open now.
     @ivar accepted: connections opened, in total.
     @ivar closedBy: connections closed, in total, by reason.
@@ -317,6 +320,7 @@ class IncrementFactory(Factory):
         workers: Optional[Workers] = None,
         workBuffer: int = 256 * 1024,
         idleTimeout: Optional[float] = None,
+        logConnections: bool = True,
     ) -> None:
         """
         @param handler: runs inline; the increment by default.
@@ -333,6 +337,7 @@ class IncrementFactory(Factory):
         self.workers = workers
         self.handler = workers.handler if workers else handler or IncrementHandler()
         self.workBuffer = workBuffer
+        self.logConnections = logConnections
         self.connections: Set[IncrementProtocol] = set()
         self.accepted = 0
         self.closedBy: Dict[str, int] = {}
@@ -343,13 +348,10 @@ class IncrementFactory(Factory):
 
     def opened(self, protocol: IncrementProtocol) -> None:
         """
-        Count and log a new connection.
+        Count a new connection (its close is logged, with everything known).
         """
         self.connections.add(protocol)
         self.accepted += 1
-        self.log.debug(
-            "connection from {peer} opened", peer=describe(protocol.transport.getPeer())
-        )
 
     def closed(self, protocol: IncrementProtocol, why: str, duration: float) -> None:
         """
@@ -359,15 +361,16 @@ class IncrementFactory(Factory):
         self.closedBy[why] = self.closedBy.get(why, 0) + 1
         self.bytesIn += protocol.bytesReceived
         self.bytesOut += protocol.bytesSent
-        self.log.info(
-            "connection from {peer} closed ({why}) after {duration:.3f}s: "
-            "{bytesIn} bytes in, {bytesOut} bytes out",
-            peer=describe(protocol.transport.getPeer()),
-            why=why,
-            duration=duration,
-            bytesIn=protocol.bytesReceived,
-            bytesOut=protocol.bytesSent,
-        )
+        if self.logConnections:
+            self.log.info(
+                "connection from {peer} closed ({why}) after {duration:.3f}s: "
+                "{bytesIn} bytes in, {bytesOut} bytes out",
+                peer=describe(protocol.transport.getPeer()),
+                why=why,
+                duration=duration,
+                bytesIn=protocol.bytesReceived,
+                bytesOut=protocol.bytesSent,
+            )
         if not self.connections:
             empty, self._empty = self._empty, []
             for d in empty:

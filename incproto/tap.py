@@ -120,6 +120,14 @@ class Options(usage.Options):
         "Serve the increment protocol: greet each connection with '*', then "
         "send back every byte between '^' and '$' plus one."
     )
+    optFlags = [
+        [
+            "no-connection-log",
+            None,
+            "Do not log each connection's close (peer, reason, duration, "
+            "bytes); counters and metrics still count every connection.",
+        ],
+    ]
     optParameters = [
         [
             "port",
@@ -292,6 +300,8 @@ class Options(usage.Options):
             value = self.handlerName if name == "handler" else self[name]
             if name != "workers" and value is not None and value != default:
                 argv.append(f"--{name}={value}")
+        flags = cast(List[List[Any]], self.optFlags)
+        argv += [f"--{flag[0]}" for flag in flags if self[flag[0]]]
         return argv
 
 
@@ -372,6 +382,7 @@ def makeService(
         handler=None if workers else options["handler"],
         workers=workers,
         idleTimeout=options["idle-timeout"],
+        logConnections=not options["no-connection-log"],
     )
     DrainingService(increment, options["drain-timeout"], reactor).setServiceParent(
         service

@@ -12,11 +12,29 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 TIMEOUT = 30.0
 # The listening log line, as text ("... on 127.0.0.1:9090") or JSON ("port").
 LISTENING = re.compile(rb'(?:incproto listening on \S+:|"port": )(\d+)')
+
+
+# Notified whenever any server process writes output.
+OUTPUT_CHANGED = threading.Condition()
+
+
+def wait_until(predicate: Callable[[], bool], what: str) -> None:
+    """
+    Wait until C{predicate()} holds, checking it whenever any server process
+    writes output; fail the test after the usual timeout.
+    """
+    deadline = time.monotonic() + TIMEOUT
+    with OUTPUT_CHANGED:
+        while not predicate():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out waiting for {what}")
+            OUTPUT_CHANGED.wait(left)
 
 
 def script(name: str) -> str:
@@ -40,7 +58,7 @@ class ServerProcess:
             list(argv), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
         self._output = bytearray()
-        self._changed = threading.Condition()
+        self._changed = OUTPUT_CHANGED
         self.match = self._read_until(listening)
         self.port = int(self.match.group(1) or 0)
         self._drain = threading.Thread(target=self._read_rest, daemon=True)

@@ -19,6 +19,7 @@ from tests.processes import (
     receive_all,
     receive_exactly,
     script,
+    wait_until,
 )
 
 TWISTD = [script("twistd"), "-n", "--pidfile=", "incproto"]
@@ -147,11 +148,14 @@ def test_haproxy_in_front_of_two_backends(tmp_path: Path) -> None:
             for thread in threads:
                 thread.join(TIMEOUT)
         assert [reply for reply, _ in results] == [b"*bcdbcuf23436bc1111"] * 40
-        logs = "".join(backend.output for backend in backends)
-        for _, client_port in results:
-            assert re.search(
-                rf"connection from 127\.0\.1\.\d+:{client_port} opened", logs
-            )
+        closed = re.compile(r"connection from 127\.0\.1\.\d+:(\d+) closed")
+
+        def logged() -> set[int]:
+            logs = "".join(backend.output for backend in backends)
+            return {int(port) for port in closed.findall(logs)}
+
+        wait_until(lambda: len(logged()) >= 40, "40 close lines")
+        assert logged() == {client_port for _, client_port in results}
         for backend in backends:
             assert "connection from 127.0.1." in backend.output  # both served
 

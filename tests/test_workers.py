@@ -100,7 +100,7 @@ def test_worker_log_events_are_relayed_with_the_worker_number(pool: Any) -> None
     worker = clock.spawned[1]["protocol"]
     line = eventAsJSON(
         {
-            "log_format": "connection from {peer} opened",
+            "log_format": "connection from {peer} closed",
             "peer": "192.0.2.1:5",
             "log_level": LogLevel.info,
             "log_namespace": "incproto.protocol",
@@ -167,15 +167,17 @@ def test_bad_workers_options(argv: List[str], error: str) -> None:
 def test_workers_get_every_option_but_workers() -> None:
     options = Options.parse(
         ["--port", "haproxy:tcp:9090", "--workers", "3", "--max-connections", "5",
-         "--handler", "incproto.handlers:hashing", "--threads", "2"]
+         "--handler", "incproto.handlers:hashing", "--threads", "2",
+         "--no-connection-log"]
     )  # fmt: skip
     argv = options.worker_options()
     assert argv == [
         "--port=haproxy:tcp:9090", "--max-connections=5",
-        "--handler=incproto.handlers:hashing", "--threads=2",
+        "--handler=incproto.handlers:hashing", "--threads=2", "--no-connection-log",
     ]  # fmt: skip
     again = Options.parse(argv)
     assert again["endpoint"] == options["endpoint"]
+    assert again["no-connection-log"]
     assert again["workers"] is None
     assert isinstance(makeService(options).services[0], WorkerPool)  # type: ignore[attr-defined]
 
