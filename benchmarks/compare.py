@@ -9,9 +9,11 @@ interleaved across servers so that noise spreads evenly):
 
     incproto           twistd -n incproto (CPython, inline handler)
     incproto-threads   the same with --threads 2
+    incproto-quiet     the same with --no-connection-log (the reference
+                       servers log nothing; incproto logs every close)
     incproto-pypy      twistd from a PyPy environment (--pypy-twistd, or
                        .venv-pypy/bin/twistd if present)
-    incproto-wN        the same as incproto with --workers N (N = 1, 2, 4)
+    incproto-wN        incproto-quiet with --workers N (N = 1, 2, 4)
     asyncio            benchmarks/servers/asyncio_server.py (stdlib)
     uvloop             the same on uvloop, if uvloop is installed
     threadpool         benchmarks/servers/threadpool_server.py, 256 threads
@@ -98,6 +100,7 @@ def server_commands(pypy_twistd: Optional[str]) -> Dict[str, List[str]]:
     commands = {
         "incproto": incproto(TWISTD),
         "incproto-threads": incproto(TWISTD, "--threads", "2"),
+        "incproto-quiet": incproto(TWISTD, "--no-connection-log"),
         "asyncio": [PY, str(servers / "asyncio_server.py"), "0",
                     "--backlog", BACKLOG],
         "uvloop": [PY, str(servers / "asyncio_server.py"), "0", "--uvloop",
@@ -106,7 +109,9 @@ def server_commands(pypy_twistd: Optional[str]) -> Dict[str, List[str]]:
                        "--threads", "256", "--backlog", BACKLOG],
     }  # fmt: skip
     for count in (1, 2, 4):
-        commands[f"incproto-w{count}"] = incproto(TWISTD, "--workers", str(count))
+        commands[f"incproto-w{count}"] = incproto(
+            TWISTD, "--no-connection-log", "--workers", str(count)
+        )
     if pypy_twistd:
         commands["incproto-pypy"] = incproto(pypy_twistd)
     return commands
@@ -227,8 +232,9 @@ def table(results: Dict[str, Dict[str, Any]], modes: List[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--servers", default="incproto,incproto-threads,"
-                        "incproto-pypy,asyncio,uvloop,threadpool")  # fmt: skip
+    parser.add_argument("--servers", default="incproto,incproto-quiet,"
+                        "incproto-threads,incproto-pypy,asyncio,uvloop,"
+                        "threadpool")  # fmt: skip
     parser.add_argument("--modes", default="stream,ping,burst,churn")
     parser.add_argument("--load-processes", type=int, default=2)
     default_pypy = ROOT / ".venv-pypy" / "bin" / "twistd"
