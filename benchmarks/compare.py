@@ -2,7 +2,13 @@
 incproto-client's load modes; one command, medians of several runs.
 
     python benchmarks/compare.py [--runs 3] [--servers a,b,...] [--modes ...]
-        [--pypy-twistd PATH] [--out DIR]
+        [--pypy-twistd PATH] [--load-processes 2] [--out DIR]
+        [--server-cpus LIST --client-cpus LIST]
+
+On a host with more cores than the servers use, --server-cpus and
+--client-cpus (taskset CPU lists, e.g. 0-3 and 4-15) keep the servers and
+the load generator on separate cores, so that worker scaling is measured
+without the load generator competing for them.
 
 Servers (all on 127.0.0.1, all started at once and kept up; runs are
 interleaved across servers so that noise spreads evenly):
@@ -120,8 +126,17 @@ def server_commands(pypy_twistd: Optional[str]) -> Dict[str, List[str]]:
 STARTED_RSS: Dict[str, int] = {}
 
 
+# CPU lists for taskset, to keep servers and load generator apart on a
+# larger host (--server-cpus, --client-cpus).
+PINNING: Dict[str, List[str]] = {"server": [], "client": []}
+
+
+def pinned(role: str, command: List[str]) -> List[str]:
+    return [*PINNING[role], *command]
+
+
 def start(name: str, command: List[str]) -> ServerProcess:
-    server = ServerProcess(command, ROOT, listening=LISTENING)
+    server = ServerProcess(pinned("server", command), ROOT, listening=LISTENING)
     workers = re.search(r"--workers (\d+)", " ".join(command))
     if workers:
         server.wait_for(
@@ -165,7 +180,9 @@ def run_client(mode: str, port: int, load_processes: int) -> Dict[str, Any]:
     command = [PY, "-m", "incproto.client", *arguments, "--json", "--quiet",
                "127.0.0.1", str(port)]  # fmt: skip
     before = cpu_times()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        pinned("client", command), capture_output=True, text=True, timeout=300
+    )
     after = cpu_times()
     if done.returncode:
         return {"error": (done.stderr.strip().splitlines() or ["?"])[-1]}
@@ -242,7 +259,13 @@ def main() -> None:
         "--pypy-twistd", default=str(default_pypy) if default_pypy.exists() else None
     )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--server-cpus", help="taskset CPU list for the servers")
+    parser.add_argument("--client-cpus", help="taskset CPU list for the load")
     args = parser.parse_args()
+    if args.server_cpus:
+        PINNING["server"] = ["taskset", "-c", args.server_cpus]
+    if args.client_cpus:
+        PINNING["client"] = ["taskset", "-c", args.client_cpus]
     import resource
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
