@@ -33,7 +33,9 @@ def bars_svg(title: str, panels: List[Tuple[str, Dict[str, float]]]) -> str:
                 f'<rect x="{label_width}" y="{y}" width="{length:.1f}" '
                 f'height="{bar_height}" fill="{colour}"/>'
                 f'<text x="{label_width + length + 4:.1f}" y="{y + 12}">'
-                f"{value:,.4g}</text>"
+                f"{value:,.0f}</text>"
+                if value >= 1000
+                else f"{value:.4g}</text>"
             )
             y += bar_height + gap
         y += 24

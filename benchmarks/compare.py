@@ -206,6 +206,11 @@ def measure(
     return result
 
 
+def figure(value: float) -> str:
+    """A figure for the table: whole numbers with separators, or 4 digits."""
+    return f"{value:,.0f}" if value >= 1000 else f"{value:.4g}"
+
+
 def median(values: List[float]) -> Optional[float]:
     return statistics.median(values) if values else None
 
@@ -232,18 +237,36 @@ def table(results: Dict[str, Dict[str, Any]], modes: List[str]) -> str:
                     ratios.append(f"{ratio:.2f}x")
                 else:
                     ratios.append("")
-            runs = ", ".join(f"{v:,.4g}" for v in row["values"])
+            runs = ", ".join(figure(v) for v in row["values"])
             extra = ""
             if mode == "burst":
                 extra = f" {row['kib_per_connection']:.2f} |"
             if mode == "ping":
                 extra = f" {row['p99'] * 1e3:.2f} |"
             lines.append(
-                f"| {name} | {value:,.4g} | {runs} | {ratios[0]} | {ratios[1]} | "
+                f"| {name} | {figure(value)} | {runs} | {ratios[0]} | {ratios[1]} | "
                 f"{row['cpu_idle'] * 100:.0f}% |{extra}"
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def write_reports(
+    saved: Path, machine: str, runs: int, results: Dict[str, Dict[str, Any]]
+) -> None:
+    """Write the markdown table and the chart beside C{saved}; print the table."""
+    modes = list(results)
+    markdown = f"Machine: {machine}; {runs} runs each.\n\n" + table(results, modes)
+    saved.with_suffix(".md").write_text(markdown)
+    panels = [
+        (f"{mode} ({MODES[mode][2]})",
+         {n: r["median"] for n, r in results[mode].items() if r["median"]})
+        for mode in modes
+    ]  # fmt: skip
+    saved.with_suffix(".svg").write_text(
+        bars_svg("incproto vs reference servers (medians)", panels)
+    )
+    print(markdown)
 
 
 def main() -> None:
@@ -259,9 +282,16 @@ def main() -> None:
         "--pypy-twistd", default=str(default_pypy) if default_pypy.exists() else None
     )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--render", type=Path, help="only print the tables of a compare.json"
+    )
     parser.add_argument("--server-cpus", help="taskset CPU list for the servers")
     parser.add_argument("--client-cpus", help="taskset CPU list for the load")
     args = parser.parse_args()
+    if args.render:
+        saved = json.loads(args.render.read_text())
+        write_reports(args.render, saved["machine"], saved["runs"], saved["results"])
+        return
     if args.server_cpus:
         PINNING["server"] = ["taskset", "-c", args.server_cpus]
     if args.client_cpus:
@@ -293,8 +323,8 @@ def main() -> None:
                         continue
                     result = measure(name, servers[name], mode, args.load_processes)
                     raw[name].append(result)
-                    figure = result.get("error") or f"{result[MODES[mode][1]]:,.4g}"
-                    say(f"{mode} run {run + 1} {name}: {figure}")
+                    shown = result.get("error") or figure(result[MODES[mode][1]])
+                    say(f"{mode} run {run + 1} {name}: {shown}")
                     time.sleep(1)  # let TIME_WAIT and the CPUs settle
             key = MODES[mode][1]
             results[mode] = {}
@@ -321,22 +351,13 @@ def main() -> None:
         f"{platform.node()}: {os.cpu_count()} CPUs, client and servers on {python}"
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "compare.json").write_text(
+    saved = args.out / "compare.json"
+    saved.write_text(
         json.dumps(
             {"machine": machine, "runs": args.runs, "results": results}, indent=1
         )
     )
-    markdown = f"Machine: {machine}; {args.runs} runs each.\n\n" + table(results, modes)
-    (args.out / "compare.md").write_text(markdown)
-    panels = [
-        (f"{mode} ({MODES[mode][2]})",
-         {n: r["median"] for n, r in results[mode].items() if r["median"]})
-        for mode in modes
-    ]  # fmt: skip
-    (args.out / "compare.svg").write_text(
-        bars_svg("incproto vs reference servers (medians)", panels)
-    )
-    print(markdown)
+    write_reports(saved, machine, args.runs, results)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from incproto.client.stats import Histogram, histogram_of
 from incproto.client.timeline import timeline_svg
 from incproto.limit import ConnectionLimit
 from tests.helpers import listen, within
+from tests.test_parser import reference
 
 # ReplyCheck -----------------------------------------------------------------
 
@@ -54,24 +55,12 @@ def test_check_accepts_what_the_server_would_send(
 ) -> None:
     check = ReplyCheck()
     check.sent(stream)
-    reply = b"*" + bytes((b + 1) % 256 for b in _payload(stream))
+    reply = b"*" + reference(stream)
     position = 0
     for size in [*splits, len(reply)]:
         check.check(reply[position : position + size])
         position += size
     assert check.owed == 0
-
-
-def _payload(stream: bytes) -> bytes:
-    inside, out = False, bytearray()
-    for byte in stream:
-        if not inside:
-            inside = byte == ord("^")
-        elif byte == ord("$"):
-            inside = False
-        else:
-            out.append(byte)
-    return bytes(out)
 
 
 def test_check_names_the_first_wrong_byte() -> None:
