@@ -10,12 +10,15 @@ counted twice and nothing is added to the per-message path.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from incproto.limit import ConnectionLimit
 from incproto.offload import Workers
@@ -107,15 +110,94 @@ class MetricsResource(Resource):
         return generate_latest(self.registry)
 
 
+def registry_of(collector: Any) -> CollectorRegistry:
+    """A registry of its own for C{collector}."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(collector)
+    return registry
+
+
+def _site(resource: Resource) -> Site:
+    root = Resource()
+    root.putChild(b"metrics", resource)
+    site = Site(root)
+    site.noisy = False
+    return site
+
+
 def metrics_site(collector: Any) -> Site:
     """
     A web site serving C{collector}'s metrics at /metrics, from a registry
     of its own.
     """
-    registry = CollectorRegistry(auto_describe=True)
-    registry.register(collector)
-    root = Resource()
-    root.putChild(b"metrics", MetricsResource(registry))
-    site = Site(root)
-    site.noisy = False
-    return site
+    return _site(MetricsResource(registry_of(collector)))
+
+
+class WorkersCollector:
+    """
+    The metrics of several worker processes as one scrape: each worker's
+    samples with a C{worker} label (sum them in PromQL for the service), and
+    the supervisor's own.
+
+    @ivar texts: each worker's metrics in Prometheus's text format, by its
+        number, as of this scrape.
+    """
+
+    def __init__(self, texts: Dict[int, str], workers: int, restarts: int) -> None:
+        self.texts = texts
+        self.workers = workers
+        self.restarts = restarts
+
+    def collect(self) -> Iterator[Metric]:
+        """The merged metrics."""
+        yield GaugeMetricFamily(
+            "incproto_workers", "Worker processes running.", self.workers
+        )
+        yield CounterMetricFamily(
+            "incproto_worker_restarts", "Worker processes restarted.", self.restarts
+        )
+        families: Dict[str, Metric] = {}
+        for worker, text in sorted(self.texts.items()):
+            for family in text_string_to_metric_families(text):
+                merged = families.setdefault(
+                    family.name,
+                    Metric(family.name, family.documentation, family.type),
+                )
+                for sample in family.samples:
+                    labels = {**sample.labels, "worker": str(worker)}
+                    merged.samples.append(sample._replace(labels=labels))
+        yield from families.values()
+
+
+class WorkersMetricsResource(Resource):
+    """
+    Renders the workers' metrics, asked for at each scrape with C{scrape},
+    which fires with the L{WorkersCollector} to render.
+    """
+
+    isLeaf = True
+
+    def __init__(self, scrape: Callable[[], Deferred[WorkersCollector]]) -> None:
+        super().__init__()
+        self.scrape = scrape
+
+    def render_GET(self, request: Request) -> Any:
+        """The merged metrics, once every worker has answered (or timed out)."""
+
+        def render(collector: WorkersCollector) -> None:
+            request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
+            request.write(generate_latest(registry_of(collector)))
+            request.finish()
+
+        def failed(failure: Failure) -> None:
+            request.setResponseCode(500)
+            request.write(failure.getErrorMessage().encode("utf-8", "replace"))
+            request.finish()
+
+        self.scrape().addCallbacks(render, failed)
+        return NOT_DONE_YET
+
+
+def workers_metrics_site(scrape: Callable[[], Deferred[WorkersCollector]]) -> Site:
+    """A web site serving the workers' merged metrics at /metrics."""
+    return _site(WorkersMetricsResource(scrape))

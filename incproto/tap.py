@@ -15,7 +15,6 @@ import re
 import sys
 from typing import Any, Callable, List, Optional, Sequence, cast
 
-from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IProtocolFactory,
@@ -261,11 +260,6 @@ class Options(usage.Options):
             for option in ("queue-timeout", "max-per-peer"):
                 if self[option] is not None:
                     raise usage.UsageError(f"--{option} needs --max-connections")
-        if self["workers"] is not None and self["metrics"] is not None:
-            raise usage.UsageError(
-                "--metrics does not work with --workers yet: each worker "
-                "keeps its own counters"
-            )
         if self["threads"] is not None and self["processes"] is not None:
             raise usage.UsageError("--threads and --processes exclude each other")
         self.handlerName: str = self["handler"]
@@ -298,7 +292,9 @@ class Options(usage.Options):
         parameters = cast(List[List[Any]], self.optParameters)
         for name, _, default, *_ in parameters:
             value = self.handlerName if name == "handler" else self[name]
-            if name != "workers" and value is not None and value != default:
+            if name in ("workers", "metrics"):
+                continue  # the supervisor serves the metrics of all workers
+            if value is not None and value != default:
                 argv.append(f"--{name}={value}")
         flags = cast(List[List[Any]], self.optFlags)
         argv += [f"--{flag[0]}" for flag in flags if self[flag[0]]]
@@ -320,11 +316,30 @@ def _reason(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
 
 
+class IncprotoService(SequentialMultiService):
+    """
+    The service L{makeService} returns.
+
+    @ivar collector: the metrics collector of its connections (C{None} for
+        a supervisor of workers, whose metrics come from them).
+    """
+
+    collector: Optional[Any] = None
+
+
+def _metrics_listener(reactor: Any, description: str, site: Any) -> ListeningService:
+    metrics = ListeningService(
+        serverFromString(reactor, description), site, description, what="metrics"
+    )
+    metrics.setName("metrics")
+    return metrics
+
+
 def makeService(
     options: Options,
     reactor: Optional[IReactorTime] = None,
     endpoint: Optional[IStreamServerEndpoint] = None,
-) -> IService:
+) -> IncprotoService:
     """
     Build the incproto service from parsed options.
 
@@ -343,18 +358,24 @@ def makeService(
     if reactor is None:
         reactor = global_reactor()
     description: str = options["endpoint"]
-    service = SequentialMultiService()
+    service = IncprotoService()
     if options["workers"] is not None and endpoint is None:
+        from incproto.metrics import workers_metrics_site
         from incproto.workers import WorkerPool
 
-        WorkerPool(
+        pool = WorkerPool(
             description,
             options["port"],
             options.worker_options(),
             options["workers"],
             reactor,
             killTimeout=2 * options["drain-timeout"] + 5,
-        ).setServiceParent(service)
+        )
+        pool.setServiceParent(service)
+        if options["metrics"] is not None:
+            _metrics_listener(
+                reactor, options["metrics"], workers_metrics_site(pool.scrape)
+            ).setServiceParent(service)
         return service
     if endpoint is None and description.startswith("haproxy:"):
         # incproto's PROXY support starts the protocol with the client's
@@ -397,22 +418,15 @@ def makeService(
             maxPerPeer=options["max-per-peer"],
             clock=reactor,
         )
-    if options["metrics"] is not None:
-        from incproto.metrics import IncprotoCollector, metrics_site
+    from incproto.metrics import IncprotoCollector, metrics_site
 
-        collector = IncprotoCollector(
-            increment,
-            factory if isinstance(factory, ConnectionLimit) else None,
-            workers,
-        )
-        metrics = ListeningService(
-            serverFromString(reactor, options["metrics"]),
-            metrics_site(collector),
-            options["metrics"],
-            what="metrics",
-        )
-        metrics.setName("metrics")
-        metrics.setServiceParent(service)
+    service.collector = IncprotoCollector(
+        increment, factory if isinstance(factory, ConnectionLimit) else None, workers
+    )
+    if options["metrics"] is not None:
+        _metrics_listener(
+            reactor, options["metrics"], metrics_site(service.collector)
+        ).setServiceParent(service)
     listener = ListeningService(endpoint, factory, options["port"])
     listener.setName("incproto")
     listener.setServiceParent(service)

@@ -24,11 +24,13 @@ them all, and kills any still alive C{killTimeout} seconds later.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
+from collections import deque
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Deque, Dict, List, Optional, Sequence, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, succeed
@@ -36,13 +38,19 @@ from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger, eventFromJSON
+from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
+from incproto.metrics import WorkersCollector
 from incproto.service import ListeningService
 from incproto.sharing import BoundSocket, SharedSocketEndpoint
 
-# The descriptor a worker finds the listening socket on.
+# The descriptor a worker finds the listening socket on, and those it
+# reads metrics requests from and writes its answers to.
 WORKER_FD = 3
+METRICS_REQUESTS = 4
+METRICS_REPLIES = 5
+METRICS_TIMEOUT = 5.0
 # A worker's program: its arguments are the socket's family, then options.
 _WORKER = (
     "import sys; from incproto.workers import worker_main; worker_main(sys.argv[1:])"
@@ -63,7 +71,8 @@ class WorkerProcess(ProcessProtocol):
         self.slot = slot
         self.started = started
         self.ended: Deferred[None] = Deferred()
-        self._lines = {1: b"", 2: b""}
+        self._lines = {1: b"", 2: b"", METRICS_REPLIES: b""}
+        self._asked: Deque[Deferred[Optional[str]]] = deque()
 
     def _split(self, fd: int, data: bytes) -> List[bytes]:
         *lines, self._lines[fd] = (self._lines[fd] + data).split(b"\n")
@@ -82,6 +91,25 @@ class WorkerProcess(ProcessProtocol):
                 worker_pid=self.pid,
             )
             self.pool.log.observer(event)
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD != METRICS_REPLIES:
+            super().childDataReceived(childFD, data)
+            return
+        for line in self._split(METRICS_REPLIES, data):
+            if self._asked:
+                self._asked.popleft().callback(json.loads(line)["text"])
+
+    def ask_metrics(self) -> Deferred[Optional[str]]:
+        """
+        Ask the worker for its metrics; fires with them in Prometheus's text
+        format, or C{None} if it exits first.
+        """
+        asked: Deferred[Optional[str]] = Deferred()
+        self._asked.append(asked)
+        assert self.transport is not None
+        self.transport.writeToChild(METRICS_REQUESTS, b"metrics\n")
+        return asked
 
     def errReceived(self, data: bytes) -> None:
         for line in self._split(2, data):
@@ -105,6 +133,8 @@ class WorkerProcess(ProcessProtocol):
                 pass
 
     def processEnded(self, reason: Failure) -> None:
+        while self._asked:
+            self._asked.popleft().callback(None)
         self.pool.ended(self, reason)
         self.ended.callback(None)
 
@@ -190,7 +220,14 @@ class WorkerPool(Service):
             self.executable,
             [self.executable, "-c", _WORKER, bound.family, *self.options],
             env=env,
-            childFDs={0: "w", 1: "r", 2: "r", WORKER_FD: bound.fileno()},
+            childFDs={
+                0: "w",
+                1: "r",
+                2: "r",
+                WORKER_FD: bound.fileno(),
+                METRICS_REQUESTS: "w",
+                METRICS_REPLIES: "r",
+            },
         )
         self.log.info("worker {slot} started (pid {pid})", slot=slot, pid=worker.pid)
 
@@ -220,6 +257,26 @@ class WorkerPool(Service):
         self._pending[worker.slot] = self.reactor.callLater(
             delay, self.spawn, worker.slot
         )
+
+    def scrape(self) -> Deferred[WorkersCollector]:
+        """
+        Ask every running worker for its metrics (waiting at most
+        C{METRICS_TIMEOUT} seconds for each) and merge them.
+        """
+        slots = sorted(self.workers)
+        asked = [
+            self.workers[slot]
+            .ask_metrics()
+            .addTimeout(METRICS_TIMEOUT, self.reactor)
+            .addErrback(lambda _: None)
+            for slot in slots
+        ]
+
+        def merge(answers: List[Optional[str]]) -> WorkersCollector:
+            texts = {s: text for s, text in zip(slots, answers) if text is not None}
+            return WorkersCollector(texts, len(self.workers), self.restarts)
+
+        return gatherResults(asked).addCallback(merge)
 
     def stopService(self) -> Deferred[None]:
         """
@@ -256,6 +313,21 @@ class WorkerPool(Service):
             worker.signal("KILL")
 
 
+class MetricsAnswers(LineOnlyReceiver):
+    """A worker's side of metrics: each request line gets one JSON line."""
+
+    delimiter = b"\n"
+
+    def __init__(self, registry: Any) -> None:
+        self.registry = registry
+
+    def lineReceived(self, line: bytes) -> None:
+        from prometheus_client import generate_latest
+
+        text = generate_latest(self.registry).decode("utf-8")
+        self.sendLine(json.dumps({"text": text}).encode("utf-8"))
+
+
 def _how_it_ended(reason: Failure) -> str:
     value: Any = reason.value
     if getattr(value, "signal", None):
@@ -270,9 +342,11 @@ def worker_main(argv: Sequence[str]) -> None:
     Run one worker: C{argv} is the socket's family name, then the options.
     """
     from twisted.internet import reactor
+    from twisted.internet.stdio import StandardIO
     from twisted.logger import globalLogBeginner, jsonFileLogObserver
     from twisted.python import usage
 
+    from incproto.metrics import registry_of
     from incproto.sharing import FAMILIES, adopted_endpoint
     from incproto.tap import Options, makeService
 
@@ -295,6 +369,13 @@ def worker_main(argv: Sequence[str]) -> None:
         reactor, options["endpoint"], WORKER_FD, FAMILIES[argv[0]]
     )
     service = makeService(options, reactor, endpoint=endpoint)
+    # (mypy reads the Windows signature of StandardIO.)
+    cast(Any, StandardIO)(
+        MetricsAnswers(registry_of(service.collector)),
+        stdin=METRICS_REQUESTS,
+        stdout=METRICS_REPLIES,
+        reactor=reactor,
+    )
     service.privilegedStartService()
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)

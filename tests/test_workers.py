@@ -4,22 +4,33 @@ sharing the load, restarting a killed worker, stopping cleanly."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import threading
+import urllib.request
 from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
+from prometheus_client import generate_latest
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock
 from twisted.logger import Logger, LogLevel, eventAsJSON, formatEvent
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from incproto.metrics import registry_of
 from incproto.tap import Options, makeService
-from incproto.workers import WORKER_FD, WorkerPool, WorkerProcess
+from incproto.workers import (
+    METRICS_REPLIES,
+    METRICS_REQUESTS,
+    METRICS_TIMEOUT,
+    WORKER_FD,
+    WorkerPool,
+    WorkerProcess,
+)
 from tests.processes import (
     TIMEOUT,
     ServerProcess,
@@ -32,14 +43,18 @@ from tests.processes import (
 
 
 class FakeProcess:
-    """A spawned process: records the signals it is sent."""
+    """A spawned process: records the signals it is sent, and writes."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.signals: List[str] = []
+        self.written: List[Any] = []
 
     def signalProcess(self, name: str) -> None:
         self.signals.append(name)
+
+    def writeToChild(self, fd: int, data: bytes) -> None:
+        self.written.append((fd, data))
 
 
 class ProcessClock(Clock):
@@ -93,6 +108,8 @@ def test_workers_get_the_socket_as_fd_3_and_the_options(pool: Any) -> None:
         assert spawn["childFDs"][WORKER_FD] == pool_.socket.fileno()
         assert spawn["args"][-2:] == ["inet", "--idle-timeout=5"]
         assert spawn["childFDs"][1] == "r" and spawn["childFDs"][2] == "r"
+        assert spawn["childFDs"][METRICS_REQUESTS] == "w"
+        assert spawn["childFDs"][METRICS_REPLIES] == "r"
 
 
 def test_worker_log_events_are_relayed_with_the_worker_number(pool: Any) -> None:
@@ -152,23 +169,48 @@ def test_stop_terms_waits_and_kills(pool: Any) -> None:
     assert stopped.called and len(clock.spawned) == 2  # no restarts
 
 
-@pytest.mark.parametrize(
-    "argv, error",
-    [
-        (["--workers", "0"], "not a positive integer"),
-        (["--workers", "2", "--metrics", "9100"], "--metrics does not work with"),
-    ],
-)
-def test_bad_workers_options(argv: List[str], error: str) -> None:
-    with pytest.raises(usage.UsageError, match=error):
-        Options.parse(argv)
+def test_bad_workers_option() -> None:
+    with pytest.raises(usage.UsageError, match="not a positive integer"):
+        Options.parse(["--workers", "0"])
+
+
+WORKER_METRICS = """\
+# HELP incproto_connections_accepted_total Connections served.
+# TYPE incproto_connections_accepted_total counter
+incproto_connections_accepted_total {count}.0
+# HELP incproto_connections_closed_total Connections closed, by reason.
+# TYPE incproto_connections_closed_total counter
+incproto_connections_closed_total{{reason="client closed"}} {count}.0
+"""
+
+
+def test_scrape_asks_every_worker_and_labels_their_samples(pool: Any) -> None:
+    pool_, clock, _ = pool
+    first, second = (s["protocol"] for s in clock.spawned)
+    scraped = pool_.scrape()
+    for worker in (first, second):
+        assert worker.transport.written == [(METRICS_REQUESTS, b"metrics\n")]
+    reply = json.dumps({"text": WORKER_METRICS.format(count=3)}).encode() + b"\n"
+    first.childDataReceived(METRICS_REPLIES, reply[:7])
+    first.childDataReceived(METRICS_REPLIES, reply[7:])
+    assert not scraped.called
+    clock.advance(METRICS_TIMEOUT)  # the second never answers
+    collector = scraped.result
+    text = generate_latest(registry_of(collector)).decode()
+    assert "incproto_workers 2.0" in text
+    assert 'incproto_connections_accepted_total{worker="1"} 3.0' in text
+    assert (
+        'incproto_connections_closed_total{reason="client closed",worker="1"} 3.0'
+        in text
+    )
+    assert 'worker="2"' not in text
 
 
 def test_workers_get_every_option_but_workers() -> None:
     options = Options.parse(
         ["--port", "haproxy:tcp:9090", "--workers", "3", "--max-connections", "5",
          "--handler", "incproto.handlers:hashing", "--threads", "2",
-         "--no-connection-log"]
+         "--no-connection-log", "--metrics", "9100"]
     )  # fmt: skip
     argv = options.worker_options()
     assert argv == [
@@ -236,3 +278,30 @@ def test_workers_share_the_load_survive_a_kill_and_stop(tmp_path: Path) -> None:
     assert "worker 1 exited" in server.output and "worker 2 exited" in server.output
     assert "Traceback" not in server.output, server.output
     assert [pid for pid in workers if alive(pid)] == []
+
+
+def test_metrics_of_all_workers_at_the_supervisor(tmp_path: Path) -> None:
+    server = ServerProcess(
+        [script("twistd"), "-n", "--pidfile=", "incproto", "--workers", "2",
+         "--port", "tcp:0:interface=127.0.0.1",
+         "--metrics", "tcp:0:interface=127.0.0.1"],
+        tmp_path,
+    )  # fmt: skip
+    try:
+        server.wait_for(re.compile(r"\[worker \d\] incproto listening"), count=2)
+        (metrics_port,) = server.wait_for(
+            re.compile(r"metrics listening on 127\.0\.0\.1:(\d+)")
+        )[0]
+        assert _serve_one(server.port, b"abc") == b"*bcd"
+        server.wait_for(re.compile(r"\[worker \d\] connection from .* closed"))
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+            text = response.read().decode()
+    finally:
+        server.stop()
+    assert "incproto_workers 2.0" in text
+    accepted = re.findall(
+        r'incproto_connections_accepted_total\{worker="(\d)"\} (\d+)', text
+    )
+    assert sorted(slot for slot, _ in accepted) == ["1", "2"]
+    assert sum(float(count) for _, count in accepted) == 1
