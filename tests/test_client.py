@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any, Generator, List
 
 import pytest
@@ -19,7 +20,7 @@ from twisted.python.failure import Failure
 from incproto import IncrementFactory
 from incproto.client.check import ProtocolError, ReplyCheck
 from incproto.client.cli import parse
-from incproto.client.connection import ClientError, Target
+from incproto.client.connection import ClientError, Target, tls_options
 from incproto.client.modes import (
     SERIES_REPLY,
     Burst,
@@ -127,7 +128,8 @@ def test_the_mode_comes_first_and_defaults_to_series() -> None:
 @pytest.mark.parametrize(
     "argv",
     [["ping", "-c", "0", "h", "1"], ["h"], ["stream", "-n", "2", "h", "1"],
-     ["ping", "--processes", "2", "--timeline", "x.svg", "h", "1"]],
+     ["ping", "--processes", "2", "--timeline", "x.svg", "h", "1"],
+     ["--insecure", "h", "1"]],
 )  # fmt: skip
 def test_bad_usage_exits_2_with_one_line(
     argv: List[str], capsys: pytest.CaptureFixture[str]
@@ -284,3 +286,38 @@ def test_a_refused_connection_fails_the_run() -> Generator[Any, Any, None]:
 def test_unresolvable_names_are_one_line() -> None:
     with pytest.raises(ClientError, match=r"cannot resolve no-such-host\.invalid"):
         Target(reactor, "no-such-host.invalid", 1, 1.0)
+
+
+@pytest_twisted.inlineCallbacks
+def test_tls(tmp_path: Path) -> Generator[Any, Any, None]:
+    """
+    Over TLS (which Twisted cannot half-close) the series waits for its
+    replies before closing; the server's certificate is checked.
+    """
+    pytest.importorskip("twisted.internet.ssl")
+    from twisted.internet.endpoints import serverFromString
+
+    from tests.certificates import make_certificate
+
+    key, certificate = make_certificate(tmp_path)
+    listening = yield serverFromString(
+        reactor,
+        f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={certificate}",
+    ).listen(IncrementFactory())
+    port = listening.getHost().port
+    try:
+        trusted = tls_options("localhost", str(certificate))
+        series = Series(Target(reactor, "localhost", port, 10.0, trusted), 2)
+        yield within(series.run())
+        ping = yield within(
+            Ping(Target(reactor, "127.0.0.1", port, 10.0, trusted), 2, 8, 0.2).run()
+        )
+        assert ping["messages"] > 0
+        untrusted = Target(reactor, "localhost", port, 10.0, tls_options("localhost"))
+        error = yield failure_of(Ping(untrusted, 1, 8, 0.2).run())
+        assert (
+            error == "connection 1: lost (TLS: certificate verify failed) "
+            "before the greeting"
+        )
+    finally:
+        yield listening.stopListening()

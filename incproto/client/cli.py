@@ -13,7 +13,7 @@ from typing import Any, List, NoReturn, Optional, Sequence, cast
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from incproto.client.connection import ClientError, Target
+from incproto.client.connection import ClientError, Target, tls_options
 from incproto.client.modes import Burst, Churn, Ping, Result, Run, Series, Stream
 from incproto.client.report import ProgressLine, as_json, merge, summary
 from incproto.client.timeline import timeline_svg
@@ -75,6 +75,17 @@ def parser(mode: str) -> argparse.ArgumentParser:
         help="fail a connection that waits this long for bytes (default 10 s)",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--tls", action="store_true", help="connect with TLS")
+    p.add_argument(
+        "--ca",
+        metavar="FILE.pem",
+        help="with --tls: trust this certificate authority, not the system's",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="with --tls: do not check the server's certificate",
+    )
     p.add_argument(
         "--quiet", action="store_true", help="no event log, no progress line"
     )
@@ -148,12 +159,15 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     args.mode = mode
     if getattr(args, "processes", 1) > 1 and getattr(args, "timeline", None):
         parser(mode).error("--timeline needs a single load process")
+    if (args.ca or args.insecure) and not args.tls:
+        parser(mode).error("--ca and --insecure go with --tls")
     return args
 
 
 def make_run(args: argparse.Namespace, reactor: Any, say: Any = None) -> Run:
     """Build the L{Run} that C{args} ask for."""
-    target = Target(reactor, args.host, args.port, args.timeout)
+    tls = tls_options(args.host, args.ca, not args.insecure) if args.tls else None
+    target = Target(reactor, args.host, args.port, args.timeout, tls)
     common: dict[str, Any] = {"timeout": args.timeout}
     if args.mode == "series":
         return Series(target, args.connections, say=say, **common)
@@ -180,6 +194,8 @@ def _fan_out(args: argparse.Namespace, argv: Sequence[str]) -> int:
         command = [sys.executable, "-m", "incproto.client", args.mode]
         command += [args.host, str(args.port), "--json", "--quiet"]
         command += ["--timeout", str(args.timeout), "-c", str(share)]
+        command += ["--tls"] * args.tls + ["--insecure"] * args.insecure
+        command += ["--ca", args.ca] if args.ca else []
         command += ["-d", str(args.duration)]
         if args.mode == "ping":
             command += ["-l", str(args.length)]

@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import socket
 from time import perf_counter
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
     connectProtocol,
+    wrapClientTLS,
 )
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import (
+    IHalfCloseableDescriptor,
+    IHalfCloseableProtocol,
+    IOpenSSLClientConnectionCreator,
+)
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -61,6 +67,7 @@ class CheckedConnection(Protocol):
         self.error: Optional[str] = None
         self.events: List[Event] = []
         self.done: Deferred[CheckedConnection] = Deferred()
+        self._closeWhenAnswered = False
 
     def connectionMade(self) -> None:
         self.connectedAt = self.lastProgress = perf_counter()
@@ -79,6 +86,9 @@ class CheckedConnection(Protocol):
             self.greetedAt = now
             self.greeted()
         if self.check.owed == 0 and self.check.received:
+            if self._closeWhenAnswered:
+                self.transport.loseConnection()  # type: ignore[union-attr]
+                return
             self.answered()
 
     def send(self, data: bytes) -> None:
@@ -96,9 +106,18 @@ class CheckedConnection(Protocol):
         """Every reply byte owed so far has arrived."""
 
     def finish(self) -> None:
-        """Half-close: the server sends what it owes, then closes."""
-        assert self.transport is not None
-        self.transport.loseWriteConnection()  # type: ignore[attr-defined]
+        """
+        Half-close: the server sends what it owes, then closes.  Over TLS,
+        which Twisted cannot half-close, wait for what is owed, then close.
+        """
+        transport: Any = self.transport
+        assert transport is not None
+        if IHalfCloseableDescriptor.providedBy(transport):
+            cast(Any, transport).loseWriteConnection()
+        elif self.check.owed:
+            self._closeWhenAnswered = True
+        else:
+            transport.loseConnection()
 
     def fail(self, reason: str) -> None:
         """Fail the connection with a one-line C{reason} and drop it."""
@@ -124,16 +143,28 @@ class CheckedConnection(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.closedAt = perf_counter()
+        how = "closed by the server"
+        if reason is not None and not reason.check(ConnectionDone):
+            how = f"lost ({_one_line(reason)})"  # a reset, a TLS failure, ...
         if self.error is None and not self.check.greeted:
-            self.error = (
-                f"connection {self.number}: closed by the server before the greeting"
-            )
+            self.error = f"connection {self.number}: {how} before the greeting"
         elif self.error is None and self.check.owed:
             self.error = (
-                f"connection {self.number}: closed by the server with "
+                f"connection {self.number}: {how} with "
                 f"{self.check.owed} reply bytes owed"
             )
         self.done.callback(self)
+
+
+def _one_line(reason: Failure) -> str:
+    value = reason.value
+    if type(value).__module__.startswith("OpenSSL") and value.args:
+        # pyOpenSSL's errors are lists of (library, function, reason).
+        details = value.args[0]
+        if isinstance(details, list) and details and len(details[-1]) == 3:
+            return f"TLS: {details[-1][2]}"
+    text = reason.getErrorMessage().strip().splitlines()
+    return text[0].rstrip(".") if text else type(value).__name__
 
 
 def resolve(host: str, port: int) -> Tuple[int, str]:
@@ -159,14 +190,25 @@ class Target:
     @ivar label: C{host:port} for messages.
     """
 
-    def __init__(self, reactor: Any, host: str, port: int, timeout: float) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        host: str,
+        port: int,
+        timeout: float,
+        tls: Optional[IOpenSSLClientConnectionCreator] = None,
+    ) -> None:
+        """
+        @param tls: TLS options (see L{tls_options}) to connect with TLS.
+        """
         self.reactor = reactor
         self.label = f"{host}:{port}"
         family, address = resolve(host, port)
-        endpoint = (
-            TCP6ClientEndpoint if family == socket.AF_INET6 else TCP4ClientEndpoint
-        )
-        self._endpoint = endpoint(reactor, address, port, timeout=timeout)
+        kind = TCP6ClientEndpoint if family == socket.AF_INET6 else TCP4ClientEndpoint
+        endpoint: Any = kind(reactor, address, port, timeout=timeout)
+        if tls is not None:
+            endpoint = wrapClientTLS(tls, endpoint)
+        self._endpoint = endpoint
 
     def connect(self, connection: CheckedConnection) -> Deferred[CheckedConnection]:
         """
@@ -181,6 +223,36 @@ class Target:
 
         connectProtocol(self._endpoint, connection).addErrback(failed)
         return connection.done
+
+
+def tls_options(
+    host: str, authority: Optional[str] = None, verify: bool = True
+) -> IOpenSSLClientConnectionCreator:
+    """
+    TLS options for connecting to C{host}.
+
+    @param authority: a PEM file of the certificate authority to trust
+        instead of the system's.
+    @param verify: whether to check the server's certificate at all.
+    @raise ClientError: if TLS support is not installed, or the authority
+        file cannot be read.
+    """
+    try:
+        from twisted.internet import ssl
+    except ImportError:  # pyOpenSSL is missing
+        raise ClientError(
+            "TLS needs the tls extra: pip install 'incproto[tls]'"
+        ) from None
+    if not verify:
+        return cast(IOpenSSLClientConnectionCreator, ssl.CertificateOptions())
+    trust: Any = None
+    if authority is not None:
+        try:
+            with open(authority, "rb") as pem:
+                trust = ssl.Certificate.loadPEM(pem.read())
+        except (OSError, ValueError) as e:
+            raise ClientError(f"cannot read the authority {authority}: {e}") from None
+    return ssl.optionsForClientTLS(host, trustRoot=trust)
 
 
 def first_error(connections: List[CheckedConnection]) -> Optional[str]:
