@@ -157,7 +157,7 @@ class CheckedConnection(Protocol):
 
 
 def _one_line(reason: Failure) -> str:
-    value = reason.value
+    value: Any = reason.value
     if type(value).__module__.startswith("OpenSSL") and value.args:
         # pyOpenSSL's errors are lists of (library, function, reason).
         details = value.args[0]
