@@ -28,6 +28,8 @@ TEST_REQUIRES = [
     "setuptools>=70.1",  # builds wheels without the wheel package (packaging test)
 ]
 LINT_REQUIRES = ["ruff>=0.5", "mypy-zope>=1.0"]
+# benchmarks/compare.py's uvloop reference server (no PyPy wheels).
+BENCH_REQUIRES = ['uvloop>=0.17; platform_python_implementation == "CPython"']
 
 setup(
     name="incproto",
@@ -49,6 +51,7 @@ setup(
         "tls": TLS_REQUIRES,
         "test": TEST_REQUIRES,
         "dev": TEST_REQUIRES + LINT_REQUIRES,
+        "bench": BENCH_REQUIRES,
     },
     classifiers=[
         "Framework :: Twisted",
