@@ -18,7 +18,7 @@ interleaved across servers so that noise spreads evenly):
     incproto-quiet     the same with --no-connection-log (the reference
                        servers log nothing; incproto logs every close)
     incproto-pypy      twistd from a PyPy environment (--pypy-twistd, or
-                       .venv-pypy/bin/twistd if present)
+                       .venv-pypy/bin/twistd, made if pypy3 is installed)
     incproto-wN        incproto-quiet with --workers N (N = 1, 2, 4)
     asyncio            benchmarks/servers/asyncio_server.py (stdlib)
     uvloop             the same on uvloop, if uvloop is installed
@@ -52,6 +52,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -99,6 +100,22 @@ def raise_kernel_backlogs() -> None:
 def incproto(twistd: str, *options: str) -> List[str]:
     return [twistd, "-n", "--pidfile=", "incproto", "--port",
             "tcp:0:interface=127.0.0.1", "--backlog", BACKLOG, *options]  # fmt: skip
+
+
+def pypy_twistd() -> Optional[str]:
+    """
+    The twistd of .venv-pypy, made first (with this checkout installed) if
+    pypy3 is on the PATH; C{None} without PyPy.
+    """
+    venv = ROOT / ".venv-pypy"
+    twistd = venv / "bin" / "twistd"
+    if not twistd.exists() and shutil.which("pypy3"):
+        print("making .venv-pypy for the PyPy server ...", file=sys.stderr)
+        subprocess.run(["pypy3", "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "-q", "-e", str(ROOT)], check=True
+        )
+    return str(twistd) if twistd.exists() else None
 
 
 def server_commands(pypy_twistd: Optional[str]) -> Dict[str, List[str]]:
@@ -277,9 +294,10 @@ def main() -> None:
                         "threadpool")  # fmt: skip
     parser.add_argument("--modes", default="stream,ping,burst,churn")
     parser.add_argument("--load-processes", type=int, default=2)
-    default_pypy = ROOT / ".venv-pypy" / "bin" / "twistd"
     parser.add_argument(
-        "--pypy-twistd", default=str(default_pypy) if default_pypy.exists() else None
+        "--pypy-twistd",
+        help="twistd of a PyPy environment with incproto (default: "
+        ".venv-pypy/bin/twistd, made with pypy3 if it is installed)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument(
@@ -301,7 +319,7 @@ def main() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited
     raise_kernel_backlogs()
-    commands = server_commands(args.pypy_twistd)
+    commands = server_commands(args.pypy_twistd or pypy_twistd())
     names = [n for n in args.servers.split(",") if n in commands]
     if "uvloop" in names:
         try:
