@@ -264,8 +264,29 @@ def table(results: Dict[str, Dict[str, Any]], modes: List[str]) -> str:
                 f"| {name} | {figure(value)} | {runs} | {ratios[0]} | {ratios[1]} | "
                 f"{row['cpu_idle'] * 100:.0f}% |{extra}"
             )
-        lines.append("")
+        lines += ["", ceiling(mode, rows), ""]
     return "\n".join(lines)
+
+
+REFERENCE_SERVERS = ("asyncio", "uvloop", "threadpool")
+
+
+def ceiling(mode: str, rows: Dict[str, Any]) -> str:
+    """
+    The load generator's ceiling in C{mode}: its best figure against a
+    reference server; a figure beyond it would be the generator's limit.
+    """
+    higher = MODES[mode][3]
+    best = [(rows[n]["median"], n) for n in REFERENCE_SERVERS
+            if rows.get(n, {}).get("median")]  # fmt: skip
+    if not best:
+        return "Load generator ceiling: no reference server measured."
+    value, name = max(best) if higher else min(best)
+    beyond = [n for n, r in rows.items() if r["median"] and n not in REFERENCE_SERVERS
+              and (r["median"] > value if higher else r["median"] < value)]  # fmt: skip
+    return f"Load generator ceiling (its figure against {name}): {figure(value)}; " + (
+        f"beyond it: {', '.join(beyond)}." if beyond else "no figure beyond it."
+    )
 
 
 def write_reports(
