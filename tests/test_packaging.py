@@ -50,8 +50,8 @@ def test_only_the_plugin_under_twisted(wheel: Path) -> None:
 def test_install_then_uninstall(wheel: Path, tmp_path: Path) -> None:
     """
     Installed into a fresh environment (which sees this one's Twisted through
-    a .pth file), the plugin is found; uninstalled, Twisted still imports
-    and the plugin is gone.
+    a .pth file), the plugin is found and incproto-client runs; uninstalled,
+    Twisted still imports and both are gone.
     """
     env = tmp_path / "env"
     run(sys.executable, "-m", "venv", "--without-pip", str(env))
@@ -62,6 +62,9 @@ def test_install_then_uninstall(wheel: Path, tmp_path: Path) -> None:
     run(*pip, "install", "--no-deps", str(wheel))
     assert run(python, "-c", FIND_PLUGIN).strip() == "['incproto']"
     assert run(python, "-c", PLUGIN_FILE).startswith(site.strip())
+    client = env / "bin" / "incproto-client"
+    assert "incproto-client" in run(str(client), "--help")
     run(*pip, "uninstall", "--yes", "incproto")
+    assert not client.exists()
     assert run(python, "-c", FIND_PLUGIN).strip() == "[]"
     assert run(python, "-c", "import twisted.plugins, twisted; print('ok')") == "ok\n"
