@@ -37,7 +37,10 @@ Modes (incproto-client; ping and churn spread the load over --load-processes):
     churn    8 loops of connect, greeting, close, 5 s: connections/s
 
 Each run also records how idle the machine's CPUs were (/proc/stat), to
-show the headroom left with the load generator on the same cores.  The
+show the headroom left with the load generator on the same cores, and the
+server's own CPU time (its processes' /proc/PID/stat) per unit of work: per
+MB, message or connection.  That figure does not depend on how much of the
+shared cores the load generator took.  The
 load generator's ceiling is its figure against the fastest reference
 server; a figure above it would mean the generator, not the server, set it.
 
@@ -167,6 +170,27 @@ def tree_rss_kib(pid: int) -> int:
     return sum(memory_kib(p) or 0 for p in [pid, *descendants(pid)])
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process and its descendants."""
+    total = 0
+    for process in [pid, *descendants(pid)]:
+        try:
+            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1]
+        except OSError:
+            continue
+        total += int(fields.split()[11]) + int(fields.split()[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+# What a mode's server CPU is divided by, and the unit of the quotient.
+WORK: Dict[str, tuple[Callable[[Dict[str, Any]], float], str]] = {
+    "stream": (lambda r: r["bytes"] / 1e6, "us/MB"),
+    "ping": (lambda r: r["messages"], "us/message"),
+    "burst": (lambda r: r["connections"], "us/connection"),
+    "churn": (lambda r: r["connections"], "us/connection"),
+}
+
+
 def cpu_times() -> List[int]:
     with open("/proc/stat") as stat:
         return [int(n) for n in stat.readline().split()[1:]]
@@ -213,13 +237,18 @@ def measure(
     name: str, server: ServerProcess, mode: str, load_processes: int
 ) -> Dict[str, Any]:
     pid = server.process.pid
-    if mode != "burst":
-        return run_client(mode, server.port, load_processes)
     # From the server's memory when it started: a process keeps what a burst
     # made it allocate, so a later burst's growth alone would say too little.
-    peak = PeakMemory(pid)
+    peak = PeakMemory(pid) if mode == "burst" else None
+    spent = tree_cpu_seconds(pid)
     result = run_client(mode, server.port, load_processes)
-    result["kib_per_connection"] = (peak.stop() - STARTED_RSS[name]) / 10000
+    spent = tree_cpu_seconds(pid) - spent
+    if "error" not in result:
+        # The server's CPU per unit of work does not depend on how much of
+        # the shared cores the load generator took.
+        result["server_cpu"] = spent * 1e6 / max(WORK[mode][0](result), 1e-9)
+    if peak is not None:
+        result["kib_per_connection"] = (peak.stop() - STARTED_RSS[name]) / 10000
     return result
 
 
@@ -238,13 +267,16 @@ def table(results: Dict[str, Dict[str, Any]], modes: List[str]) -> str:
         _, _, unit, higher = MODES[mode]
         rows = results[mode]
         extra = {"burst": " KiB/conn |", "ping": " p99 ms |"}.get(mode, "")
-        header = "| server | median | runs | vs asyncio | vs uvloop | CPU idle |"
-        rule = "|---" * (6 + bool(extra)) + "|"
+        header = (
+            "| server | median | runs | vs asyncio | vs uvloop | CPU idle "
+            f"| server CPU, {WORK[mode][1]} |"
+        )
+        rule = "|---" * (7 + bool(extra)) + "|"
         lines += [f"### {mode} ({unit}, median)", "", header + extra, rule]
         for name, row in rows.items():
             value = row["median"]
             if value is None:
-                lines.append(f"| {name} | {row.get('error', 'n/a')} | | | | |")
+                lines.append(f"| {name} | {row.get('error', 'n/a')} | | | | | |")
                 continue
             ratios = []
             for peer in ("asyncio", "uvloop"):
@@ -255,6 +287,7 @@ def table(results: Dict[str, Dict[str, Any]], modes: List[str]) -> str:
                 else:
                     ratios.append("")
             runs = ", ".join(figure(v) for v in row["values"])
+            cpu = figure(row["server_cpu"]) if row.get("server_cpu") else ""
             extra = ""
             if mode == "burst":
                 extra = f" {row['kib_per_connection']:.2f} |"
@@ -262,7 +295,7 @@ def table(results: Dict[str, Dict[str, Any]], modes: List[str]) -> str:
                 extra = f" {row['p99'] * 1e3:.2f} |"
             lines.append(
                 f"| {name} | {figure(value)} | {runs} | {ratios[0]} | {ratios[1]} | "
-                f"{row['cpu_idle'] * 100:.0f}% |{extra}"
+                f"{row['cpu_idle'] * 100:.0f}% | {cpu} |{extra}"
             )
         lines += ["", ceiling(mode, rows), ""]
     return "\n".join(lines)
@@ -374,6 +407,7 @@ def main() -> None:
                     "values": [r[key] for r in good],
                     "median": median([r[key] for r in good]),
                     "cpu_idle": median([r["cpu_idle"] for r in good]) or 0.0,
+                    "server_cpu": median([r["server_cpu"] for r in good]),
                     "p99": median([r.get("latency_p99") or 0 for r in good]),
                     "kib_per_connection": median(
                         [r.get("kib_per_connection", 0) for r in good]
