@@ -8,7 +8,7 @@ import argparse
 import json
 import subprocess
 import sys
-from typing import Any, List, NoReturn, Optional, Sequence, cast
+from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple, cast
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -57,6 +57,33 @@ def _positive(kind: type) -> Any:
     return convert
 
 
+_CONNECTIONS = {"series": 1, "ping": 100, "burst": 1000, "churn": 8}
+# (the modes that take it, its flags, add_argument's keywords)
+_MODE_OPTIONS: List[Tuple[Tuple[str, ...], Tuple[str, ...], Dict[str, Any]]] = [
+    (("series", "burst"), ("-n", "--connections"),
+     {"type": _positive(int), "help": "connections to open at once"}),
+    (("ping", "churn"), ("-c", "--connections"),
+     {"type": _positive(int), "help": "concurrent connections"}),
+    (("ping", "churn"), ("-d", "--duration"),
+     {"type": _positive(float), "default": 5.0, "help": "seconds to run (default 5)"}),
+    (("ping", "churn"), ("--processes",),
+     {"type": _positive(int), "default": 1,
+      "help": "spread the connections over this many load processes"}),
+    (("ping",), ("-l", "--length"),
+     {"type": _positive(int), "default": 8,
+      "help": "message payload bytes (default 8)"}),
+    (("burst",), ("--hold",),
+     {"type": float, "default": 0.0,
+      "help": "seconds to hold the connections once all are served (default 0)"}),
+    (("stream",), ("-m", "--mebibytes"),
+     {"type": _positive(float), "default": 64.0,
+      "help": "message size in MiB (default 64)"}),
+    (("series", "burst", "ping"), ("--timeline",),
+     {"metavar": "FILE.svg",
+      "help": "draw each connection's arrival, wait and service as SVG"}),
+]  # fmt: skip
+
+
 def parser(mode: str) -> argparse.ArgumentParser:
     """The argument parser for C{mode}."""
     usage = f"{PROG} [{'|'.join(MODES)}] [options] HOST PORT"
@@ -89,65 +116,13 @@ def parser(mode: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--quiet", action="store_true", help="no event log, no progress line"
     )
-    count = {"series": 1, "ping": 100, "burst": 1000, "churn": 8}
-    if mode in ("series", "burst"):
-        p.add_argument(
-            "-n",
-            "--connections",
-            type=_positive(int),
-            default=count[mode],
-            help=f"connections to open at once (default {count[mode]})",
-        )
-    if mode in ("ping", "churn"):
-        p.add_argument(
-            "-c",
-            "--connections",
-            type=_positive(int),
-            default=count[mode],
-            help=f"concurrent connections (default {count[mode]})",
-        )
-        p.add_argument(
-            "-d",
-            "--duration",
-            type=_positive(float),
-            default=5.0,
-            help="seconds to run (default 5)",
-        )
-        p.add_argument(
-            "--processes",
-            type=_positive(int),
-            default=1,
-            help="spread the connections over this many load processes",
-        )
-    if mode == "ping":
-        p.add_argument(
-            "-l",
-            "--length",
-            type=_positive(int),
-            default=8,
-            help="message payload bytes (default 8)",
-        )
-    if mode == "burst":
-        p.add_argument(
-            "--hold",
-            type=float,
-            default=0.0,
-            help="seconds to hold the connections once all are served (default 0)",
-        )
-    if mode == "stream":
-        p.add_argument(
-            "-m",
-            "--mebibytes",
-            type=_positive(float),
-            default=64.0,
-            help="message size in MiB (default 64)",
-        )
-    if mode in ("series", "burst", "ping"):
-        p.add_argument(
-            "--timeline",
-            metavar="FILE.svg",
-            help="draw each connection's arrival, wait and service as SVG",
-        )
+    for modes, flags, options in _MODE_OPTIONS:
+        if mode in modes:
+            options = dict(options)
+            if flags[-1] == "--connections":
+                options["default"] = _CONNECTIONS[mode]
+                options["help"] += f" (default {_CONNECTIONS[mode]})"
+            p.add_argument(*flags, **options)
     return p
 
 
