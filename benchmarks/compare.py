@@ -266,13 +266,13 @@ def table(results: Dict[str, Dict[str, Any]], modes: List[str]) -> str:
     for mode in modes:
         _, _, unit, higher = MODES[mode]
         rows = results[mode]
-        extra = {"burst": " KiB/conn |", "ping": " p99 ms |"}.get(mode, "")
+        extra_column = {"burst": " KiB/conn |", "ping": " p99 ms |"}.get(mode, "")
         header = (
             "| server | median | runs | vs asyncio | vs uvloop | CPU idle "
             f"| server CPU, {WORK[mode][1]} |"
         )
-        rule = "|---" * (7 + bool(extra)) + "|"
-        lines += [f"### {mode} ({unit}, median)", "", header + extra, rule]
+        rule = "|---" * (7 + bool(extra_column)) + "|"
+        lines += [f"### {mode} ({unit}, median)", "", header + extra_column, rule]
         for name, row in rows.items():
             value = row["median"]
             if value is None:

@@ -10,7 +10,7 @@ counted twice and nothing is added to the per-message path.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple, cast
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -51,13 +51,11 @@ class IncprotoCollector:
         yield CounterMetricFamily(
             "incproto_connections_accepted", "Connections served.", factory.accepted
         )
-        closed = CounterMetricFamily(
-            "incproto_connections_closed", "Connections closed, by reason.",
-            labels=["reason"],
-        )  # fmt: skip
-        for reason, count in sorted(factory.closedBy.items()):
-            closed.add_metric([reason], count)
-        yield closed
+        yield _by_reason(
+            "incproto_connections_closed",
+            "Connections closed, by reason.",
+            sorted(factory.closedBy.items()),
+        )
         yield CounterMetricFamily(
             "incproto_received_bytes", "Bytes received from clients.",
             factory.bytesIn + sum(p.bytesReceived for p in live),
@@ -83,14 +81,22 @@ class IncprotoCollector:
         yield GaugeMetricFamily(
             "incproto_connections_held", "Connections waiting in the queue.", limit.held
         )
-        refused = CounterMetricFamily(
-            "incproto_connections_refused", "Connections the limit closed, by reason.",
-            labels=["reason"],
+        yield _by_reason(
+            "incproto_connections_refused",
+            "Connections the limit closed, by reason.",
+            [("rejected", limit.rejected), ("queue timeout", limit.timedOut),
+             ("left the queue", limit.abandoned)],
         )  # fmt: skip
-        refused.add_metric(["rejected"], limit.rejected)
-        refused.add_metric(["queue timeout"], limit.timedOut)
-        refused.add_metric(["left the queue"], limit.abandoned)
-        yield refused
+
+
+def _by_reason(
+    name: str, documentation: str, counts: Iterable[Tuple[str, int]]
+) -> CounterMetricFamily:
+    """A counter family with one sample per C{reason} label."""
+    family = CounterMetricFamily(name, documentation, labels=["reason"])
+    for reason, count in counts:
+        family.add_metric([reason], count)
+    return family
 
 
 class MetricsResource(Resource):
@@ -186,7 +192,9 @@ class WorkersMetricsResource(Resource):
 
         def render(collector: WorkersCollector) -> None:
             request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
-            request.write(generate_latest(registry_of(collector)))
+            # Rendered straight from the collector: a registry would collect
+            # (and parse every worker's answer) once more to describe it.
+            request.write(generate_latest(cast(CollectorRegistry, collector)))
             request.finish()
 
         def failed(failure: Failure) -> None:

@@ -70,9 +70,9 @@ class ReplyCheck:
                 )
             head = self._pending[0]
             size = min(len(data) - position, len(head) - self._offset)
-            got = data[position : position + size]
-            wanted = head[self._offset : self._offset + size]
-            if got != wanted:
+            got = data[position : position + size]  # no copy when it is all
+            if not head.startswith(got, self._offset):
+                wanted = head[self._offset : self._offset + size]
                 wrong = next(i for i in range(size) if got[i] != wanted[i])
                 raise ProtocolError(
                     f"reply byte {self.received + wrong} is "

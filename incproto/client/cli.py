@@ -182,7 +182,12 @@ def _fan_out(args: argparse.Namespace, argv: Sequence[str]) -> int:
     for child in children:
         out, err = child.communicate()
         if child.returncode:
-            errors.append(err.decode(errors="replace").strip().splitlines()[-1:][0])
+            lines = err.decode(errors="replace").strip().splitlines()
+            errors.append(
+                lines[-1]
+                if lines
+                else f"{PROG}: a load process exited with status {child.returncode}"
+            )
         else:
             results.append(json.loads(out))
     if errors:
