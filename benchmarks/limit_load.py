@@ -106,8 +106,10 @@ async def pinger(
     return trips
 
 
-def ping_process(port: int, seconds: float, connected: Any, go: Any, out: Any) -> None:
-    """100 admitted clients: set C{connected} once all are greeted, start
+def ping_process(
+    port: int, seconds: float, connected: Any, go: Any, out: Any, count: int = 100
+) -> None:
+    """C{count} admitted clients: set C{connected} once all are greeted, start
     round trips when C{go} is set, and put the number done in C{out}."""
 
     async def run() -> int:
@@ -115,7 +117,7 @@ def ping_process(port: int, seconds: float, connected: Any, go: Any, out: Any) -
         start = asyncio.Event()
         tasks = [
             asyncio.ensure_future(pinger(port, greeted, start, seconds))
-            for _ in range(100)
+            for _ in range(count)
         ]
         for _ in tasks:
             await greeted.get()

@@ -6,19 +6,55 @@ and a reset destroys whatever the peer has not read yet, replies included.
 So a server that closes before the client is done sending must shut down its
 sending side after the flush, read on and discard input until the client
 closes too, and only then close; a client that never closes is aborted after
-a timeout.
+a timeout.  The timeout measures progress: a client still reading the last
+of its replies, however slowly, is not cut off.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Union
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from incproto.sockets import unacknowledged
+
+
+class CloseDeadline:
+    """
+    Abort a closing connection that makes no progress for C{timeout}
+    seconds.  Progress is the peer acknowledging bytes sent to it (see
+    L{unacknowledged}); once nothing is left to send, the deadline is final.
+
+    It can be cancelled like an C{IDelayedCall} (see L{cancel}).
+    """
+
+    def __init__(self, transport: Any, clock: IReactorTime, timeout: float) -> None:
+        self.transport = transport
+        self.clock = clock
+        self.timeout = timeout
+        self._left = unacknowledged(transport)
+        self._timer = clock.callLater(timeout, self._check)
+
+    def active(self) -> bool:
+        """Whether the connection may still be aborted."""
+        return self._timer.active()
+
+    def cancel(self) -> None:
+        """The connection closed: never abort it."""
+        self._timer.cancel()
+
+    def _check(self) -> None:
+        left = unacknowledged(self.transport)
+        if left and self._left is not None and left < self._left:
+            self._left = left
+            self._timer = self.clock.callLater(self.timeout, self._check)
+        else:
+            self.transport.abortConnection()
 
 
 def close_politely(
     transport: Any, clock: IReactorTime, timeout: float
-) -> Optional[IDelayedCall]:
+) -> CloseDeadline:
     """
     Start closing C{transport}: FIN after everything written is flushed.
 
@@ -26,24 +62,25 @@ def close_politely(
     never completes while a paused producer is registered), must discard
     input from now on, must call C{transport.loseConnection()} when the peer's
     end of input arrives (C{readConnectionLost}), and must cancel the returned
-    timer when the connection is lost.
+    deadline when the connection is lost.  A transport that cannot shut down
+    only its sending side (TLS) is closed outright.
 
     @param transport: a connected transport.
     @param clock: the time source for the timeout.
-    @param timeout: seconds to wait for the peer to close before aborting.
-    @return: the abort timer, or C{None} if the transport cannot shut down
-        only its sending side (TLS) and was closed outright.
+    @param timeout: seconds without progress (see L{CloseDeadline}) to wait
+        for the peer to read its replies and close before aborting.
+    @return: the abort deadline.
     """
     shut_down_writing = getattr(transport, "loseWriteConnection", None)
     if shut_down_writing is None:
         transport.loseConnection()
-        return None
-    shut_down_writing()
-    transport.resumeProducing()
-    return clock.callLater(timeout, transport.abortConnection)
+    else:
+        shut_down_writing()
+        transport.resumeProducing()
+    return CloseDeadline(transport, clock, timeout)
 
 
-def cancel(timer: Optional[IDelayedCall]) -> None:
+def cancel(timer: Union[IDelayedCall, CloseDeadline, None]) -> None:
     """
     Cancel C{timer} if it is still pending.
     """

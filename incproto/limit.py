@@ -27,7 +27,9 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from incproto.closing import cancel, close_politely
+from incproto.closing import CloseDeadline, cancel, close_politely
+from incproto.quietlog import RateLimitedLog
+from incproto.sockets import reset_by_peer
 from incproto.wrapping import FactoryWrapper, PassThrough, describe, global_reactor
 
 UNIX_PEERS = "unix"
@@ -67,8 +69,10 @@ class ConnectionLimit(FactoryWrapper):
     slot frees.  A held client that disconnects (resets, or closes without
     having sent anything) leaves the queue at once; one that sent bytes and
     then closed is kept, as a half-close owed replies; while reading is
-    paused by the hold buffer, no disconnect can be seen and only
-    C{queueTimeout} bounds the wait.  Beyond the queue, or beyond C{maxPerPeer}
+    paused by the hold buffer, a read cannot see a disconnect, so every
+    C{probeInterval} seconds the kernel is asked whether the client reset
+    the connection (Linux), and one that did leaves the queue.  Beyond the
+    queue, or beyond C{maxPerPeer}
     connections (active and held) from one peer, connections are rejected:
     closed with a FIN, never handed to the wrapped factory.
 
@@ -95,6 +99,7 @@ class ConnectionLimit(FactoryWrapper):
         holdBuffer: int = 64 * 1024,
         closeTimeout: float = 10.0,
         rejectLogInterval: float = 10.0,
+        probeInterval: float = 1.0,
     ) -> None:
         """
         @param wrappedFactory: any L{IProtocolFactory}.
@@ -112,6 +117,8 @@ class ConnectionLimit(FactoryWrapper):
             take to close after its FIN before it is aborted.
         @param rejectLogInterval: rejections and timeouts are logged at most
             once per this many seconds (with a count of those not logged).
+        @param probeInterval: seconds between checks of held connections
+            whose reading is paused for a reset by their client.
         @raise ValueError: for a limit or size out of range.
         """
         if maxConnections < 1:
@@ -131,6 +138,7 @@ class ConnectionLimit(FactoryWrapper):
         self.clock = clock
         self.holdBuffer = holdBuffer
         self.closeTimeout = closeTimeout
+        self.probeInterval = probeInterval
         self.active = 0
         self.peak = 0
         self.peakHeld = 0
@@ -140,7 +148,13 @@ class ConnectionLimit(FactoryWrapper):
         self.abandoned = 0
         self._queue: OrderedDict[LimitedConnection, None] = OrderedDict()
         self._perPeer: Dict[Hashable, int] = {}
-        self._refusals = _RateLimitedLog(self.log, clock, rejectLogInterval)
+        self._refusals = RateLimitedLog(
+            self.log,
+            clock,
+            rejectLogInterval,
+            "{count} more connections rejected or timed out in the last {interval}s",
+        )
+        self._probe: Optional[IDelayedCall] = None
 
     @property
     def held(self) -> int:
@@ -165,6 +179,8 @@ class ConnectionLimit(FactoryWrapper):
         for connection in list(self._queue):
             self._leaveQueue(connection)
             connection.refuse()
+        cancel(self._probe)
+        self._refusals.stop()
         super().doStop()
 
     # Called by LimitedConnection.
@@ -205,6 +221,22 @@ class ConnectionLimit(FactoryWrapper):
             self.abandoned += 1
             self._queue.pop(connection, None)
 
+    def readingPaused(self) -> None:
+        """
+        A held connection stopped being read (its hold buffer is full):
+        probe held connections for resets until none is paused.
+        """
+        if self._probe is None or not self._probe.active():
+            self._probe = self.clock.callLater(self.probeInterval, self._probeHeld)
+
+    def _probeHeld(self) -> None:
+        paused = [c for c in self._queue if c.readingPaused]
+        for connection in paused:
+            if reset_by_peer(connection.transport):
+                connection.transport.abortConnection()
+        if paused:
+            self._probe = self.clock.callLater(self.probeInterval, self._probeHeld)
+
     def _admitWaiting(self) -> None:
         while self._queue and self.active < self.maxConnections:
             connection, _ = self._queue.popitem(last=False)
@@ -224,13 +256,23 @@ class ConnectionLimit(FactoryWrapper):
 
     def _reject(self, connection: LimitedConnection, why: str) -> None:
         self.rejected += 1
-        self._refusals.note("rejected", connection.peer, why)
+        self._refusals.warn(
+            "{what} {peer}: {why}",
+            what="rejected",
+            peer=describe(connection.peer),
+            why=why,
+        )
         connection.refuse()
 
     def _timeOut(self, connection: LimitedConnection) -> None:
         self._leaveQueue(connection)
         self.timedOut += 1
-        self._refusals.note("timed out", connection.peer, "queue timeout")
+        self._refusals.warn(
+            "{what} {peer}: {why}",
+            what="timed out",
+            peer=describe(connection.peer),
+            why="queue timeout",
+        )
         connection.refuse()
 
     def _leaveQueue(self, connection: LimitedConnection) -> None:
@@ -259,6 +301,8 @@ class LimitedConnection(PassThrough):
     @ivar group: the peer's L{peer_group}, if there is a per-peer limit.
     @ivar state: L{HELD} (also before the limit decides), L{ACTIVE},
         L{CLOSING} (refused) or L{GONE}.
+    @ivar readingPaused: whether reading stopped because the held bytes
+        reached the hold buffer.
     """
 
     HELD, ACTIVE, CLOSING, GONE = "held", "active", "closing", "gone"
@@ -272,10 +316,10 @@ class LimitedConnection(PassThrough):
         self.group: Hashable = None
         self.arrivedAt = 0.0
         self.holdTimer: Optional[IDelayedCall] = None
-        self._closeTimer: Optional[IDelayedCall] = None
+        self._closeTimer: Optional[CloseDeadline] = None
         self._heldData: List[bytes] = []
         self._heldBytes = 0
-        self._readingPaused = False
+        self.readingPaused = False
         self._inputEnded = False
 
     def connectionMade(self) -> None:
@@ -298,9 +342,10 @@ class LimitedConnection(PassThrough):
         elif self.state == self.HELD:
             self._heldData.append(data)
             self._heldBytes += len(data)
-            if self._heldBytes >= self.limit.holdBuffer and not self._readingPaused:
-                self._readingPaused = True
+            if self._heldBytes >= self.limit.holdBuffer and not self.readingPaused:
+                self.readingPaused = True
                 self.transport.pauseProducing()
+                self.limit.readingPaused()
 
     def readConnectionLost(self) -> None:
         """
@@ -351,8 +396,8 @@ class LimitedConnection(PassThrough):
         and deliver what the client sent (and its half-close) while held.
         """
         self.state = self.ACTIVE
-        if self._readingPaused:
-            self._readingPaused = False
+        if self.readingPaused:
+            self.readingPaused = False
             self.transport.resumeProducing()
         held, self._heldData = b"".join(self._heldData), []
         if not self.startWrapped(self.addr, self.transport, held):
@@ -371,40 +416,3 @@ class LimitedConnection(PassThrough):
         self._closeTimer = close_politely(
             self.transport, self.limit.clock, self.limit.closeTimeout
         )
-
-
-class _RateLimitedLog:
-    """
-    Log refusals at most once per interval, counting the ones not logged, so
-    that a flood of connections cannot flood the log.
-    """
-
-    def __init__(self, log: Logger, clock: IReactorTime, interval: float) -> None:
-        self.log = log
-        self.clock = clock
-        self.interval = interval
-        self.quietUntil = 0.0
-        self.unlogged = 0
-        self.summary: Optional[IDelayedCall] = None
-
-    def note(self, what: str, peer: Optional[IAddress], why: str) -> None:
-        now = self.clock.seconds()
-        if now < self.quietUntil:
-            self.unlogged += 1
-            if self.summary is None:
-                self.summary = self.clock.callLater(
-                    self.quietUntil - now, self._summarize
-                )
-            return
-        self.quietUntil = now + self.interval
-        self.log.warn("{what} {peer}: {why}", what=what, peer=describe(peer), why=why)
-
-    def _summarize(self) -> None:
-        self.summary = None
-        self.log.warn(
-            "{count} more connections rejected or timed out in the last {interval}s",
-            count=self.unlogged,
-            interval=self.interval,
-        )
-        self.unlogged = 0
-        self.quietUntil = self.clock.seconds() + self.interval

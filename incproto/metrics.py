@@ -123,10 +123,18 @@ def registry_of(collector: Any) -> CollectorRegistry:
     return registry
 
 
+# A scrape takes milliseconds: a connection silent this long (an idle
+# keep-alive, or a request that stopped half-sent) is closed.
+REQUEST_TIMEOUT = 10.0
+# At most this many scrapers at once (more wait, then are closed): a metrics
+# port left open to the world costs a bounded number of descriptors.
+MAX_SCRAPERS = 16
+
+
 def _site(resource: Resource) -> Site:
     root = Resource()
     root.putChild(b"metrics", resource)
-    site = Site(root)
+    site = Site(root, timeout=REQUEST_TIMEOUT)
     site.noisy = False
     return site
 

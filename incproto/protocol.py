@@ -26,10 +26,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from incproto.closing import cancel, close_politely
+from incproto.closing import CloseDeadline, cancel, close_politely
 from incproto.handlers import IncrementHandler, IPayloadHandler
 from incproto.offload import OrderedWork, Workers
 from incproto.parser import extract_payload
+from incproto.sockets import unacknowledged
 from incproto.wrapping import describe, global_reactor
 
 GREETING = b"*"
@@ -79,9 +80,10 @@ class IncrementProtocol(Protocol):
         self._draining = False
         self._inputEnded = False
         self._closeReason: Optional[str] = None
-        self._linger: Optional[IDelayedCall] = None
+        self._linger: Optional[CloseDeadline] = None
         self._idleTimer: Optional[IDelayedCall] = None
         self._lastActivity = 0.0
+        self._acknowledged = 0
         self._openedAt = 0.0
 
     def connectionMade(self) -> None:
@@ -106,6 +108,7 @@ class IncrementProtocol(Protocol):
                 limit=factory.workBuffer,
             )
         self._write(GREETING)
+        self._acknowledged = self.bytesSent  # the peer's kernel, not its reading
 
     def dataReceived(self, data: bytes) -> None:
         """
@@ -193,8 +196,9 @@ class IncrementProtocol(Protocol):
         waits for the write buffer to drain, and while a paused producer is
         registered a drained buffer resumes the producer instead of closing.
         If the client is still sending, see L{incproto.closing}: the sending
-        side is shut down and input discarded until the client closes, for
-        at most C{factory.closeTimeout} seconds.
+        side is shut down and input discarded until the client closes.  A
+        client that neither reads what it is owed nor closes for
+        C{factory.closeTimeout} seconds is aborted.
 
         @param why: the reason, logged and counted when the connection closes.
         """
@@ -207,12 +211,12 @@ class IncrementProtocol(Protocol):
             self._work.cancel()
         if self._producing:
             self.transport.unregisterProducer()
+        clock, timeout = self.factory.clock, self.factory.closeTimeout
         if self._inputEnded:
             self.transport.loseConnection()
+            self._linger = CloseDeadline(self.transport, clock, timeout)
         else:
-            self._linger = close_politely(
-                self.transport, self.factory.clock, self.factory.closeTimeout
-            )
+            self._linger = close_politely(self.transport, clock, timeout)
 
     # IPushProducer: the transport calls these as its write buffer fills and
     # drains; they stop and start reading from the client.
@@ -252,9 +256,19 @@ class IncrementProtocol(Protocol):
             self.finish(SHUTDOWN)
 
     def _checkIdle(self) -> None:
+        """
+        Close the connection if no traffic went either way for
+        C{idleTimeout} seconds; bytes the client acknowledged since the last
+        check (it is reading, however slowly) count as traffic.
+        """
         timeout = self.factory.idleTimeout
         assert timeout is not None
-        idle = self.factory.clock.seconds() - self._lastActivity
+        now = self.factory.clock.seconds()
+        left = unacknowledged(self.transport)
+        if left is not None and self.bytesSent - left > self._acknowledged:
+            self._acknowledged = self.bytesSent - left
+            self._lastActivity = now
+        idle = now - self._lastActivity
         if idle >= timeout:
             self._idleTimer = None
             self.finish(IDLE_TIMEOUT)

@@ -33,6 +33,7 @@ from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
 from incproto.closing import cancel
+from incproto.quietlog import RateLimitedLog
 from incproto.wrapping import FactoryWrapper, PassThrough, describe, global_reactor
 
 V1_PREFIX = b"PROXY "
@@ -40,6 +41,7 @@ V1_MAX_LENGTH = 107  # the longest v1 header, CRLF included
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 V2_MAX_LENGTH = 16 + 4096  # more address/TLV data than any proxy sends
 DEFAULT_HEADER_TIMEOUT = 30.0
+REFUSAL_LOG_INTERVAL = 10.0
 
 Address = Union[IPv4Address, IPv6Address, UNIXAddress]
 
@@ -193,24 +195,38 @@ class ProxyProtocol(PassThrough):
 
     def connectionMade(self) -> None:
         """
-        Give the proxy C{headerTimeout} seconds to send the header.
+        Give the proxy C{headerTimeout} seconds to send the header, unless
+        C{maxPending} connections are waiting for theirs already.
         """
-        self._headerTimer = self.factory.clock.callLater(
-            self.factory.headerTimeout, self._refuse, "no PROXY header in time"
+        factory = self.factory
+        if factory.maxPending is not None and factory.pending >= factory.maxPending:
+            self._refuse("too many connections waiting for a PROXY header")
+            return
+        factory.pending += 1
+        self._headerTimer = factory.clock.callLater(
+            factory.headerTimeout, self._refuse, "no PROXY header in time"
         )
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
         Pass the loss through, if the wrapped protocol started.
         """
-        cancel(self._headerTimer)
+        self._headerDone()
         super().connectionLost(reason)
 
+    def _headerDone(self) -> None:
+        """The header arrived, or never will: no longer pending."""
+        if self._headerTimer is not None:
+            cancel(self._headerTimer)
+            self._headerTimer = None
+            self.factory.pending -= 1
+
     def _refuse(self, why: str) -> None:
-        self.log.info(
+        self.factory.refused += 1
+        self.factory.refusals.warn(
             "closing {peer}: {why}", peer=describe(self.transport.getPeer()), why=why
         )
-        cancel(self._headerTimer)
+        self._headerDone()
         self._refused = True
         self.transport.loseConnection()
 
@@ -234,7 +250,7 @@ class ProxyProtocol(PassThrough):
             self._buffered = buffered
             return
         peer, host, length = parsed
-        cancel(self._headerTimer)
+        self._headerDone()
         transport = ProxiedTransport(self.transport, peer, host)
         if not self.startWrapped(transport.getPeer(), transport, buffered[length:]):
             self.transport.loseConnection()
@@ -253,22 +269,47 @@ class ProxyFactory(FactoryWrapper):
     """
     Wrap C{wrappedFactory} so that its protocols start after a PROXY header
     and see the proxied addresses.
+
+    @ivar pending: connections waiting for their PROXY header now.
+    @ivar refused: connections closed without a valid header, in total.
     """
+
+    log = Logger()
 
     def __init__(
         self,
         wrappedFactory: IProtocolFactory,
         clock: Optional[IReactorTime] = None,
         headerTimeout: float = DEFAULT_HEADER_TIMEOUT,
+        maxPending: Optional[int] = None,
     ) -> None:
         """
         @param clock: the time source; the global reactor by default.
         @param headerTimeout: seconds a connection may take to send its
             PROXY header before it is closed.
+        @param maxPending: how many connections may wait for their header
+            at once (beyond it they are closed at once), or C{None} for no
+            bound but the header timeout.  A L{ConnectionLimit} inside
+            counts connections only once their header has named the client.
         """
         super().__init__(wrappedFactory)
         self.clock = clock if clock is not None else global_reactor()
         self.headerTimeout = headerTimeout
+        self.maxPending = maxPending
+        self.pending = 0
+        self.refused = 0
+        self.refusals = RateLimitedLog(
+            self.log,
+            self.clock,
+            REFUSAL_LOG_INTERVAL,
+            "{count} more connections closed for their PROXY header "
+            "in the last {interval}s",
+        )
+
+    def doStop(self) -> None:
+        """Stop the wrapped factory and the log summary."""
+        self.refusals.stop()
+        super().doStop()
 
     def buildProtocol(self, addr: IAddress) -> ProxyProtocol:
         """A L{ProxyProtocol} for every connection."""
@@ -291,12 +332,19 @@ class ProxyEndpoint:
         wrappedEndpoint: IStreamServerEndpoint,
         clock: Optional[IReactorTime] = None,
         headerTimeout: float = DEFAULT_HEADER_TIMEOUT,
+        maxPending: Optional[int] = None,
     ) -> None:
+        """
+        See L{ProxyFactory} for the parameters.
+        """
         self.wrappedEndpoint = wrappedEndpoint
         self.clock = clock
         self.headerTimeout = headerTimeout
+        self.maxPending = maxPending
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         """Listen on the wrapped endpoint with a L{ProxyFactory}."""
-        factory = ProxyFactory(protocolFactory, self.clock, self.headerTimeout)
+        factory = ProxyFactory(
+            protocolFactory, self.clock, self.headerTimeout, self.maxPending
+        )
         return self.wrappedEndpoint.listen(factory)

@@ -24,7 +24,8 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from incproto.wrapping import describe
+from incproto.accepting import DEFAULT_ACCEPTS_PER_TURN, AcceptControl
+from incproto.wrapping import describe, global_reactor
 
 
 class ListenError(SystemExit, Exception):
@@ -47,6 +48,7 @@ class ListeningService(Service):
     @ivar description: how the endpoint is named in messages.
     @ivar what: what listens, for the log ("incproto", "metrics").
     @ivar port: the listening port, once listening.
+    @ivar accepting: the port's L{AcceptControl}, once listening.
     """
 
     log = Logger()
@@ -57,12 +59,23 @@ class ListeningService(Service):
         factory: IProtocolFactory,
         description: str,
         what: str = "incproto",
+        clock: Optional[IReactorTime] = None,
+        acceptsPerTurn: Optional[int] = DEFAULT_ACCEPTS_PER_TURN,
     ) -> None:
+        """
+        @param clock: the time source for accept back-off; the global
+            reactor by default.
+        @param acceptsPerTurn: connections accepted at most per reactor
+            turn (see L{AcceptControl}), or C{None} for Twisted's batches.
+        """
         self.endpoint = endpoint
         self.factory = factory
         self.description = description
         self.what = what
+        self.clock = clock
+        self.acceptsPerTurn = acceptsPerTurn
         self.port: Optional[IListeningPort] = None
+        self.accepting: Optional[AcceptControl] = None
         self._listening: Optional[Deferred[IListeningPort]] = None
 
     def privilegedStartService(self) -> None:
@@ -113,6 +126,8 @@ class ListeningService(Service):
         super().stopService()
         listening, self._listening = self._listening, None
         port, self.port = self.port, None
+        if self.accepting is not None:
+            self.accepting.stop()
         if port is not None:
             return port.stopListening()
         if listening is not None:
@@ -121,6 +136,8 @@ class ListeningService(Service):
 
     def _listened(self, port: IListeningPort) -> IListeningPort:
         self.port = port
+        clock = self.clock if self.clock is not None else global_reactor()
+        self.accepting = AcceptControl(port, clock, self.acceptsPerTurn)
         address = port.getHost()
         self.log.info(
             "{what} listening on {address}",

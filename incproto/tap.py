@@ -328,8 +328,14 @@ class IncprotoService(SequentialMultiService):
 
 
 def _metrics_listener(reactor: Any, description: str, site: Any) -> ListeningService:
+    from incproto.metrics import MAX_SCRAPERS
+
     metrics = ListeningService(
-        serverFromString(reactor, description), site, description, what="metrics"
+        serverFromString(reactor, description),
+        ConnectionLimit(site, MAX_SCRAPERS, queueSize=MAX_SCRAPERS, clock=reactor),
+        description,
+        what="metrics",
+        clock=reactor,
     )
     metrics.setName("metrics")
     return metrics
@@ -384,6 +390,10 @@ def makeService(
     elif endpoint is None:
         endpoint = serverFromString(reactor, description)
     limit = options["max-connections"]
+    if isinstance(endpoint, ProxyEndpoint) and limit is not None:
+        # The limit counts a connection once its header names the client;
+        # until then, hold no more than the limit would admit and queue.
+        endpoint.maxPending = limit + options["queue"]
     FileLimitService(limit + options["queue"] + 64 if limit else 0).setServiceParent(
         service
     )
@@ -427,7 +437,7 @@ def makeService(
         _metrics_listener(
             reactor, options["metrics"], metrics_site(service.collector)
         ).setServiceParent(service)
-    listener = ListeningService(endpoint, factory, options["port"])
+    listener = ListeningService(endpoint, factory, options["port"], clock=reactor)
     listener.setName("incproto")
     listener.setServiceParent(service)
     return service

@@ -172,7 +172,7 @@ class WorkerPool(Service):
         @param killTimeout: seconds from SIGTERM to SIGKILL on stop.
         """
         self.listener = ListeningService(
-            SharedSocketEndpoint(description), Factory(), name
+            SharedSocketEndpoint(description), Factory(), name, clock=reactor
         )
         self.options = list(options)
         self.count = count

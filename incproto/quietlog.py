@@ -1,0 +1,65 @@
+# -*- test-case-name: tests.test_limit,tests.test_accepting,tests.test_proxy -*-
+"""A log line that a flood cannot turn into a flood of log lines."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from incproto.closing import cancel
+
+
+class RateLimitedLog:
+    """
+    Log warnings of one kind at most once per C{interval} seconds; at the end
+    of an interval in which some were not logged, log how many.
+
+    @ivar unlogged: events not logged in the current interval.
+    """
+
+    def __init__(
+        self, log: Logger, clock: IReactorTime, interval: float, summary: str
+    ) -> None:
+        """
+        @param log: where to log.
+        @param clock: the time source.
+        @param interval: seconds between logged events.
+        @param summary: the format of the summary line; it may use
+            C{{count}} and C{{interval}}.
+        """
+        self.log = log
+        self.clock = clock
+        self.interval = interval
+        self.summary = summary
+        self.unlogged = 0
+        self._quietUntil = 0.0
+        self._summaryCall: Optional[IDelayedCall] = None
+
+    def warn(self, format: str, **fields: Any) -> None:
+        """
+        Log this event, unless one was logged less than C{interval} seconds
+        ago: then only count it.
+        """
+        now = self.clock.seconds()
+        if now < self._quietUntil:
+            self.unlogged += 1
+            if self._summaryCall is None:
+                self._summaryCall = self.clock.callLater(
+                    self._quietUntil - now, self._summarize
+                )
+            return
+        self._quietUntil = now + self.interval
+        self.log.warn(format, **fields)
+
+    def stop(self) -> None:
+        """Cancel the pending summary."""
+        cancel(self._summaryCall)
+        self._summaryCall = None
+
+    def _summarize(self) -> None:
+        self._summaryCall = None
+        self.log.warn(self.summary, count=self.unlogged, interval=self.interval)
+        self.unlogged = 0
+        self._quietUntil = self.clock.seconds() + self.interval
