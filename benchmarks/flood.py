@@ -50,9 +50,7 @@ def flood_binary() -> str:
     return str(binary)
 
 
-def rates(
-    server: ServerProcess, seconds: float, fill: int
-) -> Tuple[float, float, str]:
+def rates(server: ServerProcess, seconds: float, fill: int) -> Tuple[float, float, str]:
     """
     Round trips/s of the pingers calm, then under the flood; once the
     pingers are admitted, C{fill} idle clients take the other slots and
@@ -119,7 +117,8 @@ def main() -> None:
                 flush=True,
             )
     for mode in modes:
-        print(f"{mode}: median flooded/calm ratio {statistics.median(ratios[mode]):.2f}")
+        median = statistics.median(ratios[mode])
+        print(f"{mode}: median flooded/calm ratio {median:.2f}")
 
 
 if __name__ == "__main__":

@@ -26,12 +26,16 @@ class CloseDeadline:
     L{unacknowledged}); once nothing is left to send, the deadline is final.
 
     It can be cancelled like an C{IDelayedCall} (see L{cancel}).
+
+    @ivar expired: whether the deadline passed and the connection was
+        aborted.
     """
 
     def __init__(self, transport: Any, clock: IReactorTime, timeout: float) -> None:
         self.transport = transport
         self.clock = clock
         self.timeout = timeout
+        self.expired = False
         self._left = unacknowledged(transport)
         self._timer = clock.callLater(timeout, self._check)
 
@@ -49,6 +53,7 @@ class CloseDeadline:
             self._left = left
             self._timer = self.clock.callLater(self.timeout, self._check)
         else:
+            self.expired = True
             self.transport.abortConnection()
 
 

@@ -131,20 +131,23 @@ REQUEST_TIMEOUT = 10.0
 MAX_SCRAPERS = 16
 
 
-def _site(resource: Resource) -> Site:
+def _site(resource: Resource, reactor: Any) -> Site:
     root = Resource()
     root.putChild(b"metrics", resource)
-    site = Site(root, timeout=REQUEST_TIMEOUT)
+    site = Site(root, timeout=REQUEST_TIMEOUT, reactor=reactor)
     site.noisy = False
     return site
 
 
-def metrics_site(collector: Any) -> Site:
+def metrics_site(collector: Any, reactor: Any = None) -> Site:
     """
     A web site serving C{collector}'s metrics at /metrics, from a registry
     of its own.
+
+    @param reactor: the time source for request timeouts; the global
+        reactor by default.
     """
-    return _site(MetricsResource(registry_of(collector)))
+    return _site(MetricsResource(registry_of(collector)), reactor)
 
 
 class WorkersCollector:
@@ -214,6 +217,8 @@ class WorkersMetricsResource(Resource):
         return NOT_DONE_YET
 
 
-def workers_metrics_site(scrape: Callable[[], Deferred[WorkersCollector]]) -> Site:
+def workers_metrics_site(
+    scrape: Callable[[], Deferred[WorkersCollector]], reactor: Any = None
+) -> Site:
     """A web site serving the workers' merged metrics at /metrics."""
-    return _site(WorkersMetricsResource(scrape))
+    return _site(WorkersMetricsResource(scrape), reactor)

@@ -39,6 +39,7 @@ GREETING = b"*"
 CLIENT_CLOSED = "client closed"
 CONNECTION_LOST = "connection lost"
 IDLE_TIMEOUT = "idle timeout"
+CLOSE_TIMEOUT = "close timeout"
 HANDLER_ERROR = "handler error"
 SHUTDOWN = "shutdown"
 SERVER_CLOSED = "server closed"
@@ -169,7 +170,9 @@ class IncrementProtocol(Protocol):
         if self._work is not None:
             self._work.cancel()
         why = self._closeReason
-        if why is None:
+        if self._linger is not None and self._linger.expired:
+            why = CLOSE_TIMEOUT
+        elif why is None:
             clean = self._inputEnded or reason.check(ConnectionDone)
             why = CLIENT_CLOSED if clean else CONNECTION_LOST
         self.factory.closed(self, why, self.factory.clock.seconds() - self._openedAt)

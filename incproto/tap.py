@@ -380,7 +380,7 @@ def makeService(
         pool.setServiceParent(service)
         if options["metrics"] is not None:
             _metrics_listener(
-                reactor, options["metrics"], workers_metrics_site(pool.scrape)
+                reactor, options["metrics"], workers_metrics_site(pool.scrape, reactor)
             ).setServiceParent(service)
         return service
     if endpoint is None and description.startswith("haproxy:"):
@@ -435,7 +435,7 @@ def makeService(
     )
     if options["metrics"] is not None:
         _metrics_listener(
-            reactor, options["metrics"], metrics_site(service.collector)
+            reactor, options["metrics"], metrics_site(service.collector, reactor)
         ).setServiceParent(service)
     listener = ListeningService(endpoint, factory, options["port"], clock=reactor)
     listener.setName("incproto")

@@ -58,6 +58,15 @@ class ObservedLimit(ConnectionLimit):
         super().left(connection, wasActive)
         self._changed()
 
+    def readingPaused(self) -> None:
+        super().readingPaused()
+        self._changed()
+
+    @property
+    def readingPausedCount(self) -> int:
+        """Held connections whose reading is paused by the hold buffer."""
+        return sum(c.readingPaused for c in self._queue)
+
 
 def listen(
     factory: Any, description: str = "tcp:0:interface=127.0.0.1"

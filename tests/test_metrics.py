@@ -9,9 +9,19 @@ from typing import Any, Dict, Generator
 
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.web.client import Agent, readBody
 
+from incproto import IncrementFactory
+from incproto.metrics import (
+    MAX_SCRAPERS,
+    REQUEST_TIMEOUT,
+    IncprotoCollector,
+    metrics_site,
+)
 from incproto.tap import Options, makeService
 from tests.helpers import Client, connect, within
 from tests.processes import run_command, script
@@ -89,3 +99,37 @@ def test_metrics_port_taken_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Traceback" not in output
     assert f"incproto: cannot listen on tcp:{busy}:interface=127.0.0.1: " in output
+
+
+def test_a_silent_or_half_sent_request_is_closed() -> None:
+    """A scrape connection that goes quiet, even mid-request, is closed."""
+    clock = Clock()
+    site = metrics_site(IncprotoCollector(IncrementFactory(clock=clock)), clock)
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(b"GET /metr")
+    clock.advance(REQUEST_TIMEOUT - 1)
+    assert not transport.disconnecting
+    clock.advance(1)
+    assert transport.disconnecting
+
+
+def test_scrapers_are_capped() -> None:
+    """At most MAX_SCRAPERS connections are served, as many wait, the rest
+    are closed."""
+    clock = Clock()
+    argv = ["--port", "tcp:0", "--metrics", "tcp:0"]
+    service = makeService(Options.parse(argv), reactor=clock)
+    factory = service.getServiceNamed("metrics").factory
+    transports = []
+    for _ in range(2 * MAX_SCRAPERS + 1):
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        transports.append(StringTransport())
+        protocol.makeConnection(transports[-1])
+    assert (factory.active, factory.held, factory.rejected) == (
+        MAX_SCRAPERS,
+        MAX_SCRAPERS,
+        1,
+    )
+    assert transports[-1].disconnecting

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import List, Tuple
+from typing import Any, Dict, List, Tuple
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import providedBy
 
@@ -20,6 +23,8 @@ from incproto.proxy import (
     parse_proxy_header,
 )
 from tests.fakes import HalfCloseableTransport
+
+DONE = Failure(ConnectionDone())
 
 V1 = b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n"
 
@@ -206,3 +211,53 @@ class ProxyProtocolTests(SynchronousTestCase):
             transports.append(transport)
         self.assertEqual([t.value() for t in transports], [b"*", b"", b"*"])
         self.assertTrue(transports[1].write_closed)
+
+
+class PendingHeaderTests(SynchronousTestCase):
+    """Connections still waiting for their PROXY header are bounded."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.factory = ProxyFactory(
+            IncrementFactory(clock=self.clock), self.clock, 5.0, maxPending=2
+        )
+
+    def connect(self) -> Tuple[ProxyProtocol, HalfCloseableTransport]:
+        address = IPv4Address("TCP", "127.0.0.1", 1)
+        protocol = self.factory.buildProtocol(address)
+        transport = HalfCloseableTransport(peerAddress=address)
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_beyond_the_bound_connections_are_closed_at_once(self) -> None:
+        (first, _), (_, second) = self.connect(), self.connect()
+        _, third = self.connect()
+        self.assertEqual(
+            (second.disconnecting, third.disconnecting, self.factory.pending),
+            (False, True, 2),
+        )
+        self.assertEqual(self.factory.refused, 1)
+        first.dataReceived(V1)  # its header names the client: no longer pending
+        _, fourth = self.connect()
+        self.assertFalse(fourth.disconnecting)
+
+    def test_timeouts_and_losses_free_their_place(self) -> None:
+        self.connect()
+        self.connect()
+        self.clock.advance(5.0)  # both time out
+        self.assertEqual(self.factory.pending, 0)
+        self.connect()[0].connectionLost(DONE)
+        self.assertEqual(self.factory.pending, 0)
+
+    def test_refusals_are_logged_at_a_limited_rate(self) -> None:
+        events: List[Dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.factory.headerTimeout = 60.0
+        for _ in range(2 + 100):
+            self.connect()
+        closing = [e for e in events if e.get("log_format", "").startswith("closing")]
+        self.assertEqual(len(closing), 1)
+        self.clock.advance(10.0)
+        [summary] = [e for e in events if "more connections" in e["log_format"]]
+        self.assertEqual(summary["count"], 99)
