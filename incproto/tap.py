@@ -180,9 +180,11 @@ class Options(usage.Options):
             "handler",
             None,
             DEFAULT_HANDLER,
-            "The payload handler, as package.module:name (an IPayloadHandler, "
-            "or a callable that returns one). incproto.handlers:hashing and "
-            "incproto.handlers:pure_python are CPU-heavy demos.",
+            "The payload handler, as module:name: a function bytes -> bytes, an "
+            "IPayloadHandler, or a callable that returns one. The module is "
+            "imported from sys.path or the current directory. "
+            "incproto.handlers:hashing and incproto.handlers:pure_python are "
+            "CPU-heavy demos.",
         ],
         [
             "threads",
@@ -272,7 +274,8 @@ class Options(usage.Options):
                 pickle.dumps(self["handler"])
             except Exception as e:
                 raise usage.UsageError(
-                    f"--processes needs a picklable handler: {_reason(e)}"
+                    "--processes needs a picklable handler (a module-level "
+                    f"function, or an instance of a module-level class): {_reason(e)}"
                 ) from None
         self["endpoint"] = endpoint_description(self["port"], self["backlog"])
         metrics = self["metrics"]

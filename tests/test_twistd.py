@@ -270,3 +270,40 @@ def test_pools_serve_and_stop_cleanly(tmp_path: Path, pool: List[str]) -> None:
     assert process.stop() == -signal.SIGTERM
     assert "Traceback" not in process.output, process.output
     assert [pid for pid in workers if alive(pid)] == []
+
+
+@pytest.mark.parametrize("pool", [[], ["--processes", "2"]])
+def test_function_handler_from_the_current_directory(
+    tmp_path: Path, pool: List[str]
+) -> None:
+    """
+    C{--handler mymod:f} with C{def f(payload: bytes) -> bytes} in the
+    directory twistd runs from: found without PYTHONPATH, and (a
+    module-level function pickles) run in a process pool too.
+    """
+    (tmp_path / "mymod.py").write_text(
+        "def f(payload: bytes) -> bytes:\n    return payload.upper()\n"
+    )
+    process = ServerProcess(
+        [*TWISTD, "incproto", "--port", LOOPBACK, "--handler", "mymod:f", *pool],
+        tmp_path,
+    )
+    try:
+        assert half_close_round_trip(process.port, b"^abc$x^de") == b"*ABCDE"
+    finally:
+        assert process.stop() == -signal.SIGTERM
+    assert "Traceback" not in process.output, process.output
+
+
+def test_handler_errors_are_one_line(tmp_path: Path) -> None:
+    (tmp_path / "mymod.py").write_text(
+        "def make():\n    raise RuntimeError('no config')\n"
+    )
+    result = run_command([*TWISTD, "incproto", "--handler", "mymod:make"], tmp_path)
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    assert (
+        output.strip()
+        .splitlines()[-1]
+        .endswith(": --handler mymod:make: mymod:make() raised RuntimeError: no config")
+    )
