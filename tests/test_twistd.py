@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Generator, List
 
@@ -307,3 +308,40 @@ def test_handler_errors_are_one_line(tmp_path: Path) -> None:
         .splitlines()[-1]
         .endswith(": --handler mymod:make: mymod:make() raised RuntimeError: no config")
     )
+
+
+def test_tls_port_without_the_tls_extra_names_the_fix(tmp_path: Path) -> None:
+    """As if pyOpenSSL were not installed: twist says how to install it."""
+    hide_openssl = (
+        "import sys; sys.modules['OpenSSL'] = None; "
+        "from twisted.application.twist._twist import Twist; "
+        "sys.argv[0] = 'twist'; Twist.main()"
+    )
+    port = "ssl:0:privateKey=key.pem:certKey=cert.pem"
+    result = run_command(
+        [sys.executable, "-c", hide_openssl, "incproto", "--port", port], tmp_path
+    )
+    assert result.returncode == 64
+    assert "Traceback" not in result.stdout + result.stderr
+    assert (
+        f"Error: --port {port}: TLS needs pyOpenSSL, which is not installed: "
+        "pip install 'incproto[tls]' (" in result.stderr
+    )
+
+
+def test_metrics_port_in_use_names_metrics(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_command(
+            [*TWISTD, "incproto", "--port", LOOPBACK, "--metrics", str(port)],
+            tmp_path,
+        )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "Traceback" not in output
+    assert (
+        f"incproto: cannot listen on tcp:{port}:interface=127.0.0.1 (--metrics): "
+        f"Couldn't listen on 127.0.0.1:{port}: [Errno 98] Address already in use."
+    ) in output
