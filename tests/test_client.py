@@ -3,6 +3,7 @@ its modes over real TCP against incproto and against broken servers."""
 
 from __future__ import annotations
 
+import io
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -17,6 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
+import incproto
 from incproto import IncrementFactory
 from incproto.client.check import ProtocolError, ReplyCheck
 from incproto.client.cli import parse
@@ -30,7 +32,7 @@ from incproto.client.modes import (
     Series,
     Stream,
 )
-from incproto.client.report import merge, summary
+from incproto.client.report import ProgressLine, merge, summary
 from incproto.client.stats import Histogram, histogram_of
 from incproto.client.timeline import timeline_svg
 from incproto.limit import ConnectionLimit
@@ -126,19 +128,71 @@ def test_the_mode_comes_first_and_defaults_to_series() -> None:
 
 
 @pytest.mark.parametrize(
-    "argv",
-    [["ping", "-c", "0", "h", "1"], ["h"], ["stream", "-n", "2", "h", "1"],
-     ["ping", "--processes", "2", "--timeline", "x.svg", "h", "1"],
-     ["--insecure", "h", "1"]],
+    ("argv", "reason"),
+    [(["ping", "-c", "0", "h", "1"], "-c/--connections: 0 is not more than 0"),
+     (["h"], "the following arguments are required: port"),
+     (["stream", "-n", "2", "h", "1"], "stream has no -n option"),
+     (["burst", "--processes", "2", "h", "1"],
+      "burst has no --processes option (it goes with ping, churn)"),
+     (["--insecure", "h", "1"], "--ca and --insecure go with --tls"),
+     (["pnig", "127.0.0.1", "9090"], "unknown mode 'pnig' (did you mean ping?)"),
+     (["-n", "2", "--quiet", "flood", "127.0.0.1", "9090"],
+      "expected HOST PORT, got flood 127.0.0.1 9090"),
+     (["--quiet", "ping", "127.0.0.1", "9090"],
+      "the mode comes first: incproto-client ping [options] HOST PORT"),
+     (["flood", "127.0.0.1", "9090"],
+      "unknown mode 'flood' (choose from series, ping, stream, burst, churn)"),
+     (["ping", "h", "1", "2"], "expected HOST PORT, got h 1 2"),
+     (["stream", "--timeline", "t.svg", "127.0.0.1", "9090"],
+      "stream has no --timeline option (it goes with series, burst)"),
+     (["ping", "--timeline=t.svg", "127.0.0.1", "9090"],
+      "ping has no --timeline option"),
+     (["127.0.0.1", "70000"], "70000 is not a TCP port (1 to 65535)"),
+     (["burst", "--hold", "-1", "h", "1"], "--hold: -1 is negative"),
+     (["-n", "2", "--timeline", "/nonexistent/t.svg", "h", "1"],
+      "--timeline /nonexistent/t.svg: no such directory: /nonexistent"),
+     (["--timeline", "/", "h", "1"], "--timeline /: is a directory"),
+     (["--tls", "--ca", "/nonexistent.pem", "h", "1"],
+      "cannot read the authority /nonexistent.pem")],
 )  # fmt: skip
 def test_bad_usage_exits_2_with_one_line(
-    argv: List[str], capsys: pytest.CaptureFixture[str]
+    argv: List[str], reason: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exit:
         parse(argv)
     assert exit.value.code == 2
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and error.startswith("incproto-client: error:")
+    assert error.count("\n") == 1 and error.startswith("incproto-client")
+    assert ": error: " in error and reason in error
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit:
+        parse(["--version"])
+    assert exit.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"incproto-client {incproto.__version__} (Twisted ")
+
+
+def test_quantiles_never_exceed_what_was_observed() -> None:
+    """A log bucket's upper edge can lie above the largest duration."""
+    for waits in ([0.00123], [0.002, 0.0021], [0.5] * 10):
+        histogram = histogram_of(waits)
+        for percent in (1, 50, 99, 100):
+            value = histogram.percentile(percent)
+            assert value is not None and min(waits) <= value <= max(waits)
+        merged = Histogram.from_json(histogram.to_json())
+        assert merged.percentile(100) == max(waits)
+
+
+def test_progress_line_is_cut_to_the_terminal() -> None:
+    out = io.StringIO()
+    line = ProgressLine(out, columns=lambda: 20)
+    line.show("1,000/1,000 greeted, 999 done, 12,345 messages")
+    shown = out.getvalue().rsplit("\x1b[K", 1)[1]
+    assert len(shown) == 19 and shown.endswith("\u2026")
+    line.show("short")
+    assert out.getvalue().endswith("\x1b[Kshort")
 
 
 # Modes over real TCP ----------------------------------------------------------
