@@ -77,7 +77,7 @@ def test_compare_help_is_whole() -> None:
     assert "raises it for the\nrun, says so on standard error, and restores" in (
         done.stdout
     )
-    lines = done.stdout.splitlines() + [""]
+    lines = [*done.stdout.splitlines(), ""]
     options = [i for i, line in enumerate(lines) if line.startswith("  --")]
     undocumented = [
         lines[i]
