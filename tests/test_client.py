@@ -7,6 +7,7 @@ import io
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Generator, List
 
 import pytest
@@ -34,7 +35,7 @@ from incproto.client.modes import (
 )
 from incproto.client.report import ProgressLine, merge, summary
 from incproto.client.stats import Histogram, histogram_of
-from incproto.client.timeline import timeline_svg
+from incproto.client.timeline import ordinal, timeline_svg
 from incproto.limit import ConnectionLimit
 from tests.helpers import listen, within
 from tests.test_parser import reference
@@ -245,6 +246,64 @@ def test_series_against_a_limit_of_two_shows_the_third_waiting() -> Generator[
         max(waiting) == waiting[[c.number for c in run.connections].index(third.number)]
     )
     assert max(waiting) > 100 * min(waiting)
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_failure_that_ended_the_run_is_reported() -> Generator[Any, Any, None]:
+    """
+    The second client waits behind a limit of one past the timeout; the
+    run then aborts the first, which must not be blamed on the server.
+    """
+    limited = listen(ConnectionLimit(IncrementFactory(), 1))
+    try:
+        port = limited.getHost().port
+        error = yield failure_of(Series(target(port), 2, timeout=0.5).run())
+    finally:
+        limited.stopListening()
+    assert error == "connection 2: no greeting within 0.5 s"
+
+
+def fake_connections(count: int, origin: float) -> List[Any]:
+    """Connections of a burst, as the timeline reads them: arriving over
+    0.1 s from 1 s after the origin, greeted 0.2 s later, closed at 2 s."""
+    return [
+        SimpleNamespace(
+            number=n,
+            started=origin + 1 + n / count / 10,
+            greetedAt=origin + 1.2 + n / count / 10,
+            closedAt=origin + 2.0,
+            events=[(origin + 1.3, "sent", b"^a$")],
+        )
+        for n in range(1, count + 1)
+    ]
+
+
+def test_timeline_of_a_thousand_connections() -> None:
+    """Sampled with the right ordinal, about 700 px tall, titled axes, a
+    legend, and no blank stretch before the first arrival."""
+    svg = ET.fromstring(timeline_svg(fake_connections(1000, 50.0), 50.0, "burst"))
+    assert 600 <= int(svg.get("height", 0)) <= 800
+    texts = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+    assert texts[0] == "burst (every 5th of 1,000 connections)"
+    legend = ["waiting for the greeting", "served (greeted until closed)"]
+    for label in ["seconds since the run started", "connection", *legend]:
+        assert label in texts
+    rects = svg.findall("{http://www.w3.org/2000/svg}rect")
+    assert len(rects) == 3 + 2 * 200
+    first_bar = float(rects[3].get("x", 0))
+    assert first_bar == 78  # the plot starts at the first arrival, 1 s in
+    assert "1.1" in texts and "2.0" in texts and "0.0" not in texts
+
+
+def test_timeline_ordinals() -> None:
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 23, 101)] == [
+        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd",
+        "23rd", "101st",
+    ]  # fmt: skip
+    texts = ET.fromstring(timeline_svg(fake_connections(600, 0.0), 0.0, "t"))
+    assert next(texts.iter("{http://www.w3.org/2000/svg}text")).text == (
+        "t (every 3rd of 600 connections)"
+    )
 
 
 @pytest_twisted.inlineCallbacks
