@@ -279,7 +279,7 @@ def check_development(argv: List[str]) -> None:
         for module in argv[3:]:
             assert importlib.util.find_spec(module), module
         return
-    if program in ("ruff", "mypy"):
+    if program in ("ruff", "mypy", "pydoctor"):
         assert re.search(rf'"{program}[>=<"]', setup) or (
             program == "mypy" and "mypy-zope" in setup
         ), program
@@ -303,7 +303,7 @@ def run_pipeline(command: Command, port: int) -> None:
 
 
 SERVERS = ("twistd", "twist")
-DEVELOPMENT = ("python3", "python", "pip", "ruff", "mypy", "bash")
+DEVELOPMENT = ("python3", "python", "pip", "ruff", "mypy", "pydoctor", "bash")
 
 
 @pytest.mark.parametrize("command", commands(), ids=lambda c: c.id)
@@ -319,7 +319,7 @@ def test_documented_command(
         if argv[0] == "sudo":
             argv.pop(0)
         program = Path(argv[0]).name
-        if program in SERVERS:
+        if program in SERVERS or argv[1:3] == ["-m", "incproto"]:
             run_server(argv, env, scratch(tmp_path))
         elif program == "systemd-socket-activate":
             run_socket_activated(argv, tmp_path)

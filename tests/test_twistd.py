@@ -345,3 +345,17 @@ def test_metrics_port_in_use_names_metrics(tmp_path: Path) -> None:
         f"incproto: cannot listen on tcp:{port}:interface=127.0.0.1 (--metrics): "
         f"Couldn't listen on 127.0.0.1:{port}: [Errno 98] Address already in use."
     ) in output
+
+
+def test_python_m_incproto_serves_as_twist_does(tmp_path: Path) -> None:
+    process = ServerProcess(
+        [sys.executable, "-m", "incproto", "--port", LOOPBACK], tmp_path
+    )
+    try:
+        assert half_close_round_trip(process.port, b"^abc$") == b"*bcd"
+    finally:
+        assert process.stop() == -signal.SIGTERM
+    assert "Traceback" not in process.output, process.output
+    usage = run_command([sys.executable, "-m", "incproto", "--bogus"], tmp_path)
+    assert usage.returncode == 64
+    assert "Error: option --bogus not recognized" in usage.stderr
