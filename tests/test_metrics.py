@@ -88,4 +88,7 @@ def test_metrics_port_taken_is_one_line(tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 1
     assert "Traceback" not in output
-    assert f"incproto: cannot listen on tcp:{busy}:interface=127.0.0.1: " in output
+    assert (
+        f"incproto: cannot listen on tcp:{busy}:interface=127.0.0.1 (--metrics): "
+        in output
+    )
