@@ -14,6 +14,23 @@ HERE = Path(__file__).parent
 VERSION = re.search(
     r'__version__ = "([^"]+)"', (HERE / "incproto" / "_version.py").read_text()
 ).group(1)
+# The project's home. The repository has no configured remote; change this
+# one line if it is published elsewhere.
+REPOSITORY = "https://github.com/incproto/incproto"
+
+
+def long_description() -> str:
+    """
+    The README, with its relative links made absolute, so that they work
+    where the package index shows it (off the repository).
+    """
+    readme = (HERE / "README.md").read_text(encoding="utf-8")
+    return re.sub(
+        r"\]\((?!https?://|#)([^)\s]+)\)",
+        lambda link: f"]({REPOSITORY}/blob/main/{link.group(1)})",
+        readme,
+    )
+
 
 # cryptography 44 and later ship no PyPy 3.9 wheels (building one needs Rust).
 TLS_REQUIRES = [
@@ -28,6 +45,8 @@ TEST_REQUIRES = [
     "setuptools>=70.1",  # builds wheels without the wheel package (packaging test)
 ]
 LINT_REQUIRES = ["ruff>=0.5", "mypy-zope>=1.0"]
+# The API reference (pydoctor reads its settings from pyproject.toml).
+DOCS_REQUIRES = ["pydoctor>=23.9"]
 # benchmarks/compare.py's uvloop reference server (no PyPy wheels).
 BENCH_REQUIRES = ['uvloop>=0.17; platform_python_implementation == "CPython"']
 
@@ -35,9 +54,18 @@ setup(
     name="incproto",
     version=VERSION,
     description="The increment protocol as a production-grade Twisted service.",
-    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description=long_description(),
     long_description_content_type="text/markdown",
     license="MIT",
+    url=REPOSITORY,
+    project_urls={
+        "Source": REPOSITORY,
+        "Documentation": f"{REPOSITORY}/tree/main/docs",
+        "Protocol": f"{REPOSITORY}/blob/main/docs/protocol.md",
+        "Changelog": f"{REPOSITORY}/blob/main/CHANGELOG.md",
+        "Issues": f"{REPOSITORY}/issues",
+    },
+    keywords=["twisted", "tcp", "server", "protocol", "twistd"],
     python_requires=">=3.9",
     # An explicit root package_dir makes editable installs add the project
     # root to sys.path (a static .pth), where Twisted's plugin scan finds
@@ -50,13 +78,25 @@ setup(
     extras_require={
         "tls": TLS_REQUIRES,
         "test": TEST_REQUIRES,
-        "dev": TEST_REQUIRES + LINT_REQUIRES,
+        "dev": TEST_REQUIRES + LINT_REQUIRES + DOCS_REQUIRES,
+        "docs": DOCS_REQUIRES,
         "bench": BENCH_REQUIRES,
     },
+    # The Python versions CI runs: CPython 3.11, and PyPy 3.9 (Debian's pypy3).
     classifiers=[
+        "Development Status :: 4 - Beta",
         "Framework :: Twisted",
+        "Intended Audience :: Developers",
+        "Intended Audience :: System Administrators",
+        "Operating System :: POSIX :: Linux",
         "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.9",
+        "Programming Language :: Python :: 3.11",
         "Programming Language :: Python :: Implementation :: CPython",
         "Programming Language :: Python :: Implementation :: PyPy",
+        "Topic :: Internet",
+        "Topic :: System :: Networking",
+        "Typing :: Typed",
     ],
 )

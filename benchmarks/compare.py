@@ -46,11 +46,17 @@ server; a figure above it would mean the generator, not the server, set it.
 
 Writes DIR/compare.json, DIR/compare.md and DIR/compare.svg (default
 benchmarks/results/).
+
+Kernel settings: burst's 10,000 connects need listen backlogs that hold
+them, so where net.core.somaxconn or net.ipv4.tcp_max_syn_backlog is below
+16384 (and /proc/sys is writable, as root), compare.py raises it for the
+run, says so on standard error, and restores the old value when it ends.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
@@ -90,14 +96,40 @@ MODES: Dict[str, tuple[List[str], str, str, bool]] = {
 BACKLOG = "16384"
 
 
-def raise_kernel_backlogs() -> None:
+def raise_kernel_backlogs(
+    root: Path = Path("/proc/sys"),
+) -> Callable[[], None]:
+    """
+    Raise the kernel's listen backlog limits to BACKLOG where they are
+    lower, saying so; return the function that puts the old values back.
+    """
+    changed: List[tuple[Path, str]] = []
     for name in ("net/core/somaxconn", "net/ipv4/tcp_max_syn_backlog"):
-        path = Path("/proc/sys") / name
+        path = root / name
+        setting = name.replace("/", ".")
         try:
-            if int(path.read_text()) < int(BACKLOG):
+            old = path.read_text().strip()
+            if int(old) < int(BACKLOG):
                 path.write_text(BACKLOG)
+                changed.append((path, old))
+                print(
+                    f"raised {setting} from {old} to {BACKLOG} for this run "
+                    "(restored at the end)",
+                    file=sys.stderr,
+                )
         except OSError as e:
-            print(f"warning: cannot raise {name}: {e}", file=sys.stderr)
+            print(f"warning: cannot raise {setting}: {e}", file=sys.stderr)
+
+    def restore() -> None:
+        for path, old in changed:
+            setting = str(path.relative_to(root)).replace("/", ".")
+            try:
+                path.write_text(old)
+                print(f"restored {setting} to {old}", file=sys.stderr)
+            except OSError as e:
+                print(f"warning: cannot restore {setting}: {e}", file=sys.stderr)
+
+    return restore
 
 
 def incproto(twistd: str, *options: str) -> List[str]:
@@ -341,19 +373,41 @@ def write_reports(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/compare.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--runs", type=int, default=3, help="runs per server and mode (default 3)"
+    )
     parser.add_argument("--servers", default="incproto,incproto-quiet,"
                         "incproto-threads,incproto-pypy,asyncio,uvloop,"
-                        "threadpool")  # fmt: skip
-    parser.add_argument("--modes", default="stream,ping,burst,churn")
-    parser.add_argument("--load-processes", type=int, default=2)
+                        "threadpool",
+                        help="comma-separated servers (default: all but "
+                        "incproto-wN)")  # fmt: skip
+    parser.add_argument(
+        "--modes",
+        default="stream,ping,burst,churn",
+        help="comma-separated modes (default: stream,ping,burst,churn)",
+    )
+    parser.add_argument(
+        "--load-processes",
+        type=int,
+        default=2,
+        help="incproto-client processes for ping and churn (default 2)",
+    )
     parser.add_argument(
         "--pypy-twistd",
         help="twistd of a PyPy environment with incproto (default: "
         ".venv-pypy/bin/twistd, made with pypy3 if it is installed)",
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "benchmarks" / "results",
+        help="where to write compare.json, .md and .svg (default benchmarks/results)",
+    )
     parser.add_argument(
         "--render", type=Path, help="only print the tables of a compare.json"
     )
@@ -372,7 +426,8 @@ def main() -> None:
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited
-    raise_kernel_backlogs()
+    restore_kernel = raise_kernel_backlogs()
+    atexit.register(restore_kernel)
     commands = server_commands(args.pypy_twistd or pypy_twistd())
     names = [n for n in args.servers.split(",") if n in commands]
     if "uvloop" in names:

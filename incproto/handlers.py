@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-from typing import Any
+import inspect
+import os
+import sys
+import types
+from typing import Any, Callable, Optional
 
+from twisted.python.components import registerAdapter
 from zope.interface import Interface, implementer
 
 from incproto.parser import increment
@@ -108,35 +113,162 @@ class PurePythonHandler:
         return f"PurePythonHandler(rounds={self.rounds})"
 
 
+@implementer(IPayloadHandler)
+class FunctionHandler:
+    """
+    A plain function C{bytes -> bytes} as an L{IPayloadHandler}: what
+    C{--handler module:function} gives, and the registered adapter from
+    functions, so C{IPayloadHandler(f)} works.
+
+    It pickles as a reference to the function, so a module-level function
+    can run in a process pool.
+
+    @ivar function: the function, called with each run of payload.
+    """
+
+    def __init__(self, function: Callable[[bytes], bytes]) -> None:
+        self.function = function
+
+    def transform(self, payload: bytes) -> bytes:
+        """
+        Call the function.
+
+        @raise TypeError: if it returns anything but bytes.
+        """
+        reply = self.function(payload)
+        if not isinstance(reply, bytes):
+            raise TypeError(
+                f"{_describe(self.function)} returned {type(reply).__name__}, not bytes"
+            )
+        return reply
+
+    def __repr__(self) -> str:
+        return f"FunctionHandler({_describe(self.function)})"
+
+
+def _describe(function: Callable[..., Any]) -> str:
+    module = getattr(function, "__module__", None)
+    name = getattr(function, "__qualname__", None) or repr(function)
+    return f"{module}.{name}" if module else name
+
+
+registerAdapter(FunctionHandler, types.FunctionType, IPayloadHandler)
+
 # Ready-made instances, for --handler incproto.handlers:NAME.
 increment_handler = IncrementHandler()
 hashing = HashingHandler()
 pure_python = PurePythonHandler()
 
 
+def _import(module_name: str) -> Any:
+    """
+    Import C{module_name} from C{sys.path} or, failing that, from the
+    current directory, which is then appended to C{sys.path} (so that
+    process-pool workers, which inherit C{sys.path}, find it too).
+
+    @raise ValueError: with a one-line reason if it cannot be imported.
+    """
+    top = module_name.partition(".")[0]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        here = os.getcwd()
+        if e.name != top or here in map(os.path.abspath, sys.path):
+            raise ValueError(f"cannot import {module_name}: {e}") from None
+        sys.path.append(here)
+    except Exception as e:
+        raise ValueError(f"cannot import {module_name}: {_reason(e)}") from None
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        sys.path.remove(here)
+        if e.name == top:
+            raise ValueError(
+                f"cannot import {module_name}: no such module on sys.path "
+                f"or in the current directory ({here})"
+            ) from None
+        raise ValueError(f"cannot import {module_name}: {e}") from None
+    except Exception as e:
+        raise ValueError(f"cannot import {module_name}: {_reason(e)}") from None
+
+
+def _reason(error: BaseException) -> str:
+    """An exception as one line: its type and its message's first line."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _arity(found: Callable[..., Any]) -> Optional[int]:
+    """
+    0 if C{found} can be called with no arguments, 1 if with one positional
+    argument only, C{None} if neither or unknown.
+    """
+    try:
+        signature = inspect.signature(found)
+    except (TypeError, ValueError):
+        return None
+    for arguments in ((), (b"",)):
+        try:
+            signature.bind(*arguments)
+        except TypeError:
+            continue
+        return len(arguments)
+    return None
+
+
 def load_handler(name: str) -> IPayloadHandler:
     """
     Find a handler by dotted name, C{package.module:attribute}.
 
-    The attribute is either an L{IPayloadHandler} provider or a callable
-    that returns one when called with no arguments (a class, say).
+    The module is imported from C{sys.path}, or else from the current
+    directory.  The attribute is one of:
+
+      - an L{IPayloadHandler} provider;
+      - a function of one argument, C{bytes -> bytes}: it is the handler's
+        C{transform} (adapted by L{FunctionHandler});
+      - a class, or a callable of no arguments, that returns either of those.
 
     @raise ValueError: with a one-line reason if C{name} names no handler.
     """
     module_name, colon, attribute = name.partition(":")
     if not colon or not module_name or not attribute:
         raise ValueError(f"{name!r} is not of the form package.module:name")
-    try:
-        found: Any = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ValueError(f"cannot import {module_name}: {e}") from None
+    found: Any = _import(module_name)
     for part in attribute.split("."):
         try:
             found = getattr(found, part)
         except AttributeError:
             raise ValueError(f"{module_name} has no {attribute}") from None
-    if not IPayloadHandler.providedBy(found) and callable(found):
-        found = found()
-    if not IPayloadHandler.providedBy(found):
-        raise ValueError(f"{name} does not provide IPayloadHandler")
-    return found
+    if IPayloadHandler.providedBy(found):
+        return found
+    if not callable(found):
+        raise ValueError(
+            f"{name} is a {type(found).__name__}, not a handler: give a "
+            "function bytes -> bytes or an IPayloadHandler"
+        )
+    arity = 0 if isinstance(found, type) else _arity(found)
+    if arity == 1:
+        return FunctionHandler(found)
+    if arity is None:
+        raise ValueError(
+            f"{name} takes neither one argument (the payload bytes) nor none "
+            "(a factory of handlers)"
+        )
+    try:
+        made = found()
+    except Exception as e:
+        raise ValueError(f"{name}() raised {_reason(e)}") from None
+    if IPayloadHandler.providedBy(made):
+        return made
+    if callable(made) and _arity(made) == 1 and not hasattr(made, "transform"):
+        return FunctionHandler(made)
+    if callable(getattr(made, "transform", None)):
+        raise ValueError(
+            f"{name}() made a {type(made).__name__} with a transform method but "
+            "no declaration: decorate its class with "
+            "@zope.interface.implementer(incproto.handlers.IPayloadHandler)"
+        )
+    raise ValueError(
+        f"{name}() returned {type(made).__name__}, not an IPayloadHandler or a "
+        "function bytes -> bytes"
+    )

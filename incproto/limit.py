@@ -102,7 +102,7 @@ class ConnectionLimit(FactoryWrapper):
         probeInterval: float = 1.0,
     ) -> None:
         """
-        @param wrappedFactory: any L{IProtocolFactory}.
+        @param wrappedFactory: any C{IProtocolFactory}.
         @param maxConnections: how many wrapped protocols may run at once.
         @param queueSize: how many connections may wait for a slot; 0
             rejects every connection beyond the limit.

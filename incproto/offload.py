@@ -172,7 +172,7 @@ class Workers(Service):
 
 class ThreadWorkers(Workers):
     """
-    A dedicated L{ThreadPool} of C{size} threads (not the reactor's shared
+    A dedicated C{ThreadPool} of C{size} threads (not the reactor's shared
     pool), started by C{startService} and stopped by C{stopService}.
     """
 

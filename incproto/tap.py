@@ -10,6 +10,7 @@ options into an C{IService}, so the same wiring works from code::
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 import sys
@@ -148,16 +149,16 @@ class Options(usage.Options):
             None,
             None,
             "Serve at most this many connections at once; hold the rest in a "
-            "queue (see --queue). No limit by default.",
+            "queue (see --queue). No limit by default",
             _positive_int,
         ],
         [
             "queue",
             None,
-            DEFAULT_QUEUE_SIZE,
+            None,
             "With --max-connections: how many connections may wait, accepted "
             "but not greeted, for a free slot; beyond it they are closed. 0 "
-            "rejects at once.",
+            f"rejects at once. {DEFAULT_QUEUE_SIZE} by default",
             _non_negative_int,
         ],
         [
@@ -165,7 +166,7 @@ class Options(usage.Options):
             None,
             None,
             "With --max-connections: close a connection that waited this long "
-            "in the queue. No timeout by default.",
+            "in the queue. No timeout by default",
             _positive_float,
         ],
         [
@@ -173,23 +174,25 @@ class Options(usage.Options):
             None,
             None,
             "With --max-connections: at most this many connections (served and "
-            "waiting) from one client address.",
+            "waiting) from one client address",
             _positive_int,
         ],
         [
             "handler",
             None,
             DEFAULT_HANDLER,
-            "The payload handler, as package.module:name (an IPayloadHandler, "
-            "or a callable that returns one). incproto.handlers:hashing and "
-            "incproto.handlers:pure_python are CPU-heavy demos.",
+            "The payload handler, as module:name: a function bytes -> bytes, an "
+            "IPayloadHandler, or a callable that returns one. The module is "
+            "imported from sys.path or the current directory. "
+            "incproto.handlers:hashing and incproto.handlers:pure_python are "
+            "CPU-heavy demos.",
         ],
         [
             "threads",
             None,
             None,
             "Run the handler in a dedicated pool of this many threads (for "
-            "handlers that release the GIL). Inline on the reactor by default.",
+            "handlers that release the GIL). Inline on the reactor by default",
             _positive_int,
         ],
         [
@@ -197,7 +200,7 @@ class Options(usage.Options):
             None,
             None,
             "Run the handler in a pool of this many processes (for handlers "
-            "that hold the GIL).",
+            "that hold the GIL). Inline on the reactor by default",
             _positive_int,
         ],
         [
@@ -212,7 +215,7 @@ class Options(usage.Options):
             None,
             None,
             "Close connections with no traffic either way for this many "
-            "seconds. Off by default.",
+            "seconds. Off by default",
             _positive_float,
         ],
         [
@@ -221,7 +224,7 @@ class Options(usage.Options):
             None,
             "Serve the port from this many worker processes, supervised by "
             "this one (restarted if they die, drained on shutdown). Limits "
-            "apply per worker. One process by default.",
+            "apply per worker. One process by default",
             _positive_int,
         ],
         [
@@ -257,9 +260,11 @@ class Options(usage.Options):
         Check that C{--port} names an endpoint, without listening yet.
         """
         if self["max-connections"] is None:
-            for option in ("queue-timeout", "max-per-peer"):
+            for option in ("queue", "queue-timeout", "max-per-peer"):
                 if self[option] is not None:
                     raise usage.UsageError(f"--{option} needs --max-connections")
+        elif self["queue"] is None:
+            self["queue"] = DEFAULT_QUEUE_SIZE
         if self["threads"] is not None and self["processes"] is not None:
             raise usage.UsageError("--threads and --processes exclude each other")
         self.handlerName: str = self["handler"]
@@ -272,7 +277,8 @@ class Options(usage.Options):
                 pickle.dumps(self["handler"])
             except Exception as e:
                 raise usage.UsageError(
-                    f"--processes needs a picklable handler: {_reason(e)}"
+                    "--processes needs a picklable handler (a module-level "
+                    f"function, or an instance of a module-level class): {_reason(e)}"
                 ) from None
         self["endpoint"] = endpoint_description(self["port"], self["backlog"])
         metrics = self["metrics"]
@@ -309,7 +315,35 @@ def _check_endpoint(option: str, given: str, description: str) -> None:
         # daemonizes, without importing the global reactor here.
         serverFromString(cast(Any, None), description)
     except Exception as e:
-        raise usage.UsageError(f"{option} {given}: {_reason(e)}") from None
+        raise usage.UsageError(
+            f"{option} {given}: {_explain(description, e)}"
+        ) from None
+
+
+def _explain(description: str, error: Exception) -> str:
+    """Why an endpoint description failed to parse, in one line that names
+    the fix where incproto knows it."""
+    kind = description[8:] if description.startswith("haproxy:") else description
+    kind = kind.split(":", 1)[0]
+    if kind == "ssl" and isinstance(error, ImportError):
+        return (
+            "TLS needs pyOpenSSL, which is not installed: "
+            f"pip install 'incproto[tls]' ({_reason(error)})"
+        )
+    if kind == "systemd" and isinstance(error, (KeyError, IndexError)):
+        chosen = re.search("(name|index)=([^:]*)", description)
+        which = f"{chosen.group(1)} {chosen.group(2)!r}" if chosen else "given"
+        if "LISTEN_FDS" not in os.environ:
+            return (
+                f"systemd passed no socket of {which}: not started by systemd "
+                "socket activation (LISTEN_FDS is not set)"
+            )
+        names = os.environ.get("LISTEN_FDNAMES", "")
+        return (
+            f"systemd passed no socket of {which} "
+            f"(LISTEN_FDS={os.environ['LISTEN_FDS']}, LISTEN_FDNAMES={names})"
+        )
+    return _reason(error)
 
 
 def _reason(error: Exception) -> str:
@@ -333,7 +367,7 @@ def _metrics_listener(reactor: Any, description: str, site: Any) -> ListeningSer
     metrics = ListeningService(
         serverFromString(reactor, description),
         ConnectionLimit(site, MAX_SCRAPERS, queueSize=MAX_SCRAPERS, clock=reactor),
-        description,
+        f"{description} (--metrics)",
         what="metrics",
         clock=reactor,
     )

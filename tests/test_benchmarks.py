@@ -66,3 +66,45 @@ def test_committed_results_render(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "| incproto |" in done.stdout and "vs uvloop" in done.stdout
     assert saved.with_suffix(".svg").read_text().startswith("<svg")
+
+
+def test_compare_help_is_whole() -> None:
+    done = run_command(
+        [sys.executable, str(ROOT / "benchmarks" / "compare.py"), "--help"], ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert "with\nincproto-client's load modes; one command" in done.stdout
+    assert "raises it for the\nrun, says so on standard error, and restores" in (
+        done.stdout
+    )
+    lines = [*done.stdout.splitlines(), ""]
+    options = [i for i, line in enumerate(lines) if line.startswith("  --")]
+    undocumented = [
+        lines[i]
+        for i in options
+        if len(lines[i].split()) < 3 and not lines[i + 1].startswith(" " * 20)
+    ]
+    assert len(options) >= 9 and not undocumented, undocumented
+
+
+def test_compare_raises_the_kernel_backlogs_and_restores_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks.compare import raise_kernel_backlogs
+
+    (tmp_path / "net" / "core").mkdir(parents=True)
+    (tmp_path / "net" / "ipv4").mkdir()
+    somaxconn = tmp_path / "net" / "core" / "somaxconn"
+    syn_backlog = tmp_path / "net" / "ipv4" / "tcp_max_syn_backlog"
+    somaxconn.write_text("4096\n")
+    syn_backlog.write_text("32768\n")
+    restore = raise_kernel_backlogs(tmp_path)
+    assert somaxconn.read_text() == "16384"
+    assert syn_backlog.read_text() == "32768\n"  # already enough: untouched
+    restore()
+    assert somaxconn.read_text() == "4096"
+    assert capsys.readouterr().err.splitlines() == [
+        "raised net.core.somaxconn from 4096 to 16384 for this run "
+        "(restored at the end)",
+        "restored net.core.somaxconn to 4096",
+    ]

@@ -3,9 +3,11 @@ its modes over real TCP against incproto and against broken servers."""
 
 from __future__ import annotations
 
+import io
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Generator, List
 
 import pytest
@@ -17,6 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
+import incproto
 from incproto import IncrementFactory
 from incproto.client.check import ProtocolError, ReplyCheck
 from incproto.client.cli import parse
@@ -30,9 +33,9 @@ from incproto.client.modes import (
     Series,
     Stream,
 )
-from incproto.client.report import merge, summary
+from incproto.client.report import ProgressLine, merge, summary
 from incproto.client.stats import Histogram, histogram_of
-from incproto.client.timeline import timeline_svg
+from incproto.client.timeline import ordinal, timeline_svg
 from incproto.limit import ConnectionLimit
 from tests.helpers import listen, within
 from tests.test_parser import reference
@@ -126,19 +129,71 @@ def test_the_mode_comes_first_and_defaults_to_series() -> None:
 
 
 @pytest.mark.parametrize(
-    "argv",
-    [["ping", "-c", "0", "h", "1"], ["h"], ["stream", "-n", "2", "h", "1"],
-     ["ping", "--processes", "2", "--timeline", "x.svg", "h", "1"],
-     ["--insecure", "h", "1"]],
+    ("argv", "reason"),
+    [(["ping", "-c", "0", "h", "1"], "-c/--connections: 0 is not more than 0"),
+     (["h"], "the following arguments are required: port"),
+     (["stream", "-n", "2", "h", "1"], "stream has no -n option"),
+     (["burst", "--processes", "2", "h", "1"],
+      "burst has no --processes option (it goes with ping, churn)"),
+     (["--insecure", "h", "1"], "--ca and --insecure go with --tls"),
+     (["pnig", "127.0.0.1", "9090"], "unknown mode 'pnig' (did you mean ping?)"),
+     (["-n", "2", "--quiet", "flood", "127.0.0.1", "9090"],
+      "expected HOST PORT, got flood 127.0.0.1 9090"),
+     (["--quiet", "ping", "127.0.0.1", "9090"],
+      "the mode comes first: incproto-client ping [options] HOST PORT"),
+     (["flood", "127.0.0.1", "9090"],
+      "unknown mode 'flood' (choose from series, ping, stream, burst, churn)"),
+     (["ping", "h", "1", "2"], "expected HOST PORT, got h 1 2"),
+     (["stream", "--timeline", "t.svg", "127.0.0.1", "9090"],
+      "stream has no --timeline option (it goes with series, burst)"),
+     (["ping", "--timeline=t.svg", "127.0.0.1", "9090"],
+      "ping has no --timeline option"),
+     (["127.0.0.1", "70000"], "70000 is not a TCP port (1 to 65535)"),
+     (["burst", "--hold", "-1", "h", "1"], "--hold: -1 is negative"),
+     (["-n", "2", "--timeline", "/nonexistent/t.svg", "h", "1"],
+      "--timeline /nonexistent/t.svg: no such directory: /nonexistent"),
+     (["--timeline", "/", "h", "1"], "--timeline /: is a directory"),
+     (["--tls", "--ca", "/nonexistent.pem", "h", "1"],
+      "cannot read the authority /nonexistent.pem")],
 )  # fmt: skip
 def test_bad_usage_exits_2_with_one_line(
-    argv: List[str], capsys: pytest.CaptureFixture[str]
+    argv: List[str], reason: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exit:
         parse(argv)
     assert exit.value.code == 2
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and error.startswith("incproto-client: error:")
+    assert error.count("\n") == 1 and error.startswith("incproto-client")
+    assert ": error: " in error and reason in error
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit:
+        parse(["--version"])
+    assert exit.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"incproto-client {incproto.__version__} (Twisted ")
+
+
+def test_quantiles_never_exceed_what_was_observed() -> None:
+    """A log bucket's upper edge can lie above the largest duration."""
+    for waits in ([0.00123], [0.002, 0.0021], [0.5] * 10):
+        histogram = histogram_of(waits)
+        for percent in (1, 50, 99, 100):
+            value = histogram.percentile(percent)
+            assert value is not None and min(waits) <= value <= max(waits)
+        merged = Histogram.from_json(histogram.to_json())
+        assert merged.percentile(100) == max(waits)
+
+
+def test_progress_line_is_cut_to_the_terminal() -> None:
+    out = io.StringIO()
+    line = ProgressLine(out, columns=lambda: 20)
+    line.show("1,000/1,000 greeted, 999 done, 12,345 messages")
+    shown = out.getvalue().rsplit("\x1b[K", 1)[1]
+    assert len(shown) == 19 and shown.endswith("\u2026")
+    line.show("short")
+    assert out.getvalue().endswith("\x1b[Kshort")
 
 
 # Modes over real TCP ----------------------------------------------------------
@@ -191,6 +246,64 @@ def test_series_against_a_limit_of_two_shows_the_third_waiting() -> Generator[
         max(waiting) == waiting[[c.number for c in run.connections].index(third.number)]
     )
     assert max(waiting) > 100 * min(waiting)
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_failure_that_ended_the_run_is_reported() -> Generator[Any, Any, None]:
+    """
+    The second client waits behind a limit of one past the timeout; the
+    run then aborts the first, which must not be blamed on the server.
+    """
+    limited = listen(ConnectionLimit(IncrementFactory(), 1))
+    try:
+        port = limited.getHost().port
+        error = yield failure_of(Series(target(port), 2, timeout=0.5).run())
+    finally:
+        limited.stopListening()
+    assert error == "connection 2: no greeting within 0.5 s"
+
+
+def fake_connections(count: int, origin: float) -> List[Any]:
+    """Connections of a burst, as the timeline reads them: arriving over
+    0.1 s from 1 s after the origin, greeted 0.2 s later, closed at 2 s."""
+    return [
+        SimpleNamespace(
+            number=n,
+            started=origin + 1 + n / count / 10,
+            greetedAt=origin + 1.2 + n / count / 10,
+            closedAt=origin + 2.0,
+            events=[(origin + 1.3, "sent", b"^a$")],
+        )
+        for n in range(1, count + 1)
+    ]
+
+
+def test_timeline_of_a_thousand_connections() -> None:
+    """Sampled with the right ordinal, about 700 px tall, titled axes, a
+    legend, and no blank stretch before the first arrival."""
+    svg = ET.fromstring(timeline_svg(fake_connections(1000, 50.0), 50.0, "burst"))
+    assert 600 <= int(svg.get("height", 0)) <= 800
+    texts = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+    assert texts[0] == "burst (every 5th of 1,000 connections)"
+    legend = ["waiting for the greeting", "served (greeted until closed)"]
+    for label in ["seconds since the run started", "connection", *legend]:
+        assert label in texts
+    rects = svg.findall("{http://www.w3.org/2000/svg}rect")
+    assert len(rects) == 3 + 2 * 200
+    first_bar = float(rects[3].get("x", 0))
+    assert first_bar == 78  # the plot starts at the first arrival, 1 s in
+    assert "1.1" in texts and "2.0" in texts and "0.0" not in texts
+
+
+def test_timeline_ordinals() -> None:
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 23, 101)] == [
+        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd",
+        "23rd", "101st",
+    ]  # fmt: skip
+    texts = ET.fromstring(timeline_svg(fake_connections(600, 0.0), 0.0, "t"))
+    assert next(texts.iter("{http://www.w3.org/2000/svg}text")).text == (
+        "t (every 3rd of 600 connections)"
+    )
 
 
 @pytest_twisted.inlineCallbacks

@@ -78,27 +78,28 @@ def test_systemd_socket_activation(tmp_path: Path, workers: List[str]) -> None:
     assert "Traceback" not in activator.output, activator.output
 
 
-HAPROXY_CONFIG = """\
-global
-    maxconn 2000
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend incproto
-    bind 127.0.0.1:{port}
-    default_backend incproto
-backend incproto
-    balance roundrobin
-    server a 127.0.0.1:{a} send-proxy-v2
-    server b 127.0.0.1:{b} send-proxy-v2
+HAPROXY_CFG = Path(__file__).resolve().parent.parent / "docs" / "deploy" / "haproxy.cfg"
+# For the per-peer check: a frontend that always reaches backend a.
+ONLY_A = """\
 frontend only-a
     bind 127.0.0.1:{only_a}
     default_backend only-a
 backend only-a
     server a 127.0.0.1:{a} send-proxy-v2
 """
+
+
+def haproxy_config(port: int, a: int, b: int, only_a: int) -> str:
+    """docs/deploy/haproxy.cfg on the test's ports, and the only-a frontend."""
+    shipped = HAPROXY_CFG.read_text()
+    for documented, used in [
+        ("bind :9090\n", f"bind 127.0.0.1:{port}\n"),
+        ("127.0.0.1:9091 ", f"127.0.0.1:{a} "),
+        ("127.0.0.1:9092 ", f"127.0.0.1:{b} "),
+    ]:
+        assert shipped.count(documented) == 1, documented
+        shipped = shipped.replace(documented, used)
+    return shipped + ONLY_A.format(only_a=only_a, a=a)
 
 
 @pytest.mark.skipif(not shutil.which("haproxy"), reason="needs haproxy")
@@ -118,9 +119,7 @@ def test_haproxy_in_front_of_two_backends(tmp_path: Path) -> None:
         config = tmp_path / "haproxy.cfg"
         port, only_a = free_port(), free_port()
         config.write_text(
-            HAPROXY_CONFIG.format(
-                port=port, only_a=only_a, a=backends[0].port, b=backends[1].port
-            )
+            haproxy_config(port, backends[0].port, backends[1].port, only_a)
         )
         started.append(
             ServerProcess(

@@ -98,7 +98,10 @@ def test_metrics_port_taken_is_one_line(tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 1
     assert "Traceback" not in output
-    assert f"incproto: cannot listen on tcp:{busy}:interface=127.0.0.1: " in output
+    assert (
+        f"incproto: cannot listen on tcp:{busy}:interface=127.0.0.1 (--metrics): "
+        in output
+    )
 
 
 def test_a_silent_or_half_sent_request_is_closed() -> None:

@@ -3,6 +3,7 @@ installed, and an uninstall that leaves Twisted whole."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import sysconfig
@@ -68,3 +69,37 @@ def test_install_then_uninstall(wheel: Path, tmp_path: Path) -> None:
     assert not client.exists()
     assert run(python, "-c", FIND_PLUGIN).strip() == "[]"
     assert run(python, "-c", "import twisted.plugins, twisted; print('ok')") == "ok\n"
+
+
+def test_metadata_for_the_package_index(wheel: Path) -> None:
+    """Project URLs, the Python versions CI runs, and a README whose links
+    work where the index shows it."""
+    with zipfile.ZipFile(wheel) as archive:
+        [name] = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        metadata = archive.read(name).decode()
+    headers, _, readme = metadata.partition("\n\n")
+    urls = [line for line in headers.splitlines() if line.startswith("Project-URL:")]
+    assert {url.split(":", 1)[1].split(",")[0].strip() for url in urls} >= {
+        "Source", "Documentation", "Changelog", "Issues"
+    }  # fmt: skip
+    for version in ("3.9", "3.11"):
+        assert f"Classifier: Programming Language :: Python :: {version}" in headers
+    assert "Requires-Python: >=3.9" in headers
+    assert "# incproto" in readme
+    links = re.findall(r"\]\(([^)\s]+)\)", readme)
+    assert links and all(link.startswith(("https://", "#")) for link in links), [
+        link for link in links if not link.startswith(("https://", "#"))
+    ]
+
+
+def test_api_reference_builds_without_warnings(tmp_path: Path) -> None:
+    """pydoctor, configured in pyproject.toml, fails on any warning."""
+    pydoctor = Path(sys.executable).parent / "pydoctor"
+    if not pydoctor.exists():
+        pytest.skip("needs pydoctor (the docs extra)")
+    done = subprocess.run(
+        [str(pydoctor), "--html-output", str(tmp_path / "api")],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "api" / "incproto.handlers.FunctionHandler.html").exists()

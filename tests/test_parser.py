@@ -1,4 +1,4 @@
-"""Tests for incproto.parser: PROTOCOL.md's table, and properties against a
+"""Tests for incproto.parser: docs/protocol.md's table, and properties against a
 tiny per-byte reference model over random streams and chunkings."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from incproto.parser import IncrementParser, extract_payload, increment
 
 
 def reference(stream: bytes) -> bytes:
-    """PROTOCOL.md's two-state machine, one byte at a time."""
+    """docs/protocol.md's two-state machine, one byte at a time."""
     out = bytearray()
     in_message = False
     for byte in stream:
@@ -48,7 +48,7 @@ def chunked(draw: st.DrawFn) -> List[bytes]:
 
 class ProtocolTableTests(SynchronousTestCase):
     """
-    Every worked example of PROTOCOL.md, fed on one connection in order.
+    The first worked examples of docs/protocol.md, fed on one connection in order.
     """
 
     def test_table(self) -> None:

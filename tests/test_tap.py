@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from contextlib import redirect_stdout
@@ -21,7 +22,7 @@ from zope.interface import implementer
 
 import incproto
 from incproto.handlers import IncrementHandler, IPayloadHandler, hashing
-from incproto.limit import ConnectionLimit
+from incproto.limit import DEFAULT_QUEUE_SIZE, ConnectionLimit
 from incproto.offload import ProcessWorkers, ThreadWorkers, Workers
 from incproto.protocol import IncrementFactory
 from incproto.proxy import ProxyEndpoint
@@ -100,6 +101,35 @@ class OptionsTests(SynchronousTestCase):
             self.assertRaises(SystemExit, Options.parse, ["--version"])
         self.assertTrue(out.getvalue().startswith(f"incproto {incproto.__version__} "))
 
+    def test_help_has_no_doubled_periods(self) -> None:
+        """Twisted appends ". " and the coercer's doc to the help string."""
+        self.assertNotRegex(str(Options()), r"\.\s*\.")
+
+    def test_systemd_port_outside_systemd(self) -> None:
+        self.patch(os, "environ", {})
+        self.assertUsageError(
+            ["--port", "systemd:domain=INET:name=incproto"],
+            "--port systemd:domain=INET:name=incproto: systemd passed no socket "
+            "of name 'incproto': not started by systemd socket activation "
+            "(LISTEN_FDS is not set)",
+        )
+        self.assertUsageError(
+            ["--port", "systemd:domain=INET:index=0"],
+            "systemd passed no socket of index '0'",
+        )
+
+    def test_systemd_port_not_passed(self) -> None:
+        self.patch(
+            os,
+            "environ",
+            {"LISTEN_FDS": "1", "LISTEN_PID": str(os.getpid()), "LISTEN_FDNAMES": "a"},
+        )
+        self.assertUsageError(
+            ["--port", "systemd:domain=INET:name=incproto"],
+            "systemd passed no socket of name 'incproto' "
+            "(LISTEN_FDS=1, LISTEN_FDNAMES=a)",
+        )
+
     def test_help_documents_every_option(self) -> None:
         usage_text = str(Options())
         for option in ("--port", "--backlog", "--version", "--help"):
@@ -174,9 +204,16 @@ class LimitOptionsTests(SynchronousTestCase):
         self.assertIsInstance(factory, IncrementFactory)
 
     def test_limit_options_need_max_connections(self) -> None:
-        for option in ("--queue-timeout", "--max-per-peer"):
+        for option in ("--queue", "--queue-timeout", "--max-per-peer"):
             error = self.assertRaises(usage.UsageError, Options.parse, [option, "1"])
             self.assertEqual(str(error), f"{option} needs --max-connections")
+
+    def test_queue_default_with_max_connections(self) -> None:
+        options = Options.parse(["--max-connections", "2"])
+        self.assertEqual(options["queue"], DEFAULT_QUEUE_SIZE)
+        self.assertEqual(
+            options.worker_options(), ["--max-connections=2", "--queue=1024"]
+        )
 
     def test_bad_limit_values(self) -> None:
         for argv in (

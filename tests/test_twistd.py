@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Generator, List
 
@@ -270,3 +271,91 @@ def test_pools_serve_and_stop_cleanly(tmp_path: Path, pool: List[str]) -> None:
     assert process.stop() == -signal.SIGTERM
     assert "Traceback" not in process.output, process.output
     assert [pid for pid in workers if alive(pid)] == []
+
+
+@pytest.mark.parametrize("pool", [[], ["--processes", "2"]])
+def test_function_handler_from_the_current_directory(
+    tmp_path: Path, pool: List[str]
+) -> None:
+    """
+    C{--handler mymod:f} with C{def f(payload: bytes) -> bytes} in the
+    directory twistd runs from: found without PYTHONPATH, and (a
+    module-level function pickles) run in a process pool too.
+    """
+    (tmp_path / "mymod.py").write_text(
+        "def f(payload: bytes) -> bytes:\n    return payload.upper()\n"
+    )
+    process = ServerProcess(
+        [*TWISTD, "incproto", "--port", LOOPBACK, "--handler", "mymod:f", *pool],
+        tmp_path,
+    )
+    try:
+        assert half_close_round_trip(process.port, b"^abc$x^de") == b"*ABCDE"
+    finally:
+        assert process.stop() == -signal.SIGTERM
+    assert "Traceback" not in process.output, process.output
+
+
+def test_handler_errors_are_one_line(tmp_path: Path) -> None:
+    (tmp_path / "mymod.py").write_text(
+        "def make():\n    raise RuntimeError('no config')\n"
+    )
+    result = run_command([*TWISTD, "incproto", "--handler", "mymod:make"], tmp_path)
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    assert (
+        output.strip()
+        .splitlines()[-1]
+        .endswith(": --handler mymod:make: mymod:make() raised RuntimeError: no config")
+    )
+
+
+def test_tls_port_without_the_tls_extra_names_the_fix(tmp_path: Path) -> None:
+    """As if pyOpenSSL were not installed: twist says how to install it."""
+    hide_openssl = (
+        "import sys; sys.modules['OpenSSL'] = None; "
+        "from twisted.application.twist._twist import Twist; "
+        "sys.argv[0] = 'twist'; Twist.main()"
+    )
+    port = "ssl:0:privateKey=key.pem:certKey=cert.pem"
+    result = run_command(
+        [sys.executable, "-c", hide_openssl, "incproto", "--port", port], tmp_path
+    )
+    assert result.returncode == 64
+    assert "Traceback" not in result.stdout + result.stderr
+    assert (
+        f"Error: --port {port}: TLS needs pyOpenSSL, which is not installed: "
+        "pip install 'incproto[tls]' (" in result.stderr
+    )
+
+
+def test_metrics_port_in_use_names_metrics(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_command(
+            [*TWISTD, "incproto", "--port", LOOPBACK, "--metrics", str(port)],
+            tmp_path,
+        )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "Traceback" not in output
+    assert (
+        f"incproto: cannot listen on tcp:{port}:interface=127.0.0.1 (--metrics): "
+        f"Couldn't listen on 127.0.0.1:{port}: [Errno 98] Address already in use."
+    ) in output
+
+
+def test_python_m_incproto_serves_as_twist_does(tmp_path: Path) -> None:
+    process = ServerProcess(
+        [sys.executable, "-m", "incproto", "--port", LOOPBACK], tmp_path
+    )
+    try:
+        assert half_close_round_trip(process.port, b"^abc$") == b"*bcd"
+    finally:
+        assert process.stop() == -signal.SIGTERM
+    assert "Traceback" not in process.output, process.output
+    usage = run_command([sys.executable, "-m", "incproto", "--bogus"], tmp_path)
+    assert usage.returncode == 64
+    assert "Error: option --bogus not recognized" in usage.stderr

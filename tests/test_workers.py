@@ -214,7 +214,7 @@ def test_workers_get_every_option_but_workers() -> None:
     )  # fmt: skip
     argv = options.worker_options()
     assert argv == [
-        "--port=haproxy:tcp:9090", "--max-connections=5",
+        "--port=haproxy:tcp:9090", "--max-connections=5", "--queue=1024",
         "--handler=incproto.handlers:hashing", "--threads=2", "--no-connection-log",
     ]  # fmt: skip
     again = Options.parse(argv)

@@ -46,6 +46,8 @@ class Run:
 
     @ivar connections: every connection opened, in order.
     @ivar began: when the run started (C{perf_counter}).
+    @ivar failure: the reason of the first connection that failed, which
+        ended the run.
     """
 
     mode = ""
@@ -64,6 +66,7 @@ class Run:
         self.connections: List[CheckedConnection] = []
         self.began = perf_counter()
         self.failed = False
+        self.failure: Optional[str] = None
         self._watchdog = LoopingCall(self._watch)
         self._watchdog.clock = self.reactor
 
@@ -79,7 +82,7 @@ class Run:
             return result
 
         def check(result: Result) -> Result:
-            error = first_error(self.connections)
+            error = self.failure or first_error(self.connections)
             if error is not None:
                 raise ClientError(error)
             result.update(mode=self.mode, target=self.target.label)
@@ -105,6 +108,8 @@ class Run:
     def _closed(self, connection: CheckedConnection) -> CheckedConnection:
         if connection.error is not None and not self.failed:
             self.failed = True
+            # The cause: connections aborted below fail only because of it.
+            self.failure = connection.error
             self.stopped()
             for other in self.connections:
                 if other.closedAt is None and other.transport is not None:

@@ -5,7 +5,8 @@ the merge of results from several load processes."""
 from __future__ import annotations
 
 import json
-from typing import IO, Any, Dict, List, Optional
+import os
+from typing import IO, Any, Callable, Dict, List, Optional
 
 from incproto.client.stats import Histogram
 
@@ -73,17 +74,25 @@ def merge(results: List[Result]) -> Result:
 
 class ProgressLine:
     """
-    One status line, rewritten in place, on a terminal only.
+    One status line, rewritten in place, on a terminal only.  It is cut to
+    the terminal's width: a line that wrapped could not be rewritten.
 
     @ivar stream: where it is written (standard error).
+    @ivar columns: returns the terminal's width.
     """
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(
+        self, stream: IO[str], columns: Optional[Callable[[], int]] = None
+    ) -> None:
         self.stream = stream
+        self.columns = columns or (lambda: _columns(stream))
         self._shown: Optional[str] = None
 
     def show(self, text: str) -> None:
-        """Replace the line with C{text}."""
+        """Replace the line with C{text}, cut to the terminal's width."""
+        width = max(self.columns() - 1, 1)
+        if len(text) > width:
+            text = text[: width - 1] + "\u2026"
         self.stream.write("\r\x1b[K" + text)
         self.stream.flush()
         self._shown = text
@@ -94,3 +103,11 @@ class ProgressLine:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
             self._shown = None
+
+
+def _columns(stream: IO[str]) -> int:
+    """The width of the terminal C{stream} writes to (80 if unknown)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return 80
