@@ -7,11 +7,13 @@ Twisted's listening ports accept as many connections as are pending each
 time the reactor finds them readable, and raise that batch by 20 every time
 it is used up: under a flood one reactor turn accepts hundreds of
 connections while every served client waits.  L{AcceptControl} makes a port
-accept at most C{perTurn} connections a turn (nginx's default, C{multi_accept
-off}, is one), so the rest wait in the kernel's listen queue (at most the
-listen backlog; beyond it the kernel drops their SYNs and their clients
-retry).  It can also stop a port from accepting at all while something
-downstream is full (L{pause}/L{resume}), as HAProxy does at C{maxconn}.
+accept at most C{perTurn} connections a turn (8 by default: as fast as
+Twisted's batches for connection churn, measured, while a flood gets a
+bounded share of each turn; nginx's C{multi_accept off} is one), so the rest
+wait in the kernel's listen queue (at most the listen backlog; beyond it the
+kernel drops their SYNs and their clients retry).  It can also stop a port
+from accepting for a while (L{pause}/L{resume}): a full L{ConnectionLimit}
+paces its rejections that way.
 
 When the process runs out of descriptors, C{accept()} fails with C{EMFILE}
 and the port stays readable: Twisted logs the failure and tries again on the
@@ -30,7 +32,7 @@ from twisted.logger import Logger, globalLogPublisher
 from incproto.closing import cancel
 from incproto.quietlog import RateLimitedLog
 
-DEFAULT_ACCEPTS_PER_TURN = 1
+DEFAULT_ACCEPTS_PER_TURN = 8
 ACCEPT_ERROR_BACKOFF = 1.0
 ACCEPT_ERROR_LOG_INTERVAL = 10.0
 OUT_OF_DESCRIPTORS = "out of descriptors"

@@ -27,6 +27,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from incproto.accepting import AcceptControl
 from incproto.closing import CloseDeadline, cancel, close_politely
 from incproto.quietlog import RateLimitedLog
 from incproto.sockets import reset_by_peer
@@ -34,6 +35,8 @@ from incproto.wrapping import FactoryWrapper, PassThrough, describe, global_reac
 
 UNIX_PEERS = "unix"
 DEFAULT_QUEUE_SIZE = 1024
+DEFAULT_REJECT_PAUSE = 0.05
+FULL = "connection limit full"
 
 
 def peer_group(address: IAddress) -> Hashable:
@@ -76,6 +79,16 @@ class ConnectionLimit(FactoryWrapper):
     connections (active and held) from one peer, connections are rejected:
     closed with a FIN, never handed to the wrapped factory.
 
+    Rejecting costs nearly what serving costs (accept, a transport, the
+    close), so a flood against a full limit would still take the reactor
+    from the admitted clients.  Given its listening port's
+    L{AcceptControl} (L{watchAccepting}; incproto's
+    L{incproto.service.ListeningService} does this), the limit paces its
+    rejections while full: after each, accepting stops for C{rejectPause}
+    seconds, or until a slot or queue place frees.  Meanwhile new clients
+    wait, ungreeted, in the kernel's listen queue (at most the listen
+    backlog; beyond it their SYNs are dropped and retried).
+
     @ivar wrappedFactory: the factory whose protocols are limited.
     @ivar active: connections whose wrapped protocol is running.
     @ivar peak: the most connections that were active at once.
@@ -100,6 +113,7 @@ class ConnectionLimit(FactoryWrapper):
         closeTimeout: float = 10.0,
         rejectLogInterval: float = 10.0,
         probeInterval: float = 1.0,
+        rejectPause: float = DEFAULT_REJECT_PAUSE,
     ) -> None:
         """
         @param wrappedFactory: any C{IProtocolFactory}.
@@ -119,6 +133,8 @@ class ConnectionLimit(FactoryWrapper):
             once per this many seconds (with a count of those not logged).
         @param probeInterval: seconds between checks of held connections
             whose reading is paused for a reset by their client.
+        @param rejectPause: while full, seconds to stop accepting after a
+            rejection (see L{watchAccepting}).
         @raise ValueError: for a limit or size out of range.
         """
         if maxConnections < 1:
@@ -139,6 +155,9 @@ class ConnectionLimit(FactoryWrapper):
         self.holdBuffer = holdBuffer
         self.closeTimeout = closeTimeout
         self.probeInterval = probeInterval
+        self.rejectPause = rejectPause
+        self.accepting: Optional[AcceptControl] = None
+        self._pacing: Optional[IDelayedCall] = None
         self.active = 0
         self.peak = 0
         self.peakHeld = 0
@@ -180,8 +199,17 @@ class ConnectionLimit(FactoryWrapper):
             self._leaveQueue(connection)
             connection.refuse()
         cancel(self._probe)
+        self._acceptAgain()
         self._refusals.stop()
         super().doStop()
+
+    def watchAccepting(self, accepting: AcceptControl) -> None:
+        """
+        Pace rejections through the L{AcceptControl} of the port this limit
+        listens on: while no slot and no queue place is free, stop accepting
+        for C{rejectPause} seconds after each rejection.
+        """
+        self.accepting = accepting
 
     # Called by LimitedConnection.
 
@@ -194,7 +222,7 @@ class ConnectionLimit(FactoryWrapper):
             self.maxPerPeer is not None
             and self._perPeer.get(group, 0) >= self.maxPerPeer
         ):
-            self._reject(connection, "per-peer limit")
+            self._reject(connection, "per-peer limit", full=False)
         elif self.active < self.maxConnections:
             self._count(group, 1)
             self._admit(connection)
@@ -207,7 +235,9 @@ class ConnectionLimit(FactoryWrapper):
                     self.queueTimeout, self._timeOut, connection
                 )
         else:
-            self._reject(connection, "queue full" if self.queueSize else "limit")
+            self._reject(
+                connection, "queue full" if self.queueSize else "limit", full=True
+            )
 
     def left(self, connection: LimitedConnection, wasActive: bool) -> None:
         """
@@ -220,6 +250,7 @@ class ConnectionLimit(FactoryWrapper):
         else:
             self.abandoned += 1
             self._queue.pop(connection, None)
+        self._acceptAgain()
 
     def readingPaused(self) -> None:
         """
@@ -254,8 +285,11 @@ class ConnectionLimit(FactoryWrapper):
         self.peak = max(self.peak, self.active)
         connection.start()
 
-    def _reject(self, connection: LimitedConnection, why: str) -> None:
+    def _reject(self, connection: LimitedConnection, why: str, full: bool) -> None:
         self.rejected += 1
+        if full and self.accepting is not None and self._pacing is None:
+            self.accepting.pause(FULL)
+            self._pacing = self.clock.callLater(self.rejectPause, self._acceptAgain)
         self._refusals.warn(
             "{what} {peer}: {why}",
             what="rejected",
@@ -264,8 +298,16 @@ class ConnectionLimit(FactoryWrapper):
         )
         connection.refuse()
 
+    def _acceptAgain(self) -> None:
+        """The pause after a rejection is over, or room freed: accept."""
+        cancel(self._pacing)
+        self._pacing = None
+        if self.accepting is not None:
+            self.accepting.resume(FULL)
+
     def _timeOut(self, connection: LimitedConnection) -> None:
         self._leaveQueue(connection)
+        self._acceptAgain()
         self.timedOut += 1
         self._refusals.warn(
             "{what} {peer}: {why}",

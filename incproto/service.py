@@ -138,6 +138,9 @@ class ListeningService(Service):
         self.port = port
         clock = self.clock if self.clock is not None else global_reactor()
         self.accepting = AcceptControl(port, clock, self.acceptsPerTurn)
+        watch = getattr(self.factory, "watchAccepting", None)
+        if watch is not None:  # a ConnectionLimit paces rejections with it
+            watch(self.accepting)
         address = port.getHost()
         self.log.info(
             "{what} listening on {address}",

@@ -14,8 +14,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from incproto import ConnectionLimit, IncrementFactory, IncrementProtocol
+from incproto.accepting import AcceptControl
 from incproto.limit import LimitedConnection, peer_group
 from tests.fakes import HalfCloseableTransport
+from tests.test_accepting import FakePort
 
 DONE = Failure(ConnectionDone())
 
@@ -187,6 +189,42 @@ class RejectionTests(LimitTestCase):
         _, transport = self.connect(limit)
         self.assertTrue(transport.write_closed)
         self.assertEqual((limit.held, limit.rejected), (2, 1))
+
+    def test_a_full_limit_paces_its_rejections(self) -> None:
+        """
+        While full, each rejection stops the port accepting for a while (a
+        flood then costs a bounded share of the reactor); a freed slot or
+        queue place starts it again at once.
+        """
+        limit = self.limit(1, queueSize=1, rejectPause=0.05)
+        port = FakePort()
+        limit.watchAccepting(AcceptControl(port, self.clock))
+        first, _ = self.connect(limit)
+        held, _ = self.connect(limit)
+        self.assertTrue(port.reading)
+        self.connect(limit)  # rejected
+        self.assertFalse(port.reading)
+        self.clock.advance(0.05)
+        self.assertTrue(port.reading)
+        self.connect(limit)
+        self.assertFalse(port.reading)
+        held.connectionLost(DONE)  # a queue place frees
+        self.assertTrue(port.reading)
+        self.connect(limit)  # takes it
+        self.connect(limit)
+        self.assertFalse(port.reading)
+        first.connectionLost(DONE)  # a slot frees
+        self.assertTrue(port.reading)
+        self.assertEqual(limit.rejected, 3)
+
+    def test_per_peer_rejections_do_not_pause_accepting(self) -> None:
+        limit = self.limit(5, maxPerPeer=1)
+        port = FakePort()
+        limit.watchAccepting(AcceptControl(port, self.clock))
+        self.connect(limit)
+        self.connect(limit)
+        self.assertEqual(limit.rejected, 1)
+        self.assertTrue(port.reading)
 
     def test_rejected_client_that_never_closes_is_aborted(self) -> None:
         limit = self.limit(1, queueSize=0, closeTimeout=3.0)
