@@ -75,9 +75,9 @@ class ConnectionLimit(FactoryWrapper):
     paused by the hold buffer, a read cannot see a disconnect, so every
     C{probeInterval} seconds the kernel is asked whether the client reset
     the connection (Linux), and one that did leaves the queue.  Beyond the
-    queue, or beyond C{maxPerPeer}
-    connections (active and held) from one peer, connections are rejected:
-    closed with a FIN, never handed to the wrapped factory.
+    queue, or beyond C{maxPerPeer} connections (active and held) from one
+    peer, connections are rejected: closed with a FIN, never handed to the
+    wrapped factory.
 
     Rejecting costs nearly what serving costs (accept, a transport, the
     close), so a flood against a full limit would still take the reactor
