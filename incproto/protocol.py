@@ -28,7 +28,12 @@ from zope.interface import implementer
 
 from incproto.closing import cancel, close_politely
 from incproto.handlers import IncrementHandler, IPayloadHandler
-from incproto.offload import OrderedWork, Workers
+from incproto.offload import (
+    HandlerTimeoutError,
+    OrderedWork,
+    WorkerLostError,
+    Workers,
+)
 from incproto.parser import extract_payload
 from incproto.wrapping import describe, global_reactor
 
@@ -39,6 +44,8 @@ CLIENT_CLOSED = "client closed"
 CONNECTION_LOST = "connection lost"
 IDLE_TIMEOUT = "idle timeout"
 HANDLER_ERROR = "handler error"
+HANDLER_TIMEOUT = "handler timeout"
+WORKER_LOST = "pool worker lost"
 SHUTDOWN = "shutdown"
 SERVER_CLOSED = "server closed"
 
@@ -264,6 +271,17 @@ class IncrementProtocol(Protocol):
             )
 
     def _handlerFailed(self, failure: Failure) -> None:
+        pool_fault = failure.check(HandlerTimeoutError, WorkerLostError)
+        if pool_fault is not None:
+            # Not the handler's exception: a one-line reason, no traceback.
+            self.log.warn(
+                "{error}; closing the connection from {peer}",
+                error=failure.getErrorMessage(),
+                peer=describe(self.transport.getPeer()),
+            )
+            timeout = pool_fault is HandlerTimeoutError
+            self.finish(HANDLER_TIMEOUT if timeout else WORKER_LOST)
+            return
         self.factory.handlerErrors += 1
         self.log.failure(
             "handler {handler!r} failed; closing the connection from {peer}",

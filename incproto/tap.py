@@ -201,6 +201,16 @@ class Options(usage.Options):
             _positive_int,
         ],
         [
+            "handler-timeout",
+            None,
+            None,
+            "With --threads or --processes: close the connection of a handler "
+            "call that runs longer than this many seconds (a process running "
+            "it is killed and replaced; a thread cannot be: see docs/pools.md). "
+            "No limit by default.",
+            _positive_float,
+        ],
+        [
             "metrics",
             None,
             None,
@@ -262,6 +272,13 @@ class Options(usage.Options):
                     raise usage.UsageError(f"--{option} needs --max-connections")
         if self["threads"] is not None and self["processes"] is not None:
             raise usage.UsageError("--threads and --processes exclude each other")
+        if self["handler-timeout"] is not None and not (
+            self["threads"] or self["processes"]
+        ):
+            raise usage.UsageError(
+                "--handler-timeout needs --threads or --processes (an inline "
+                "handler runs on the reactor thread, which nothing can interrupt)"
+            )
         self.handlerName: str = self["handler"]
         try:
             self["handler"] = load_handler(self["handler"])
@@ -351,14 +368,14 @@ def makeService(
     @return: a service that listens while it runs, and raises
         L{incproto.service.ListenError} from its start if it cannot.  Its
         children stop in order: the listener, then a graceful drain of the
-        connections, then the handler pool, each bounded by
+        connections, then the handler pool, all within one
         C{--drain-timeout}.  With C{--workers}, it is a L{WorkerPool} that
         binds the port and runs that service in each worker process.
     """
     if reactor is None:
         reactor = global_reactor()
     description: str = options["endpoint"]
-    service = IncprotoService()
+    service = IncprotoService(options["drain-timeout"], reactor)
     if options["workers"] is not None and endpoint is None:
         from incproto.metrics import workers_metrics_site
         from incproto.workers import WorkerPool
@@ -369,7 +386,7 @@ def makeService(
             options.worker_options(),
             options["workers"],
             reactor,
-            killTimeout=2 * options["drain-timeout"] + 5,
+            killTimeout=options["drain-timeout"] + 5,
         )
         pool.setServiceParent(service)
         if options["metrics"] is not None:
@@ -396,6 +413,7 @@ def makeService(
             pool_size,
             reactor=reactor,
             drainTimeout=options["drain-timeout"],
+            handlerTimeout=options["handler-timeout"],
         )
         workers.setServiceParent(service)
     increment = IncrementFactory(

@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from incproto import IncrementFactory
 from incproto.handlers import IncrementHandler, IPayloadHandler
-from incproto.offload import OrderedWork, Workers
+from incproto.offload import Job, OrderedWork, Workers
 from tests.fakes import connect_to
 from tests.test_parser import reference
 
@@ -37,8 +37,8 @@ class ManualWorkers(Workers):
         self.jobs: List[Tuple[bytes, Callable[[bool, Any], None]]] = []
         self.stopped: Optional[bool] = None
 
-    def _call(self, payload: bytes, done: Callable[[bool, Any], None]) -> None:
-        self.jobs.append((payload, done))
+    def _call(self, job: Job, done: Callable[[bool, Any], None]) -> None:
+        self.jobs.append((job.payload, done))
 
     def finish(self, index: int = 0) -> None:
         payload, done = self.jobs.pop(index)
