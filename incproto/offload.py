@@ -16,7 +16,6 @@ jobs in any order.
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import signal
@@ -35,6 +34,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from incproto.handlers import IPayloadHandler
+from incproto.signals import die_with_parent
 from incproto.wrapping import global_reactor
 
 DEFAULT_DRAIN_TIMEOUT = 30.0
@@ -43,8 +43,6 @@ WORKER_NICENESS = 10
 GIL_SWITCH_INTERVAL = 0.001
 # Seconds to wait for a pool's processes to stop, beyond the drain.
 STOP_GRACE = 10.0
-# <linux/prctl.h>
-PR_SET_PDEATHSIG = 1
 
 
 class HandlerTimeoutError(Exception):
@@ -89,23 +87,6 @@ def _worker_started(parent: int) -> None:
     die_with_parent(signal.SIGKILL)
     if os.getppid() != parent:
         os._exit(1)
-
-
-def die_with_parent(signum: int) -> bool:
-    """
-    Ask Linux to send this process C{signum} when its parent exits
-    (C{prctl(PR_SET_PDEATHSIG)}; strictly, when the parent's thread that
-    started it exits).
-
-    @return: whether it was set (C{False} off Linux).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
 
 
 class Job:

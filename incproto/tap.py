@@ -41,6 +41,7 @@ from incproto.service import (
     ListeningService,
     SequentialMultiService,
 )
+from incproto.signals import STOP, SignalHandling
 from incproto.wrapping import global_reactor
 
 DEFAULT_PORT = "9090"
@@ -370,10 +371,14 @@ def makeService(
         children stop in order: the listener, then a graceful drain of the
         connections, then the handler pool, all within one
         C{--drain-timeout}.  With C{--workers}, it is a L{WorkerPool} that
-        binds the port and runs that service in each worker process.
+        binds the port and runs that service in each worker process.  Once
+        the reactor runs, L{SignalHandling} makes repeated stop signals
+        quiet and SIGHUP graceful (a stop; with C{--workers} a rolling
+        restart of the workers; ignored in a worker).
     """
     if reactor is None:
         reactor = global_reactor()
+    in_worker = endpoint is not None
     description: str = options["endpoint"]
     service = IncprotoService(options["drain-timeout"], reactor)
     if options["workers"] is not None and endpoint is None:
@@ -393,6 +398,7 @@ def makeService(
             _metrics_listener(
                 reactor, options["metrics"], workers_metrics_site(pool.scrape)
             ).setServiceParent(service)
+        _signals(reactor, pool.reload).setServiceParent(service)
         return service
     if endpoint is None and description.startswith("haproxy:"):
         # incproto's PROXY support starts the protocol with the client's
@@ -448,4 +454,12 @@ def makeService(
     listener = ListeningService(endpoint, factory, options["port"])
     listener.setName("incproto")
     listener.setServiceParent(service)
+    # A worker's SIGHUP is its supervisor's business.
+    _signals(reactor, None if in_worker else STOP).setServiceParent(service)
     return service
+
+
+def _signals(reactor: Any, hangup: Any) -> SignalHandling:
+    signals = SignalHandling(reactor, hangup)
+    signals.setName("signals")
+    return signals
