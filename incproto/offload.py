@@ -581,11 +581,19 @@ def _real_stderr() -> Iterator[None]:
 class OrderedWork:
     """
     One connection's payload, run in a pool in order: at most one job is in
-    flight, and payload that arrives meanwhile is batched into the next job.
-    When more than C{limit} bytes wait, C{pause(True)} asks the connection
-    to stop reading; C{pause(False)} once they fit again.
+    flight, and payload that arrives meanwhile is batched into the next job
+    (at most C{limit // 2} bytes a job, so that the next batch can be read
+    while one runs).
+
+    Memory is bounded as inline is, plus C{limit}: when the payload waiting
+    plus the job in flight (or its reply, held) reach C{limit} bytes,
+    C{pause(True)} asks the connection to stop reading; C{pause(False)}
+    once they fit again.  While the connection's writes are paused (its
+    client is not reading, see L{writesPaused}), no job is submitted and a
+    finished job's reply is held, not written, until they resume.
 
     @ivar pending: bytes waiting for the next job.
+    @ivar carried: bytes of the job in flight, or of its reply held.
     """
 
     def __init__(
@@ -604,15 +612,18 @@ class OrderedWork:
         self.idle = idle
         self.limit = limit
         self.pending = 0
+        self.carried = 0
         self._batch: List[bytes] = []
+        self._held: Optional[bytes] = None
         self._busy = False
         self._paused = False
+        self._writesPaused = False
         self._cancelled = False
 
     @property
     def busy(self) -> bool:
-        """Whether a job is in flight or payload waits for one."""
-        return self._busy or bool(self._batch)
+        """Whether a job is in flight, its reply held, or payload waits."""
+        return self._busy or self._held is not None or bool(self._batch)
 
     def add(self, payload: bytes) -> None:
         """
@@ -620,11 +631,24 @@ class OrderedWork:
         """
         self._batch.append(payload)
         self.pending += len(payload)
-        if not self._busy:
+        if not (self._busy or self._held is not None or self._writesPaused):
             self._next()
-        if self.pending >= self.limit and not self._paused:
-            self._paused = True
-            self.pause(True)
+        self._checkPause()
+
+    def writesPaused(self, paused: bool) -> None:
+        """
+        The connection's transport paused (C{True}: its client is not
+        reading) or resumed its writes: hold or let go of the work.
+        """
+        self._writesPaused = paused
+        if paused or self._cancelled:
+            return
+        if self._held is not None:
+            reply, self._held = self._held, None
+            self._deliver(reply)
+        elif self._batch and not self._busy:
+            self._next()
+            self._checkPause()
 
     def cancel(self) -> None:
         """
@@ -632,29 +656,52 @@ class OrderedWork:
         """
         self._cancelled = True
         self._batch = []
+        self._held = None
+
+    def _checkPause(self) -> None:
+        over = self.pending + self.carried >= self.limit
+        if over != self._paused:
+            self._paused = over
+            self.pause(over)
 
     def _next(self) -> None:
-        batch, self._batch = b"".join(self._batch), []
-        self.pending = 0
+        batch = b"".join(self._batch)
+        most = max(1, self.limit // 2)
+        if len(batch) > most:
+            batch, rest = batch[:most], batch[most:]
+            self._batch = [rest]
+        else:
+            self._batch = []
+        self.pending -= len(batch)
+        self.carried = len(batch)
         self._busy = True
         self.workers.run(batch).addCallbacks(self._done, self._error)
-        if self._paused:
-            self._paused = False
-            self.pause(False)
 
     def _done(self, reply: bytes) -> None:
         self._busy = False
         if self._cancelled:
             return
+        if self._writesPaused:
+            self._held = reply
+            return
+        self._deliver(reply)
+
+    def _deliver(self, reply: bytes) -> None:
+        self.carried = 0
         if reply:
-            self.deliver(reply)
+            self.deliver(reply)  # may pause writes, at once
+        if self._cancelled:
+            return
         if self._batch:
-            self._next()
+            if not self._writesPaused:
+                self._next()
         else:
             self.idle()
+        self._checkPause()
 
     def _error(self, failure: Failure) -> None:
         self._busy = False
+        self.carried = 0
         if not self._cancelled:
             self._cancelled = True
             self.failed(failure)

@@ -226,10 +226,13 @@ class IncrementProtocol(Protocol):
 
     def pauseProducing(self) -> None:
         """
-        The client is not reading its replies: stop reading its requests.
+        The client is not reading its replies: stop reading its requests
+        (and, with a pool, submitting its work or writing its results).
         """
         self._writesBlocked = True
         self.transport.pauseProducing()
+        if self._work is not None:
+            self._work.writesPaused(True)
 
     def resumeProducing(self) -> None:
         """
@@ -239,6 +242,8 @@ class IncrementProtocol(Protocol):
         self._writesBlocked = False
         if not self._workBlocked:
             self.transport.resumeProducing()
+        if self._work is not None:
+            self._work.writesPaused(False)
 
     def stopProducing(self) -> None:
         """

@@ -27,6 +27,7 @@ from tests.processes import (
 )
 
 FAULTY = ["--handler", "tests.faulty:faulty"]
+WORKER_LISTENING = re.compile(r"\[worker (\d)\] incproto listening")
 MiB = 1024 * 1024
 
 
@@ -114,7 +115,7 @@ def test_a_killed_supervisor_takes_its_workers_with_it(tmp_path: Path) -> None:
          "--port", "tcp:0:interface=127.0.0.1"],
         tmp_path,
     )  # fmt: skip
-    server.wait_for(re.compile(r"worker \d started"), 2)
+    server.wait_for(WORKER_LISTENING, 2)
     with connect(server.port) as sock:
         assert receive_exactly(sock, 1) == b"*"
         workers = descendants(server.process.pid)
@@ -172,7 +173,7 @@ def test_repeated_stop_signals_are_quiet(options: List[str]) -> None:
     """
     server = start_incproto(*options)
     if options:
-        server.wait_for(re.compile(r"worker \d started"), 2)
+        server.wait_for(WORKER_LISTENING, 2)
     with connect(server.port) as sock:
         assert receive_exactly(sock, 1) == b"*"
         sock.sendall(b"^ab")
@@ -197,7 +198,7 @@ def test_sighup_reloads_workers_without_resetting_clients() -> None:
     served throughout, and the supervisor keeps running.
     """
     server = start_incproto("--workers", "2")
-    server.wait_for(re.compile(r"worker \d started"), 2)
+    server.wait_for(WORKER_LISTENING, 2)
     old = descendants(server.process.pid)
     try:
         with connect(server.port) as sock:
@@ -205,11 +206,11 @@ def test_sighup_reloads_workers_without_resetting_clients() -> None:
             sock.sendall(b"^ab")
             assert receive_exactly(sock, 2) == b"bc"
             server.process.send_signal(signal.SIGHUP)
-            server.wait_for(re.compile(r"worker \d started"), 4)
+            server.wait_for(WORKER_LISTENING, 4)
             assert served(server.port) == b"*bcd"
             sock.sendall(b"cd$")
             assert receive_all(sock) in (b"de", b"")  # drained: FIN, not reset
-        server.wait_for(re.compile(r"old worker (\d) exited"), 2)
+        server.wait_for(re.compile(r"old worker (\d) (?:exited|was killed)"), 2)
         wait_gone(old, "an old worker")
         assert served(server.port) == b"*bcd"
         assert server.process.poll() is None
