@@ -89,3 +89,18 @@ def test_metrics_port_taken_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Traceback" not in output
     assert f"incproto: cannot listen on tcp:{busy}:interface=127.0.0.1: " in output
+
+
+def test_pool_faults_are_counted_by_reason() -> None:
+    from prometheus_client import generate_latest
+
+    from incproto import IncrementFactory
+    from incproto.metrics import IncprotoCollector, registry_of
+    from tests.test_offload import ManualWorkers
+
+    workers = ManualWorkers()
+    workers.timeouts, workers.lost = 2, 3
+    collector = IncprotoCollector(IncrementFactory(workers=workers), None, workers)
+    samples = parse(generate_latest(registry_of(collector)).decode())
+    assert samples['incproto_pool_faults_total{reason="handler timeout"}'] == 2
+    assert samples['incproto_pool_faults_total{reason="pool worker lost"}'] == 3
