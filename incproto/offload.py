@@ -254,8 +254,10 @@ class Workers(Service):
         super().stopService()
         timeout = time_left(self, self.drainTimeout, self.reactor)
         d = self.whenIdle()
-        if not d.called:
+        if not d.called and timeout > 0:
             d.addTimeout(timeout, self.reactor)
+        elif not d.called:
+            d.cancel()  # no time left: stop now
 
         def stop(result: Any) -> Optional[Deferred[None]]:
             idle = not isinstance(result, Failure)

@@ -393,6 +393,12 @@ def worker_main(argv: Sequence[str]) -> None:
     # (PR_SET_PDEATHSIG), and the pipe from it ends (see orphaned below).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # A SIGTERM before the reactor runs (and installs its own handler) must
+    # not kill the worker at once: it listens before then, and may have
+    # accepted connections.  Stop as soon as the reactor runs instead.
+    signal.signal(
+        signal.SIGTERM, lambda signum, frame: reactor.callWhenRunning(reactor.stop)
+    )
     die_with_parent(signal.SIGTERM)
     globalLogBeginner.beginLoggingTo(
         [jsonFileLogObserver(sys.stdout, recordSeparator="")],
