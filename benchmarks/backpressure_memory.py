@@ -9,7 +9,7 @@ With ``--threads N`` or ``--processes N`` the handler runs in that pool,
 whose per-connection bound is inline's plus ``workBuffer`` (256 KiB).
 
     python benchmarks/backpressure_memory.py [--runs 3] [--clients 16]
-        [--threads N | --processes N]
+        [--threads N | --processes N] [--reset-rounds N]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import socket
 import statistics
+import struct
 import sys
 from pathlib import Path
 from typing import List
@@ -77,10 +78,36 @@ def one_run(options: List[str], clients: int) -> tuple[int, int, int]:
     return mean, rss_half, rss_stalled
 
 
+def reset_rounds(options: List[str], clients: int, rounds: int) -> List[int]:
+    """
+    C{rounds} times: stall C{clients} connections, then reset them all
+    (SO_LINGER 0); the server's VmRSS (KiB) after each round.  Memory a
+    stalled connection held must be reused, not pile up.
+    """
+    server = start_incproto(*options)
+    after = []
+    for _ in range(rounds):
+        stalled = [stall(server.port) for _ in range(clients)]
+        for sock, _sent in stalled:
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            sock.close()
+        after.append(memory_kib(server.process.pid) or 0)
+    server.stop()
+    return after
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--clients", type=int, default=16, help="stalled at once")
+    parser.add_argument(
+        "--reset-rounds",
+        type=int,
+        default=0,
+        help="instead: stall --clients, reset them, N times; VmRSS each round",
+    )
     pool = parser.add_mutually_exclusive_group()
     pool.add_argument("--threads", type=int, help="run the handler in N threads")
     pool.add_argument("--processes", type=int, help="run it in N processes")
@@ -89,6 +116,10 @@ def main() -> None:
     for name in ("threads", "processes"):
         if getattr(args, name):
             options += [f"--{name}", str(getattr(args, name))]
+    if args.reset_rounds:
+        rss = reset_rounds(options, args.clients, args.reset_rounds)
+        print(f"VmRSS after each round (KiB, {' '.join(options) or 'inline'}): {rss}")
+        return
     runs = [one_run(options, args.clients) for _ in range(args.runs)]
     second = args.clients - args.clients // 2
     for sent, half, stalled in runs:

@@ -89,6 +89,9 @@ def _worker_started(parent: int) -> None:
         os._exit(1)
 
 
+_STUCK = object()
+
+
 class Job:
     """
     One payload on its way through a pool.
@@ -99,7 +102,8 @@ class Job:
     @ivar timer: the thread pool's check for C{handlerTimeout}.
     @ivar abandoned: the job timed out; its thread, if it ever returns, is
         given back and its result dropped.
-    @ivar handle: the process pool and its future for the job.
+    @ivar handle: the process pool and its future for the job; for a
+        thread pool, C{_STUCK} once its thread is counted stuck.
     @ivar retried: whether it was submitted again after its pool broke.
     """
 
@@ -303,9 +307,9 @@ class ThreadWorkers(Workers):
 
     def _call(self, job: Job, done: Callable[[bool, Any], None]) -> None:
         def run() -> bytes:
-            job.started = time.monotonic()
             if job.abandoned:
                 return b""  # it timed out while waiting for a thread
+            job.started = time.monotonic()
             return self.handler.transform(job.payload)
 
         if self.handlerTimeout is not None:
@@ -330,6 +334,7 @@ class ThreadWorkers(Workers):
         job.timer = None
         job.abandoned = True
         if started is not None:
+            job.handle = _STUCK  # its thread is counted stuck until it returns
             self.stuck += 1
             self._resize()
         self.log.warn(
@@ -346,7 +351,7 @@ class ThreadWorkers(Workers):
         )
 
     def _returned(self, job: Job) -> None:
-        if job.started is not None and self.stuck:
+        if job.handle is _STUCK:
             self.stuck -= 1
             self._resize()
 
