@@ -18,7 +18,9 @@ SIGHUP a meaning:
   - in a worker, nothing: the supervisor decides.
 
 A SIGHUP that was ignored when the process started (C{nohup}) stays
-ignored.
+ignored.  L{die_with_parent} asks Linux for a signal when the parent goes:
+pool processes and C{--workers} workers use it so as never to outlive the
+process that started them.
 """
 
 from __future__ import annotations
