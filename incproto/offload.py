@@ -438,7 +438,8 @@ class ProcessWorkers(Workers):
             )
             # Start the processes now, from this thread (the reactor's):
             # their death signal follows the thread that started them.
-            assert pool.active
+            if not pool.active:
+                raise RuntimeError("the process pool did not start")
         return pool
 
     def _call(self, job: Job, done: Callable[[bool, Any], None]) -> None:
@@ -504,8 +505,8 @@ class ProcessWorkers(Workers):
     def _replace(self, broken: Any, why: str) -> Any:
         """
         Put a new pool in place of C{broken} (unless that was done already)
-        and stop the old one in a helper thread; its jobs fail with
-        L{WorkerLostError}.
+        and stop the old one in a helper thread; the jobs it never answered
+        are run once more in the new one (see L{_finished}).
         """
         if broken is not self.pool:
             return self.pool
