@@ -73,7 +73,13 @@ setup(
     package_dir={"": "."},
     packages=[*find_packages(include=["incproto", "incproto.*"]), "twisted.plugins"],
     package_data={"incproto": ["py.typed"]},
-    install_requires=["twisted>=22.10", "zope.interface>=5", "prometheus_client>=0.17"],
+    # pebble: process pools that survive their processes (docs/pools.md).
+    install_requires=[
+        "twisted>=22.10",
+        "zope.interface>=5",
+        "prometheus_client>=0.17",
+        "pebble>=5.1",
+    ],
     entry_points={"console_scripts": ["incproto-client = incproto.client.cli:main"]},
     extras_require={
         "tls": TLS_REQUIRES,

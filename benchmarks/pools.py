@@ -8,8 +8,16 @@ throughput: 4 clients stream messages for S seconds; payload MB/s for
             the GIL) and inline against ``--processes 2`` (pure_python, which
             holds it).
 
+executors:  the process pools alone, without a server: jobs per second
+            through ``multiprocessing.Pool``, ``ProcessPoolExecutor`` and
+            ``pebble.ProcessPool`` (2 forkserver workers, 4 jobs in flight,
+            completions handed to the main thread as the reactor would get
+            them), for the increment (pool overhead) and pure_python (64 KiB
+            of work); the runs of the three are interleaved.
+
     python benchmarks/pools.py latency [--runs 3]
     python benchmarks/pools.py throughput [--runs 3] [--seconds 5] [--size 65536]
+    python benchmarks/pools.py executors [--runs 5] [--jobs 400] [--size 65536]
 
 Clients are asyncio in this process; the server is a separate process.
 Medians of the runs are printed last.
@@ -23,7 +31,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import List, Sequence
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -127,15 +135,116 @@ def throughput(runs: int, seconds: float, size: int) -> None:
         print(f"median ratio {handler}: {statistics.median(ratios):.2f}")
 
 
+def _submitter(
+    kind: str, workers: int
+) -> Tuple[Callable[..., None], Callable[[], None]]:
+    """C{submit(fn, args, done)} and C{close()} for one kind of process pool."""
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    if kind == "multiprocessing.Pool":
+        pool = context.Pool(workers)
+
+        def submit(fn: Any, args: Any, done: Any) -> None:
+            pool.apply_async(fn, args, callback=done, error_callback=done)
+
+        def close() -> None:
+            pool.close()
+            pool.join()
+
+        return submit, close
+    if kind == "ProcessPoolExecutor":
+        executor = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+
+        def submit(fn: Any, args: Any, done: Any) -> None:
+            executor.submit(fn, *args).add_done_callback(lambda f: done(f.result()))
+
+        return submit, lambda: executor.shutdown(wait=True)
+    import pebble
+
+    ppool = pebble.ProcessPool(workers, context=context)
+
+    def psubmit(fn: Any, args: Any, done: Any) -> None:
+        ppool.schedule(fn, args).add_done_callback(lambda f: done(f.result()))
+
+    def pclose() -> None:
+        ppool.close()
+        ppool.join()
+
+    return psubmit, pclose
+
+
+EXECUTORS = ["multiprocessing.Pool", "ProcessPoolExecutor", "pebble.ProcessPool"]
+
+
+def executor_rate(kind: str, handler: Any, jobs: int, size: int) -> float:
+    """Jobs per second through one pool, 4 in flight, results handed over a
+    queue to this thread (as C{callFromThread} hands them to the reactor)."""
+    import queue
+
+    from incproto.offload import _transform
+
+    submit, close = _submitter(kind, 2)
+    results: queue.Queue[Any] = queue.Queue()
+    payload = b"a" * size
+    try:
+        for _ in range(8):  # warm up: every worker started and imported
+            submit(_transform, (handler, b"a"), results.put)
+        for _ in range(8):
+            results.get(timeout=60)
+        start = time.perf_counter()
+        submitted = 0
+        for _ in range(4):
+            submit(_transform, (handler, payload), results.put)
+            submitted += 1
+        for _ in range(jobs):
+            assert results.get(timeout=60)[:1] == b"b"
+            if submitted < jobs:
+                submit(_transform, (handler, payload), results.put)
+                submitted += 1
+        return jobs / (time.perf_counter() - start)
+    finally:
+        close()
+
+
+def executors(runs: int, jobs: int, size: int) -> None:
+    from incproto.handlers import IncrementHandler, PurePythonHandler
+
+    for handler in (IncrementHandler(), PurePythonHandler()):
+        name = type(handler).__name__
+        rates: Dict[str, List[float]] = {kind: [] for kind in EXECUTORS}
+        for _ in range(runs):
+            for kind in EXECUTORS:
+                try:
+                    rates[kind].append(executor_rate(kind, handler, jobs, size))
+                except Exception as e:  # PyPy 3.9's ProcessPoolExecutor
+                    print(f"{name:18} {kind:22} failed: {e!r}")
+                    continue
+                print(f"{name:18} {kind:22} {rates[kind][-1]:8.0f} jobs/s")
+        base = statistics.median(rates[EXECUTORS[0]])
+        for kind in EXECUTORS:
+            if not rates[kind]:
+                continue
+            rate = statistics.median(rates[kind])
+            print(
+                f"median {name:18} {kind:22} {rate:8.0f} jobs/s  "
+                f"ratio to multiprocessing.Pool {rate / base:.2f}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["latency", "throughput"])
+    parser.add_argument("mode", choices=["latency", "throughput", "executors"])
+    parser.add_argument("--jobs", type=int, default=400, help="executors: jobs per run")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--size", type=int, default=MESSAGE, help="message bytes")
     args = parser.parse_args()
     if args.mode == "latency":
         latency(args.runs)
+    elif args.mode == "executors":
+        executors(args.runs, args.jobs, args.size)
     else:
         throughput(args.runs, args.seconds, args.size)
 

@@ -76,6 +76,12 @@ class IncprotoCollector:
                 "incproto_pool_backlog", "Handler jobs in the pool or waiting for it.",
                 self.workers.inFlight + self.workers.waiting,
             )  # fmt: skip
+            yield _by_reason(
+                "incproto_pool_faults",
+                "Handler jobs the pool failed, by reason.",
+                [("handler timeout", self.workers.timeouts),
+                 ("pool worker lost", self.workers.lost)],
+            )  # fmt: skip
 
     def _limit(self, limit: ConnectionLimit) -> Iterator[Metric]:
         yield GaugeMetricFamily(

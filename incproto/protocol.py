@@ -28,7 +28,12 @@ from zope.interface import implementer
 
 from incproto.closing import CloseDeadline, cancel, close_politely
 from incproto.handlers import IncrementHandler, IPayloadHandler
-from incproto.offload import OrderedWork, Workers
+from incproto.offload import (
+    HandlerTimeoutError,
+    OrderedWork,
+    WorkerLostError,
+    Workers,
+)
 from incproto.parser import extract_payload
 from incproto.sockets import unacknowledged
 from incproto.wrapping import describe, global_reactor
@@ -41,6 +46,8 @@ CONNECTION_LOST = "connection lost"
 IDLE_TIMEOUT = "idle timeout"
 CLOSE_TIMEOUT = "close timeout"
 HANDLER_ERROR = "handler error"
+HANDLER_TIMEOUT = "handler timeout"
+WORKER_LOST = "pool worker lost"
 SHUTDOWN = "shutdown"
 SERVER_CLOSED = "server closed"
 
@@ -226,10 +233,13 @@ class IncrementProtocol(Protocol):
 
     def pauseProducing(self) -> None:
         """
-        The client is not reading its replies: stop reading its requests.
+        The client is not reading its replies: stop reading its requests
+        (and, with a pool, submitting its work or writing its results).
         """
         self._writesBlocked = True
         self.transport.pauseProducing()
+        if self._work is not None:
+            self._work.writesPaused(True)
 
     def resumeProducing(self) -> None:
         """
@@ -239,6 +249,8 @@ class IncrementProtocol(Protocol):
         self._writesBlocked = False
         if not self._workBlocked:
             self.transport.resumeProducing()
+        if self._work is not None:
+            self._work.writesPaused(False)
 
     def stopProducing(self) -> None:
         """
@@ -281,6 +293,17 @@ class IncrementProtocol(Protocol):
             )
 
     def _handlerFailed(self, failure: Failure) -> None:
+        pool_fault = failure.check(HandlerTimeoutError, WorkerLostError)
+        if pool_fault is not None:
+            # Not the handler's exception: a one-line reason, no traceback.
+            self.log.warn(
+                "{error}; closing the connection from {peer}",
+                error=failure.getErrorMessage(),
+                peer=describe(self.transport.getPeer()),
+            )
+            timeout = pool_fault is HandlerTimeoutError
+            self.finish(HANDLER_TIMEOUT if timeout else WORKER_LOST)
+            return
         self.factory.handlerErrors += 1
         self.log.failure(
             "handler {handler!r} failed; closing the connection from {peer}",

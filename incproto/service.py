@@ -152,6 +152,20 @@ class ListeningService(Service):
         return port
 
 
+def time_left(service: Any, timeout: float, clock: IReactorTime) -> float:
+    """
+    How long a stopping C{service} may wait: C{timeout} seconds, or, if its
+    parent has a stop deadline (L{SequentialMultiService.stopDeadline}), what
+    is left of it, so that one timeout bounds the whole stop.
+    """
+    deadline: Optional[float] = getattr(
+        getattr(service, "parent", None), "stopDeadline", None
+    )
+    if deadline is None or not IReactorTime.providedBy(clock):
+        return timeout
+    return max(0.0, min(timeout, deadline - clock.seconds()))
+
+
 class DrainingService(Service):
     """
     On stop, drain an L{IncrementFactory}'s connections gracefully (see
@@ -171,6 +185,7 @@ class DrainingService(Service):
         Drain, for at most C{timeout} seconds.
         """
         super().stopService()
+        timeout = time_left(self, self.timeout, self.clock)
         count = len(self.factory.connections)
         if count:
             self.log.info("draining {count} connections", count=count)
@@ -184,12 +199,12 @@ class DrainingService(Service):
             self.log.warn(
                 "aborting {count} connections still open after {timeout}s",
                 count=len(left),
-                timeout=self.timeout,
+                timeout=round(timeout, 3),
             )
             for protocol in left:
                 protocol.transport.abortConnection()
 
-        return drained.addTimeout(self.timeout, self.clock).addErrback(give_up)
+        return drained.addTimeout(timeout, self.clock).addErrback(give_up)
 
 
 class SequentialMultiService(MultiService):
@@ -197,12 +212,30 @@ class SequentialMultiService(MultiService):
     A MultiService whose children stop one after another, in the reverse of
     the order they were added (Twisted's stops them all at once): for
     incproto, the listener first, then the connections' drain, then pools.
+
+    Given a C{stopTimeout}, the whole stop has one deadline: children that
+    wait (L{DrainingService}, L{incproto.offload.Workers}) wait only for
+    what is left of it (L{time_left}), not each for a timeout of its own.
+
+    @ivar stopDeadline: when the stop must be over (clock time), once
+        stopping with a C{stopTimeout}; C{None} otherwise.
     """
+
+    stopDeadline: Optional[float] = None
+
+    def __init__(
+        self, stopTimeout: Optional[float] = None, clock: Optional[IReactorTime] = None
+    ) -> None:
+        super().__init__()
+        self.stopTimeout = stopTimeout
+        self.clock = clock
 
     def stopService(self) -> Deferred[None]:
         """
         Stop each child after the one added after it has stopped.
         """
+        if self.stopTimeout is not None and IReactorTime.providedBy(self.clock):
+            self.stopDeadline = self.clock.seconds() + self.stopTimeout
         Service.stopService(self)
         d: Deferred[Any] = succeed(None)
         for child in reversed(list(self)):

@@ -42,6 +42,7 @@ from incproto.service import (
     ListeningService,
     SequentialMultiService,
 )
+from incproto.signals import STOP, SignalHandling
 from incproto.wrapping import global_reactor
 
 DEFAULT_PORT = "9090"
@@ -204,6 +205,16 @@ class Options(usage.Options):
             _positive_int,
         ],
         [
+            "handler-timeout",
+            None,
+            None,
+            "With --threads or --processes: close the connection of a handler "
+            "call that runs longer than this many seconds (a process running "
+            "it is killed and replaced; a thread cannot be: see docs/pools.md). "
+            "No limit by default",
+            _positive_float,
+        ],
+        [
             "metrics",
             None,
             None,
@@ -267,6 +278,13 @@ class Options(usage.Options):
             self["queue"] = DEFAULT_QUEUE_SIZE
         if self["threads"] is not None and self["processes"] is not None:
             raise usage.UsageError("--threads and --processes exclude each other")
+        if self["handler-timeout"] is not None and not (
+            self["threads"] or self["processes"]
+        ):
+            raise usage.UsageError(
+                "--handler-timeout needs --threads or --processes (an inline "
+                "handler runs on the reactor thread, which nothing can interrupt)"
+            )
         self.handlerName: str = self["handler"]
         try:
             self["handler"] = load_handler(self["handler"])
@@ -391,14 +409,18 @@ def makeService(
     @return: a service that listens while it runs, and raises
         L{incproto.service.ListenError} from its start if it cannot.  Its
         children stop in order: the listener, then a graceful drain of the
-        connections, then the handler pool, each bounded by
+        connections, then the handler pool, all within one
         C{--drain-timeout}.  With C{--workers}, it is a L{WorkerPool} that
-        binds the port and runs that service in each worker process.
+        binds the port and runs that service in each worker process.  Once
+        the reactor runs, L{SignalHandling} makes repeated stop signals
+        quiet and SIGHUP graceful (a stop; with C{--workers} a rolling
+        restart of the workers; ignored in a worker).
     """
     if reactor is None:
         reactor = global_reactor()
+    in_worker = endpoint is not None
     description: str = options["endpoint"]
-    service = IncprotoService()
+    service = IncprotoService(options["drain-timeout"], reactor)
     if options["workers"] is not None and endpoint is None:
         from incproto.metrics import workers_metrics_site
         from incproto.workers import WorkerPool
@@ -409,13 +431,14 @@ def makeService(
             options.worker_options(),
             options["workers"],
             reactor,
-            killTimeout=2 * options["drain-timeout"] + 5,
+            killTimeout=options["drain-timeout"] + 5,
         )
         pool.setServiceParent(service)
         if options["metrics"] is not None:
             _metrics_listener(
                 reactor, options["metrics"], workers_metrics_site(pool.scrape, reactor)
             ).setServiceParent(service)
+        _signals(reactor, pool.reload).setServiceParent(service)
         return service
     if endpoint is None and description.startswith("haproxy:"):
         # incproto's PROXY support starts the protocol with the client's
@@ -440,6 +463,7 @@ def makeService(
             pool_size,
             reactor=reactor,
             drainTimeout=options["drain-timeout"],
+            handlerTimeout=options["handler-timeout"],
         )
         workers.setServiceParent(service)
     increment = IncrementFactory(
@@ -474,4 +498,12 @@ def makeService(
     listener = ListeningService(endpoint, factory, options["port"], clock=reactor)
     listener.setName("incproto")
     listener.setServiceParent(service)
+    # A worker's SIGHUP is its supervisor's business.
+    _signals(reactor, None if in_worker else STOP).setServiceParent(service)
     return service
+
+
+def _signals(reactor: Any, hangup: Any) -> SignalHandling:
+    signals = SignalHandling(reactor, hangup)
+    signals.setName("signals")
+    return signals

@@ -30,13 +30,13 @@ import signal
 import sys
 from collections import deque
 from pathlib import Path
-from typing import Any, Deque, Dict, List, Optional, Sequence, cast
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.internet.protocol import Factory, ProcessProtocol, connectionDone
 from twisted.logger import Logger, eventFromJSON
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
@@ -44,6 +44,7 @@ from twisted.python.failure import Failure
 from incproto.metrics import WorkersCollector
 from incproto.service import ListeningService
 from incproto.sharing import BoundSocket, SharedSocketEndpoint
+from incproto.signals import SignalHandling, die_with_parent
 
 # The descriptor a worker finds the listening socket on, and those it
 # reads metrics requests from and writes its answers to.
@@ -64,12 +65,14 @@ class WorkerProcess(ProcessProtocol):
     @ivar slot: the worker's number, from 1; a restarted worker keeps it.
     @ivar started: when it was spawned (reactor time).
     @ivar ended: fires when the process has exited.
+    @ivar retired: replaced by a reload, and draining; not restarted.
     """
 
     def __init__(self, pool: WorkerPool, slot: int, started: float) -> None:
         self.pool = pool
         self.slot = slot
         self.started = started
+        self.retired = False
         self.ended: Deferred[None] = Deferred()
         self._lines = {1: b"", 2: b"", METRICS_REPLIES: b""}
         self._asked: Deque[Deferred[Optional[str]]] = deque()
@@ -144,6 +147,7 @@ class WorkerPool(Service):
     Bind the C{--port} socket and keep C{count} worker processes serving it.
 
     @ivar workers: the running workers, by slot.
+    @ivar retired: workers replaced by L{reload}, still draining.
     @ivar restarts: how many times a worker was restarted.
     @ivar socket: the shared listening socket, while the pool runs.
     """
@@ -180,6 +184,7 @@ class WorkerPool(Service):
         self.killTimeout = killTimeout
         self.executable = executable
         self.workers: Dict[int, WorkerProcess] = {}
+        self.retired: Set[WorkerProcess] = set()
         self.restarts = 0
         self._delays: Dict[int, float] = {}
         self._pending: Dict[int, IDelayedCall] = {}
@@ -231,11 +236,35 @@ class WorkerPool(Service):
         )
         self.log.info("worker {slot} started (pid {pid})", slot=slot, pid=worker.pid)
 
+    def reload(self) -> None:
+        """
+        A rolling restart (SIGHUP, as gunicorn does it): start a new worker
+        in every slot, then SIGTERM the old ones, which drain.  The
+        supervisor keeps the socket open throughout, so no connection is
+        refused or reset; the new workers run the code installed now.
+        """
+        if not self.running:
+            return
+        old = list(self.workers.values())
+        self.log.info(
+            "reloading: starting {count} new workers, then draining the old ones",
+            count=len(old),
+        )
+        for worker in old:
+            worker.retired = True
+            self.retired.add(worker)
+            self.spawn(worker.slot)
+            worker.signal("TERM")
+
     def ended(self, worker: WorkerProcess, reason: Failure) -> None:
         """A worker exited: restart it, with back-off, unless stopping."""
         if self.workers.get(worker.slot) is worker:
             del self.workers[worker.slot]
         how = _how_it_ended(reason)
+        if worker.retired:
+            self.retired.discard(worker)
+            self.log.info("old worker {slot} {how}", slot=worker.slot, how=how)
+            return
         if not self.running:
             self.log.info("worker {slot} {how}", slot=worker.slot, how=how)
             return
@@ -288,7 +317,7 @@ class WorkerPool(Service):
             pending.cancel()
         self._pending.clear()
         self.listener.stopService()
-        workers = list(self.workers.values())
+        workers = [*self.workers.values(), *self.retired]
         if not workers:
             return succeed(None)
         self.log.info("stopping {count} workers", count=len(workers))
@@ -304,7 +333,7 @@ class WorkerPool(Service):
         return done.addCallback(stopped)
 
     def _kill(self) -> None:
-        for worker in list(self.workers.values()):
+        for worker in [*self.workers.values(), *self.retired]:
             self.log.warn(
                 "worker {slot} still running {timeout:g} s after SIGTERM; killing it",
                 slot=worker.slot,
@@ -314,12 +343,20 @@ class WorkerPool(Service):
 
 
 class MetricsAnswers(LineOnlyReceiver):
-    """A worker's side of metrics: each request line gets one JSON line."""
+    """
+    A worker's side of metrics: each request line gets one JSON line.  Its
+    input is a pipe from the supervisor, so its end means the supervisor is
+    gone: C{orphaned} is called.
+    """
 
     delimiter = b"\n"
 
-    def __init__(self, registry: Any) -> None:
+    def __init__(self, registry: Any, orphaned: Callable[[], None]) -> None:
         self.registry = registry
+        self.orphaned = orphaned
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.orphaned()
 
     def lineReceived(self, line: bytes) -> None:
         from prometheus_client import generate_latest
@@ -350,9 +387,19 @@ def worker_main(argv: Sequence[str]) -> None:
     from incproto.sharing import FAMILIES, adopted_endpoint
     from incproto.tap import Options, makeService
 
-    # The parent decides when workers stop: a terminal's Ctrl-C reaches the
-    # whole process group, and the parent turns it into SIGTERM for each.
+    # The parent decides when workers stop: a terminal's Ctrl-C and hangup
+    # reach the whole process group, and the parent turns them into SIGTERM
+    # for each (or a reload).  If the parent dies, Linux sends SIGTERM
+    # (PR_SET_PDEATHSIG), and the pipe from it ends (see orphaned below).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # A SIGTERM before the reactor runs (and installs its own handler) must
+    # not kill the worker at once: it listens before then, and may have
+    # accepted connections.  Stop as soon as the reactor runs instead.
+    signal.signal(
+        signal.SIGTERM, lambda signum, frame: reactor.callWhenRunning(reactor.stop)
+    )
+    die_with_parent(signal.SIGTERM)
     globalLogBeginner.beginLoggingTo(
         [jsonFileLogObserver(sys.stdout, recordSeparator="")],
         redirectStandardIO=False,
@@ -369,9 +416,17 @@ def worker_main(argv: Sequence[str]) -> None:
         reactor, options["endpoint"], WORKER_FD, FAMILIES[argv[0]]
     )
     service = makeService(options, reactor, endpoint=endpoint)
+    signals = cast(SignalHandling, service.getServiceNamed("signals"))
+
+    def orphaned() -> None:
+        if not signals.stopping:
+            signals.log.warn("the supervisor is gone: draining and exiting")
+            signals.stopping = True
+            reactor.stop()
+
     # (mypy reads the Windows signature of StandardIO.)
     cast(Any, StandardIO)(
-        MetricsAnswers(registry_of(service.collector)),
+        MetricsAnswers(registry_of(service.collector), orphaned),
         stdin=METRICS_REQUESTS,
         stdout=METRICS_REPLIES,
         reactor=reactor,
@@ -379,21 +434,4 @@ def worker_main(argv: Sequence[str]) -> None:
     service.privilegedStartService()
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
-    reactor.callWhenRunning(_stop_once_on_sigterm, reactor)
     reactor.run()
-
-
-def _stop_once_on_sigterm(reactor: Any) -> None:
-    """
-    Replace the reactor's SIGTERM handler with one that stops it once: the
-    parent's SIGTERM may come with one for the whole process group (systemd's
-    default KillMode, C{timeout}, C{kill -TERM -PGID}).
-    """
-    stopping: List[bool] = []
-
-    def stop(signum: int, frame: Any) -> None:
-        if not stopping:
-            stopping.append(True)
-            reactor.callFromThread(reactor.stop)
-
-    signal.signal(signal.SIGTERM, stop)

@@ -221,3 +221,32 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_gone(pids: Sequence[int], what: str) -> None:
+    """
+    Wait until none of C{pids} is alive (they need not be our children);
+    fail the test after the usual timeout.  Waits on a pidfd where the
+    platform has them (CPython on Linux); PyPy 3.9 has none, and rechecks
+    /proc every 50 ms.
+    """
+    deadline = time.monotonic() + TIMEOUT
+    for pid in pids:
+        pidfd_open = getattr(os, "pidfd_open", None)
+        if pidfd_open is not None:
+            try:
+                fd = pidfd_open(pid)
+            except ProcessLookupError:
+                continue
+            try:
+                with selectors.DefaultSelector() as selector:
+                    selector.register(fd, selectors.EVENT_READ)
+                    selector.select(max(0.0, deadline - time.monotonic()))
+            finally:
+                os.close(fd)
+        else:
+            idle = threading.Event()
+            while alive(pid) and time.monotonic() < deadline:
+                idle.wait(0.05)
+        if alive(pid):
+            raise AssertionError(f"timed out waiting for {what} ({pid}) to exit")

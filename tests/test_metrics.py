@@ -136,3 +136,18 @@ def test_scrapers_are_capped() -> None:
         1,
     )
     assert transports[-1].disconnecting
+
+
+def test_pool_faults_are_counted_by_reason() -> None:
+    from prometheus_client import generate_latest
+
+    from incproto import IncrementFactory
+    from incproto.metrics import IncprotoCollector, registry_of
+    from tests.test_offload import ManualWorkers
+
+    workers = ManualWorkers()
+    workers.timeouts, workers.lost = 2, 3
+    collector = IncprotoCollector(IncrementFactory(workers=workers), None, workers)
+    samples = parse(generate_latest(registry_of(collector)).decode())
+    assert samples['incproto_pool_faults_total{reason="handler timeout"}'] == 2
+    assert samples['incproto_pool_faults_total{reason="pool worker lost"}'] == 3

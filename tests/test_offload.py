@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from incproto import IncrementFactory
 from incproto.handlers import IncrementHandler, IPayloadHandler
-from incproto.offload import OrderedWork, Workers
+from incproto.offload import Job, OrderedWork, Workers
 from tests.fakes import connect_to
 from tests.test_parser import reference
 
@@ -37,8 +37,8 @@ class ManualWorkers(Workers):
         self.jobs: List[Tuple[bytes, Callable[[bool, Any], None]]] = []
         self.stopped: Optional[bool] = None
 
-    def _call(self, payload: bytes, done: Callable[[bool, Any], None]) -> None:
-        self.jobs.append((payload, done))
+    def _call(self, job: Job, done: Callable[[bool, Any], None]) -> None:
+        self.jobs.append((job.payload, done))
 
     def finish(self, index: int = 0) -> None:
         payload, done = self.jobs.pop(index)
@@ -86,12 +86,41 @@ class OrderedWorkTests(SynchronousTestCase):
         self.assertEqual(self.idles, 1)
         self.assertFalse(self.work.busy)
 
-    def test_pauses_past_the_limit_and_resumes_when_submitted(self) -> None:
+    def test_pauses_while_waiting_and_carried_bytes_reach_the_limit(self) -> None:
+        """Payload waiting plus the job in flight count; jobs are at most
+        half the limit, so the next batch is read while one runs."""
         self.work.add(b"a")
         self.work.add(b"x" * 10)
         self.assertEqual(self.pauses, [True])
+        self.workers.finish()  # b"a" delivered; b"xxxxx" submitted: 5 + 5
+        self.assertEqual(([job[0] for job in self.workers.jobs], self.pauses),
+                         ([b"xxxxx"], [True]))  # fmt: skip
         self.workers.finish()
         self.assertEqual(self.pauses, [True, False])
+        self.workers.finish()
+        self.assertEqual(self.delivered, [b"b", b"yyyyy", b"yyyyy"])
+
+    def test_nothing_submitted_or_written_while_writes_are_paused(self) -> None:
+        self.work.add(b"ab")
+        self.work.writesPaused(True)
+        self.work.add(b"cd")
+        self.workers.finish()
+        self.assertEqual((self.delivered, self.workers.jobs), ([], []))
+        self.assertTrue(self.work.busy)  # the reply is held
+        self.work.writesPaused(False)
+        self.assertEqual(self.delivered, [b"bc"])
+        self.assertEqual([job[0] for job in self.workers.jobs], [b"cd"])
+        self.workers.finish()
+        self.assertEqual((self.delivered, self.idles), ([b"bc", b"de"], 1))
+
+    def test_writes_paused_by_a_delivery_hold_the_next_job(self) -> None:
+        self.work.add(b"ab")
+        self.work.add(b"cd")
+        self.work.deliver = lambda reply: self.work.writesPaused(True)
+        self.workers.finish()
+        self.assertEqual(self.workers.jobs, [])
+        self.work.writesPaused(False)
+        self.assertEqual([job[0] for job in self.workers.jobs], [b"cd"])
 
     def test_cancel_drops_results_quietly(self) -> None:
         self.work.add(b"ab")
@@ -172,11 +201,15 @@ class ProtocolWithPoolTests(SynchronousTestCase):
             self.assertEqual(transport.value(), b"*" + reference(stream))
 
     def test_reading_pauses_while_work_waits(self) -> None:
+        """workBuffer 16: jobs of at most 8 bytes; reading resumes once the
+        payload waiting plus the job in flight are under 16 bytes."""
         protocol, transport = connect_to(self.factory)
         protocol.dataReceived(b"^a")
         protocol.dataReceived(b"b" * 20)
         self.assertEqual(transport.producerState, "paused")
-        self.workers.finish()
+        self.workers.finish()  # 12 waiting + 8 in flight
+        self.assertEqual(transport.producerState, "paused")
+        self.workers.finish()  # 4 waiting + 8 in flight
         self.assertEqual(transport.producerState, "producing")
 
     def test_write_backpressure_and_work_backpressure_combine(self) -> None:
@@ -184,10 +217,34 @@ class ProtocolWithPoolTests(SynchronousTestCase):
         protocol.dataReceived(b"^a")
         protocol.dataReceived(b"b" * 20)  # work pauses reading
         protocol.pauseProducing()  # and the client stops reading
-        self.workers.finish()  # work no longer blocks...
-        self.assertEqual(transport.producerState, "paused")  # ...writes still do
+        protocol.resumeProducing()  # the client reads again...
+        self.assertEqual(transport.producerState, "paused")  # ...work still blocks
+        self.workers.finish()
+        self.workers.finish()
+        self.assertEqual(transport.producerState, "producing")
+        protocol.pauseProducing()
+        self.workers.finish()  # the reply is held while writes are paused...
+        self.assertEqual(transport.producerState, "paused")  # ...and reading too
+        self.assertEqual(transport.value(), b"*b" + b"c" * 8)
         protocol.resumeProducing()
         self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(transport.value(), b"*b" + b"c" * 16)
+
+    def test_a_client_that_stops_reading_stops_its_work(self) -> None:
+        """
+        Once the transport pauses (the client does not read), no job of the
+        connection is submitted and no reply written until it resumes.
+        """
+        protocol, transport = connect_to(self.factory)
+        protocol.dataReceived(b"^a")
+        protocol.pauseProducing()
+        protocol.dataReceived(b"bc")
+        self.workers.finish()
+        self.assertEqual((transport.value(), self.workers.jobs), (b"*", []))
+        protocol.resumeProducing()
+        self.assertEqual(transport.value(), b"*b")
+        self.workers.finish()
+        self.assertEqual(transport.value(), b"*bcd")
 
     def test_half_close_waits_for_the_pool(self) -> None:
         protocol, transport = connect_to(self.factory)

@@ -84,3 +84,36 @@ class ListeningServiceTests(SynchronousTestCase):
         service.stopService()
         self.assertTrue(endpoint.listening.called)
         self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class OneStopDeadlineTests(SynchronousTestCase):
+    def test_the_drain_and_the_pool_share_one_timeout(self) -> None:
+        """
+        A connection that never finishes holds the drain for the whole
+        timeout; the pool, whose job never finishes either, then gets what
+        is left (nothing), not a timeout of its own.
+        """
+        from twisted.internet.task import Clock
+
+        from incproto.service import DrainingService, SequentialMultiService
+        from tests.fakes import connect_to
+        from tests.test_offload import ManualWorkers
+
+        workers = ManualWorkers(drainTimeout=10.0)
+        clock: Clock = workers.reactor  # one clock for all
+        factory = IncrementFactory(clock=clock, workers=workers)
+        service = SequentialMultiService(10.0, clock)
+        workers.setServiceParent(service)
+        DrainingService(factory, 10.0, clock).setServiceParent(service)
+        service.startService()
+        protocol, transport = connect_to(factory)
+        aborted: List[bool] = []
+        transport.abortConnection = lambda: aborted.append(True)  # type: ignore[method-assign]
+        protocol.dataReceived(b"^stuck")
+        stopped: List[Any] = []
+        service.stopService().addCallback(stopped.append)
+        clock.advance(9.9)
+        self.assertEqual((stopped, workers.stopped), ([], None))
+        clock.advance(0.1)
+        self.assertEqual(aborted, [True])
+        self.assertEqual((len(stopped), workers.stopped), (1, False))

@@ -249,13 +249,15 @@ class HandlerOptionsTests(SynchronousTestCase):
         reactor = MemoryReactorClock()
         argv = ["--handler", "incproto.handlers:hashing", "--threads", "3"]
         service = makeService(
-            Options.parse([*argv, "--drain-timeout", "7"]), reactor=reactor
+            Options.parse([*argv, "--drain-timeout", "7", "--handler-timeout", "2"]),
+            reactor=reactor,
         )
         [workers] = [child for child in service if isinstance(child, Workers)]
         self.assertIsInstance(workers, ThreadWorkers)
         self.assertEqual(
             (workers.size, workers.handler, workers.drainTimeout), (3, hashing, 7.0)
         )
+        self.assertEqual(workers.handlerTimeout, 2.0)
         service.startService()
         [(_, factory, _, _)] = reactor.tcpServers
         self.assertIs(factory.workers, workers)
@@ -276,6 +278,8 @@ class HandlerOptionsTests(SynchronousTestCase):
         for argv, message in [
             (["--handler", "nowhere:thing"], "--handler nowhere:thing: cannot import"),
             (["--threads", "2", "--processes", "2"], "exclude each other"),
+            (["--handler-timeout", "5"], "--handler-timeout needs --threads"),
+            (["--threads", "2", "--handler-timeout", "0"], "not a positive number"),
             (["--threads", "0"], "not a positive integer"),
             (
                 ["--handler", "tests.test_tap:unpicklable", "--processes", "2"],
