@@ -4,7 +4,9 @@ in-memory files, and how --access-log picks one."""
 from __future__ import annotations
 
 import io
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -183,6 +185,12 @@ class FactoryTests(SynchronousTestCase):
         self.assertEqual(factory.closedBy, {"client closed": 1})
 
 
+def temporary_path(case: SynchronousTestCase) -> Path:
+    directory = tempfile.mkdtemp()
+    case.addCleanup(shutil.rmtree, directory)
+    return Path(directory) / "access.log"
+
+
 def twistd_options(*argv: str) -> usage.Options:
     from twisted.scripts.twistd import ServerOptions
 
@@ -245,7 +253,7 @@ class ChooseTests(SynchronousTestCase):
         self.assertIs(stdout.out, sys.stdout)
 
     def test_a_path_is_appended_to(self) -> None:
-        path = Path(self.mktemp())
+        path = temporary_path(self)
         path.write_text("before\n")
         log = choose(str(path), None, Clock())
         assert isinstance(log, FileAccessLog)
@@ -267,7 +275,7 @@ class OptionTests(SynchronousTestCase):
         """
         After the drain, so that the closes of a shutdown are written.
         """
-        path = self.mktemp()
+        path = str(temporary_path(self))
         service = makeService(Options.parse(["--access-log", path]), Clock())
         first = next(iter(service))
         self.assertIsInstance(first, FileAccessLog)
