@@ -48,6 +48,11 @@ shared cores the load generator took.  The
 load generator's ceiling is its figure against the fastest reference
 server; a figure above it would mean the generator, not the server, set it.
 
+Under each mode's table, the ratios of pairs measured in the same runs:
+incproto as shipped against --no-connection-log (on both interpreters),
+and each of --metrics, --idle-timeout and --max-connections on against
+incproto without it.
+
 Writes DIR/compare.json, DIR/compare.md and DIR/compare.svg (default
 benchmarks/results/).
 """
