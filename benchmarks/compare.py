@@ -17,8 +17,12 @@ interleaved across servers so that noise spreads evenly):
     incproto-threads   the same with --threads 2
     incproto-quiet     the same with --no-connection-log (the reference
                        servers log nothing; incproto logs every close)
+    incproto-metrics   incproto with --metrics (on a port of its own)
+    incproto-idle      incproto with --idle-timeout 300
+    incproto-limit     incproto with --max-connections 10000
     incproto-pypy      twistd from a PyPy environment (--pypy-twistd, or
                        .venv-pypy/bin/twistd, made if pypy3 is installed)
+    incproto-pypy-quiet  the same with --no-connection-log
     incproto-wN        incproto-quiet with --workers N (N = 1, 2, 4)
     asyncio            benchmarks/servers/asyncio_server.py (stdlib)
     uvloop             the same on uvloop, if uvloop is installed
@@ -43,6 +47,11 @@ MB, message or connection.  That figure does not depend on how much of the
 shared cores the load generator took.  The
 load generator's ceiling is its figure against the fastest reference
 server; a figure above it would mean the generator, not the server, set it.
+
+Under each mode's table, the ratios of pairs measured in the same runs:
+incproto as shipped against --no-connection-log (on both interpreters),
+and each of --metrics, --idle-timeout and --max-connections on against
+incproto without it.
 
 Writes DIR/compare.json, DIR/compare.md and DIR/compare.svg (default
 benchmarks/results/).
@@ -76,7 +85,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.chart import bars_svg  # noqa: E402
 from tests.processes import ServerProcess, descendants, memory_kib  # noqa: E402
 
-LISTENING = re.compile(rb"listening on [^\s:]+:(\d+)")
+# The service's port, not the metrics listener's.
+LISTENING = re.compile(rb"(?<!metrics )listening on [^\s:]+:(\d+)")
 PY = sys.executable
 TWISTD = str(Path(PY).parent / "twistd")
 
@@ -159,6 +169,9 @@ def server_commands(pypy_twistd: Optional[str]) -> Dict[str, List[str]]:
         "incproto": incproto(TWISTD),
         "incproto-threads": incproto(TWISTD, "--threads", "2"),
         "incproto-quiet": incproto(TWISTD, "--no-connection-log"),
+        "incproto-metrics": incproto(TWISTD, "--metrics", "tcp:0:interface=127.0.0.1"),
+        "incproto-idle": incproto(TWISTD, "--idle-timeout", "300"),
+        "incproto-limit": incproto(TWISTD, "--max-connections", "10000"),
         "asyncio": [PY, str(servers / "asyncio_server.py"), "0",
                     "--backlog", BACKLOG],
         "uvloop": [PY, str(servers / "asyncio_server.py"), "0", "--uvloop",
@@ -172,6 +185,7 @@ def server_commands(pypy_twistd: Optional[str]) -> Dict[str, List[str]]:
         )
     if pypy_twistd:
         commands["incproto-pypy"] = incproto(pypy_twistd)
+        commands["incproto-pypy-quiet"] = incproto(pypy_twistd, "--no-connection-log")
     return commands
 
 
@@ -330,10 +344,46 @@ def table(results: Dict[str, Dict[str, Any]], modes: List[str]) -> str:
                 f"{row['cpu_idle'] * 100:.0f}% | {cpu} |{extra}"
             )
         lines += ["", ceiling(mode, rows), ""]
+        pairs = pair_ratios(mode, rows)
+        if pairs:
+            lines += ["Ratios in the same runs (above 1: as good or better):", ""]
+            lines += [*pairs, ""]
     return "\n".join(lines)
 
 
 REFERENCE_SERVERS = ("asyncio", "uvloop", "threadpool")
+
+# (server, its peer): what the first adds to the second, measured in the same
+# interleaved runs (the access log; options on against off).
+PAIRS = (
+    ("incproto", "incproto-quiet"),
+    ("incproto-pypy", "incproto-pypy-quiet"),
+    ("incproto-metrics", "incproto"),
+    ("incproto-idle", "incproto"),
+    ("incproto-limit", "incproto"),
+)
+
+
+def pair_ratios(mode: str, rows: Dict[str, Any]) -> List[str]:
+    """
+    For each of L{PAIRS} measured in C{mode}: the server's figure over its
+    peer's (above 1 is better) and its peer's server CPU over its own
+    (above 1 means it needs less CPU per unit of work).
+    """
+    higher = MODES[mode][3]
+    lines = []
+    for name, peer in PAIRS:
+        this, other = rows.get(name, {}), rows.get(peer, {})
+        if not (this.get("median") and other.get("median")):
+            continue
+        ratio = this["median"] / other["median"]
+        cpu = ""
+        if this.get("server_cpu") and other.get("server_cpu"):
+            cpu = f", server CPU {other['server_cpu'] / this['server_cpu']:.2f}x"
+        lines.append(
+            f"- {name} against {peer}: {ratio if higher else 1 / ratio:.2f}x{cpu}"
+        )
+    return lines
 
 
 def ceiling(mode: str, rows: Dict[str, Any]) -> str:

@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from incproto.parser import IncrementParser, extract_payload, increment
+from incproto.parser import (
+    WORDS_FROM,
+    IncrementParser,
+    extract_payload,
+    increment,
+    translate_increment,
+    word_increment,
+)
 
 
 def reference(stream: bytes) -> bytes:
@@ -44,6 +51,18 @@ def chunked(draw: st.DrawFn) -> List[bytes]:
     cuts = sorted(draw(st.lists(st.integers(0, len(stream)), max_size=20)))
     bounds = [0, *cuts, len(stream)]
     return [stream[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+# Reads of whole messages, as ping-style clients send them (the parser's
+# one-message fast path), mixed with arbitrary reads that leave the stream
+# inside a message or put a "$" or "^" at the edges.
+whole_message = st.binary(max_size=20).map(lambda b: b"^" + b.replace(b"$", b"") + b"$")
+message_reads = st.lists(
+    st.one_of(whole_message, whole_message, stream_bytes, st.sampled_from(
+        [b"^", b"$", b"^$", b"$^", b"^^$", b"^$$", b"^a$^", b"^a$b$"]
+    )),
+    max_size=30,
+)  # fmt: skip
 
 
 class ProtocolTableTests(SynchronousTestCase):
@@ -109,6 +128,41 @@ class PropertyTests(SynchronousTestCase):
     @given(chunked())
     def test_chunking_never_matters(self, chunks: List[bytes]) -> None:
         self.assertEqual(feed_chunks(chunks), reference(b"".join(chunks)))
+
+    @given(message_reads)
+    def test_whole_message_reads_match_reference(self, chunks: List[bytes]) -> None:
+        """
+        A read that is exactly one message takes a shortcut; it must give
+        what the reference model gives, whatever state the stream is in.
+        """
+        self.assertEqual(feed_chunks(chunks), reference(b"".join(chunks)))
+
+    @given(whole_message)
+    def test_one_message_read_is_its_payload(self, message: bytes) -> None:
+        self.assertEqual(extract_payload(message, False), (message[1:-1], False))
+        self.assertEqual(IncrementParser().feed(message), reference(message))
+
+    @given(
+        st.binary(max_size=64), st.integers(0, 3 * WORDS_FROM), st.binary(max_size=7)
+    )
+    def test_every_increment_is_bytewise_plus_one(
+        self, pattern: bytes, length: int, tail: bytes
+    ) -> None:
+        """
+        Both implementations, whichever this interpreter uses, on payloads
+        below and above the word path's threshold and of every length modulo
+        4 (every byte value occurs: the pattern is random).
+        """
+        body = (pattern or b"\x7f\xff\x00\x80") * (length // max(len(pattern), 1))
+        payload = bytes(range(256)) + body[:length] + tail
+        expected = bytes((b + 1) % 256 for b in payload)
+        for implementation in (increment, translate_increment, word_increment):
+            self.assertEqual(implementation(payload), expected, implementation)
+            self.assertEqual(implementation(payload[-50:]), expected[-50:])
+
+    def test_the_word_path_runs_on_long_payloads(self) -> None:
+        payload = bytes(range(256)) * (WORDS_FROM // 256 + 1) + b"\xff"
+        self.assertEqual(word_increment(payload), bytes((b + 1) % 256 for b in payload))
 
     @given(st.binary(max_size=300))
     def test_increment_is_bytewise_plus_one(self, payload: bytes) -> None:
