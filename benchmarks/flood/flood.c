@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -43,6 +44,10 @@ int main(int argc, char **argv) {
     inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
     double seconds = atof(argv[2]), end = now() + seconds;
     int concurrency = argc > 3 ? atoi(argv[3]) : 200;
+    struct rlimit files;
+    getrlimit(RLIMIT_NOFILE, &files);
+    files.rlim_cur = files.rlim_max;  /* CONCURRENCY sockets at once */
+    setrlimit(RLIMIT_NOFILE, &files);
     int ep = epoll_create1(0), open_count = 0;
     long connected = 0, failed = 0;
     struct epoll_event events[256];
