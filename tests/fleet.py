@@ -118,7 +118,7 @@ class SessionLoop:
     _lock: threading.Condition = field(default_factory=threading.Condition)
     _running: List[threading.Thread] = field(default_factory=list)
 
-    def start(self) -> "SessionLoop":
+    def start(self) -> SessionLoop:
         for _ in range(self.threads):
             thread = threading.Thread(target=self._run, daemon=True)
             thread.start()
