@@ -431,7 +431,9 @@ def makeService(
             site = workers_metrics_site(
                 pool.scrape, reactor, supervisor_readiness(pool)
             )
-            _stops_last(service, _metrics_listener(reactor, options["metrics"], site))
+            _metrics_listener(reactor, options["metrics"], site).setServiceParent(
+                service
+            )
         return service
     if endpoint is None and description.startswith("haproxy:"):
         # incproto's PROXY support starts the protocol with the client's

@@ -87,6 +87,7 @@ def test_supervisor_serves_healthz() -> None:
         reactor=MemoryReactorClock(),
     )
     assert fake_get(service, b"/healthz") == (503, b"stopping\n")
+    assert next(iter(service)) is not service.getServiceNamed("metrics")
 
 
 @pytest_twisted.inlineCallbacks
