@@ -152,10 +152,12 @@ def test_impaired_network(namespace: Namespace, tmp_path: Path) -> None:
             sock.close()
         assert IDLE - EARLY <= min(idle_times), idle_times
         assert max(idle_times) <= IDLE + SLACK, idle_times
+        # The server's own durations: never early (they run on until the
+        # client's FIN too, which this test reads late and loss may delay).
         durations = server.wait_for(
             re.compile(r"closed \(idle timeout\) after ([\d.]+)s"), LIMIT
         )
-        assert all(IDLE <= float(d) < IDLE + 0.5 for (d,) in durations), durations
+        assert all(IDLE <= float(d) <= IDLE + SLACK for (d,) in durations), durations
 
         # Drain: SIGTERM with a connection open; what was read is answered,
         # then the server closes it and exits cleanly.
