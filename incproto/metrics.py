@@ -1,5 +1,6 @@
 # -*- test-case-name: tests.test_metrics -*-
-"""Prometheus metrics for one incproto service, at /metrics.
+"""Prometheus metrics for one incproto service, at /metrics (and its
+health, at /healthz: see L{incproto.health}).
 
 Not C{prometheus_client.twisted.MetricsResource}: that imports the global
 reactor, renders in the reactor's shared thread pool, and reads the global
@@ -20,6 +21,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from incproto.health import HealthResource, ReadinessCheck
 from incproto.limit import ConnectionLimit
 from incproto.offload import Workers
 from incproto.protocol import IncrementFactory
@@ -137,23 +139,31 @@ REQUEST_TIMEOUT = 10.0
 MAX_SCRAPERS = 16
 
 
-def _site(resource: Resource, reactor: Any) -> Site:
+def _site(
+    resource: Resource, reactor: Any, ready: Optional[ReadinessCheck] = None
+) -> Site:
     root = Resource()
     root.putChild(b"metrics", resource)
+    if ready is not None:
+        root.putChild(b"healthz", HealthResource(ready))
     site = Site(root, timeout=REQUEST_TIMEOUT, reactor=reactor)
     site.noisy = False
     return site
 
 
-def metrics_site(collector: Any, reactor: Any = None) -> Site:
+def metrics_site(
+    collector: Any, reactor: Any = None, ready: Optional[ReadinessCheck] = None
+) -> Site:
     """
     A web site serving C{collector}'s metrics at /metrics, from a registry
     of its own.
 
     @param reactor: the time source for request timeouts; the global
         reactor by default.
+    @param ready: if given, /healthz answers with it (see
+        L{incproto.health.HealthResource}).
     """
-    return _site(MetricsResource(registry_of(collector)), reactor)
+    return _site(MetricsResource(registry_of(collector)), reactor, ready)
 
 
 class WorkersCollector:
@@ -224,7 +234,12 @@ class WorkersMetricsResource(Resource):
 
 
 def workers_metrics_site(
-    scrape: Callable[[], Deferred[WorkersCollector]], reactor: Any = None
+    scrape: Callable[[], Deferred[WorkersCollector]],
+    reactor: Any = None,
+    ready: Optional[ReadinessCheck] = None,
 ) -> Site:
-    """A web site serving the workers' merged metrics at /metrics."""
-    return _site(WorkersMetricsResource(scrape), reactor)
+    """
+    A web site serving the workers' merged metrics at /metrics (and, if
+    C{ready} is given, the supervisor's health at /healthz).
+    """
+    return _site(WorkersMetricsResource(scrape), reactor, ready)

@@ -16,6 +16,7 @@ import re
 import sys
 from typing import Any, Callable, List, Optional, Sequence, cast
 
+from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IProtocolFactory,
@@ -220,8 +221,10 @@ class Options(usage.Options):
             "metrics",
             None,
             None,
-            "Serve Prometheus metrics at /metrics on this endpoint (a port "
-            "number means tcp:PORT:interface=127.0.0.1). Off by default.",
+            "Serve Prometheus metrics at /metrics and health at /healthz "
+            "(200 while listening and not draining, else 503) on this "
+            "endpoint (a port number means tcp:PORT:interface=127.0.0.1). "
+            "Off by default.",
         ],
         [
             "idle-timeout",
@@ -412,6 +415,17 @@ def _metrics_listener(reactor: Any, description: str, site: Any) -> ListeningSer
     return metrics
 
 
+def _stops_last(parent: MultiService, child: Service) -> None:
+    """
+    Add C{child} to C{parent} to be stopped last (and started first): the
+    metrics listener outlives the drain, so /healthz answers 503 and
+    /metrics shows the connections while it runs.
+    """
+    child.setServiceParent(parent)
+    parent.services.remove(child)
+    parent.services.insert(0, child)
+
+
 def makeService(
     options: Options,
     reactor: Optional[IReactorTime] = None,
@@ -441,6 +455,7 @@ def makeService(
     description: str = options["endpoint"]
     service = IncprotoService(options["drain-timeout"], reactor)
     if options["workers"] is not None and endpoint is None:
+        from incproto.health import supervisor_readiness
         from incproto.metrics import workers_metrics_site
         from incproto.workers import WorkerPool
 
@@ -454,9 +469,12 @@ def makeService(
         )
         pool.setServiceParent(service)
         if options["metrics"] is not None:
-            _metrics_listener(
-                reactor, options["metrics"], workers_metrics_site(pool.scrape, reactor)
-            ).setServiceParent(service)
+            site = workers_metrics_site(
+                pool.scrape, reactor, supervisor_readiness(pool)
+            )
+            _metrics_listener(reactor, options["metrics"], site).setServiceParent(
+                service
+            )
         _signals(reactor, pool.reload).setServiceParent(service)
         return service
     if endpoint is None and description.startswith("haproxy:"):
@@ -499,9 +517,8 @@ def makeService(
         logConnections=not options["no-connection-log"],
         accessLog=access_log,
     )
-    DrainingService(increment, options["drain-timeout"], reactor).setServiceParent(
-        service
-    )
+    drainer = DrainingService(increment, options["drain-timeout"], reactor)
+    drainer.setServiceParent(service)
     factory: IProtocolFactory = increment
     if limit is not None:
         factory = ConnectionLimit(
@@ -512,17 +529,19 @@ def makeService(
             maxPerPeer=options["max-per-peer"],
             clock=reactor,
         )
+    from incproto.health import service_readiness
     from incproto.metrics import IncprotoCollector, metrics_site
 
     service.collector = IncprotoCollector(
         increment, factory if isinstance(factory, ConnectionLimit) else None, workers
     )
-    if options["metrics"] is not None:
-        _metrics_listener(
-            reactor, options["metrics"], metrics_site(service.collector, reactor)
-        ).setServiceParent(service)
     listener = ListeningService(endpoint, factory, options["port"], clock=reactor)
     listener.setName("incproto")
+    if options["metrics"] is not None:
+        site = metrics_site(
+            service.collector, reactor, service_readiness(listener, drainer)
+        )
+        _stops_last(service, _metrics_listener(reactor, options["metrics"], site))
     listener.setServiceParent(service)
     # A worker's SIGHUP is its supervisor's business.
     _signals(reactor, None if in_worker else STOP).setServiceParent(service)

@@ -15,8 +15,13 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence
 
 TIMEOUT = 30.0
-# The listening log line, as text ("... on 127.0.0.1:9090") or JSON ("port").
-LISTENING = re.compile(rb'(?:incproto listening on \S+:|"port": )(\d+)')
+# The incproto port's listening log line, as text ("incproto listening on
+# 127.0.0.1:9090") or JSON (the "what" field is "incproto"; the --metrics
+# listener, which starts first, logs "metrics").
+LISTENING = re.compile(
+    rb'(?:incproto listening on \S+:|"what": "incproto", "address": "[^"]*", "port": )'
+    rb"(\d+)"
+)
 
 
 # Notified whenever any server process writes output.

@@ -89,9 +89,18 @@ backend only-a
 """
 
 
-def haproxy_config(port: int, a: int, b: int, only_a: int) -> str:
-    """docs/deploy/haproxy.cfg on the test's ports, and the only-a frontend."""
+def shipped_haproxy_config(admin: Path) -> str:
+    """docs/deploy/haproxy.cfg, with its admin socket at C{admin}."""
     shipped = HAPROXY_CFG.read_text()
+    documented = " /run/haproxy/incproto.sock "
+    assert shipped.count(documented) == 1, documented
+    return shipped.replace(documented, f" {admin} ")
+
+
+def haproxy_config(port: int, a: int, b: int, only_a: int, admin: Path) -> str:
+    """docs/deploy/haproxy.cfg on the test's ports and admin socket, and the
+    only-a frontend."""
+    shipped = shipped_haproxy_config(admin)
     for documented, used in [
         ("bind :9090\n", f"bind 127.0.0.1:{port}\n"),
         ("127.0.0.1:9091 ", f"127.0.0.1:{a} "),
@@ -119,7 +128,9 @@ def test_haproxy_in_front_of_two_backends(tmp_path: Path) -> None:
         config = tmp_path / "haproxy.cfg"
         port, only_a = free_port(), free_port()
         config.write_text(
-            haproxy_config(port, backends[0].port, backends[1].port, only_a)
+            haproxy_config(
+                port, backends[0].port, backends[1].port, only_a, tmp_path / "admin"
+            )
         )
         started.append(
             ServerProcess(
