@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, List, Optional
+import stat
+from contextlib import suppress
+from typing import Any, List, Optional, cast
 
+from twisted.internet import tcp, unix
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
@@ -46,10 +49,13 @@ class BoundSocket:
     copy, handed to workers.
 
     @ivar socket: the listening socket.
+    @ivar path: the UNIX socket file this process created, removed when it
+        stops listening (workers leave it alone), or C{None}.
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, path: Optional[str] = None) -> None:
         self.socket = sock
+        self.path = path
 
     @property
     def family(self) -> str:
@@ -72,8 +78,12 @@ class BoundSocket:
         """Already listening."""
 
     def stopListening(self) -> Optional[Deferred[None]]:
-        """Close the parent's copy; workers keep theirs."""
+        """Close the parent's copy (workers keep theirs) and remove the
+        socket file it created."""
         self.socket.close()
+        if self.path is not None:
+            with suppress(FileNotFoundError):
+                os.unlink(self.path)
         return None
 
 
@@ -89,12 +99,12 @@ class BindingReactor:
     def __init__(self) -> None:
         self.bound: Optional[BoundSocket] = None
 
-    def _keep(self, sock: socket.socket) -> BoundSocket:
+    def _keep(self, sock: socket.socket, path: Optional[str] = None) -> BoundSocket:
         # Non-blocking for every worker (the flag is shared with them): of
         # the workers woken by one connection, all but one find none to
         # accept, and a blocking accept would hang their reactors.
         sock.setblocking(False)
-        self.bound = BoundSocket(sock)
+        self.bound = BoundSocket(sock, path)
         return self.bound
 
     def listenTCP(
@@ -130,7 +140,8 @@ class BindingReactor:
         except BaseException:
             sock.close()
             raise
-        return self._keep(sock)
+        in_filesystem = not str(address).startswith("\0")
+        return self._keep(sock, address if in_filesystem else None)
 
     def adoptStreamPort(
         self, fileDescriptor: int, addressFamily: int, factory: object
@@ -173,10 +184,16 @@ class AdoptingReactor:
         return getattr(self._reactor, name)
 
     def _adopt(self, factory: IProtocolFactory) -> IListeningPort:
-        port: IListeningPort = self._reactor.adoptStreamPort(
+        if self.family == socket.AF_UNIX:
+            port = SharedUNIXPort._fromListeningDescriptor(
+                self._reactor, self.fileno, factory
+            )
+            port.startListening()
+            return cast(IListeningPort, port)
+        adopted: IListeningPort = self._reactor.adoptStreamPort(
             self.fileno, self.family, factory
         )
-        return port
+        return adopted
 
     def listenTCP(
         self, port: int, factory: IProtocolFactory, *args: Any, **kwargs: Any
@@ -199,6 +216,31 @@ class AdoptingReactor:
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
         return self._adopt(TLSMemoryBIOFactory(contextFactory, False, factory))
+
+
+class SharedUNIXPort(unix.Port):
+    """
+    A worker's UNIX port over the socket its supervisor bound and owns.
+
+    Twisted's own adopted UNIX port would make the socket file mode 0666
+    when it starts (whatever C{mode=} the description set), and when it
+    stops would shut the shared socket down and remove its file, leaving
+    the supervisor and the workers started after it (on a reload) nothing
+    to serve.  This one leaves socket, file and mode as they are.
+    """
+
+    _shouldShutdown = False
+
+    def startListening(self) -> None:
+        """Listen, keeping the socket file's mode."""
+        path = getattr(self, "_bindPath", None) or self.port
+        with suppress(OSError, TypeError, ValueError):
+            self.mode = stat.S_IMODE(os.stat(path).st_mode)
+        super().startListening()
+
+    def connectionLost(self, reason: Failure) -> None:
+        """Stop, without removing the supervisor's socket file."""
+        tcp.Port.connectionLost(self, reason)
 
 
 def _strip_proxy(description: str) -> str:

@@ -14,9 +14,12 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.protocol import Factory
 
 from incproto import IncrementFactory
 from incproto.sharing import BoundSocket, adopted_endpoint, bind
+from tests.helpers import Client, within
 from tests.test_limit_tcp import connect
 from tests.test_proxy import v2
 
@@ -64,13 +67,7 @@ def test_bind_failure_raises() -> None:
 
 def _serve(description: str) -> tuple[BoundSocket, Any]:
     """Bind like the parent, then adopt and serve like a worker."""
-    bound = bind(description)
-    endpoint = adopted_endpoint(
-        reactor, description, os.dup(bound.fileno()), bound.socket.family
-    )
-    listening: list[Any] = []
-    endpoint.listen(IncrementFactory()).addCallback(listening.append)
-    return bound, listening[0]
+    return _serve_bound(bind(description), description)
 
 
 @pytest_twisted.inlineCallbacks
@@ -125,3 +122,43 @@ def test_worker_rebuilds_tls_over_the_adopted_socket(
     finally:
         bound.stopListening()
         yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_worker_stopping_leaves_the_shared_unix_socket(
+    tmp_path: Path,
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    The socket and its file are the supervisor's: a worker that stops (on a
+    reload, say) must neither shut the socket down nor remove the file, or
+    the next workers have nothing to serve; adopting it keeps its mode.
+    """
+    path = tmp_path / "s.sock"
+    description = f"unix:{path}:mode=600"
+    bound, port = _serve(description)
+    try:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        yield port.stopListening()
+        assert path.exists()
+        _, again = _serve_bound(bound, description)
+        client = yield within(
+            UNIXClientEndpoint(reactor, str(path)).connect(Factory.forProtocol(Client))
+        )
+        assert (yield client.wait_for(1)) == b"*"
+        client.transport.loseConnection()
+        yield client.closed
+        yield again.stopListening()
+        assert path.exists()
+    finally:
+        bound.stopListening()
+    assert not path.exists()  # the supervisor removes what it created
+
+
+def _serve_bound(bound: BoundSocket, description: str) -> tuple[BoundSocket, Any]:
+    """Adopt and serve C{bound} like another worker."""
+    endpoint = adopted_endpoint(
+        reactor, description, os.dup(bound.fileno()), bound.socket.family
+    )
+    listening: list[Any] = []
+    endpoint.listen(IncrementFactory()).addCallback(listening.append)
+    return bound, listening[0]
