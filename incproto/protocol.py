@@ -93,6 +93,7 @@ class IncrementProtocol(Protocol):
         self._idleTimer: Optional[IDelayedCall] = None
         self._lastActivity = 0.0
         self._acknowledged = 0
+        self._owed = False
         self._openedAt = 0.0
 
     def connectionMade(self) -> None:
@@ -274,16 +275,22 @@ class IncrementProtocol(Protocol):
     def _checkIdle(self) -> None:
         """
         Close the connection if no traffic went either way for
-        C{idleTimeout} seconds; bytes the client acknowledged since the last
-        check (it is reading, however slowly) count as traffic.
+        C{idleTimeout} seconds.  A client reading what it is owed, however
+        slowly, is traffic: if it acknowledged bytes since the last check
+        while some were owed then or are still owed now, that counts as
+        traffic now (a check cannot tell when).  Bytes acknowledged with
+        none owed at the last check were written since, and their write
+        counted already.
         """
         timeout = self.factory.idleTimeout
         assert timeout is not None
         now = self.factory.clock.seconds()
         left = unacknowledged(self.transport)
-        if left is not None and self.bytesSent - left > self._acknowledged:
-            self._acknowledged = self.bytesSent - left
-            self._lastActivity = now
+        if left is not None:
+            acknowledged = self.bytesSent - left
+            if acknowledged > self._acknowledged and (left or self._owed):
+                self._lastActivity = now
+            self._acknowledged, self._owed = acknowledged, left > 0
         idle = now - self._lastActivity
         if idle >= timeout:
             self._idleTimer = None

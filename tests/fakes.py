@@ -32,3 +32,19 @@ def connect_to(
     transport = transport or HalfCloseableTransport()
     protocol.makeConnection(transport)
     return protocol, transport
+
+
+class SocketLikeTransport(HalfCloseableTransport):
+    """
+    A half-closeable StringTransport with the write buffer attributes of a
+    Twisted socket transport, so that L{incproto.sockets.unacknowledged}
+    reads C{len(dataBuffer)} as the bytes the client has not acknowledged
+    (set it to play a client that reads slowly, or not at all).
+    """
+
+    dataBuffer = b""
+    offset = 0
+    _tempDataLen = 0
+
+    def fileno(self) -> int:
+        raise OSError("no socket")
