@@ -437,6 +437,13 @@ class IncrementFactory(Factory):
         """
         for protocol in list(self.connections):
             protocol.shutdown()
+        return self.whenEmpty()
+
+    def whenEmpty(self) -> Deferred[None]:
+        """
+        @return: a Deferred that fires once no connection is left (at once
+            if none is open).
+        """
         if not self.connections:
             return succeed(None)
         d: Deferred[None] = Deferred()

@@ -30,10 +30,27 @@ import signal
 import sys
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, cast
+from typing import (
+    Any,
+    Callable,
+    Deque,
+    Dict,
+    List,
+    Optional,
+    Sequence,
+    Set,
+    Union,
+    cast,
+)
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import (
+    Deferred,
+    TimeoutError,
+    gatherResults,
+    maybeDeferred,
+    succeed,
+)
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory, ProcessProtocol, connectionDone
@@ -127,8 +144,13 @@ class WorkerProcess(ProcessProtocol):
         """The worker's process id, while it runs."""
         return getattr(self.transport, "pid", None)
 
-    def signal(self, name: str) -> None:
-        """Send the worker a signal, unless it has exited."""
+    def signal(self, name: Union[str, int]) -> None:
+        """
+        Send the worker a signal, unless it has exited.
+
+        @param name: C{"TERM"}, C{"KILL"} or C{"INT"} (the names Twisted
+            knows), or a signal number.
+        """
         if self.transport is not None:
             try:
                 self.transport.signalProcess(name)
@@ -239,9 +261,11 @@ class WorkerPool(Service):
     def reload(self) -> None:
         """
         A rolling restart (SIGHUP, as gunicorn does it): start a new worker
-        in every slot, then SIGTERM the old ones, which drain.  The
-        supervisor keeps the socket open throughout, so no connection is
-        refused or reset; the new workers run the code installed now.
+        in every slot, then SIGQUIT the old ones, which stop accepting and
+        let their clients finish (see L{retire_gracefully}).  The supervisor
+        keeps the socket open throughout, so no connection is refused or
+        reset, and no session is cut short; the new workers run the code
+        installed now.
         """
         if not self.running:
             return
@@ -254,7 +278,7 @@ class WorkerPool(Service):
             worker.retired = True
             self.retired.add(worker)
             self.spawn(worker.slot)
-            worker.signal("TERM")
+            worker.signal(signal.SIGQUIT)
 
     def ended(self, worker: WorkerProcess, reason: Failure) -> None:
         """A worker exited: restart it, with back-off, unless stopping."""
@@ -421,8 +445,7 @@ def worker_main(argv: Sequence[str]) -> None:
     def orphaned() -> None:
         if not signals.stopping:
             signals.log.warn("the supervisor is gone: draining and exiting")
-            signals.stopping = True
-            reactor.stop()
+            stop()
 
     # (mypy reads the Windows signature of StandardIO.)
     cast(Any, StandardIO)(
@@ -431,7 +454,39 @@ def worker_main(argv: Sequence[str]) -> None:
         stdout=METRICS_REPLIES,
         reactor=reactor,
     )
+
+    def stop() -> None:
+        if not signals.stopping:
+            signals.stopping = True
+            reactor.stop()
+
+    signal.signal(
+        signal.SIGQUIT,
+        lambda signum, frame: cast(Any, reactor).callFromThread(
+            retire_gracefully, service, options["drain-timeout"], reactor, stop
+        ),
+    )
     service.privilegedStartService()
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()
+
+
+def retire_gracefully(
+    service: Any, timeout: float, clock: Any, stop: Callable[[], None]
+) -> Deferred[None]:
+    """
+    Retire a worker replaced by a reload (SIGQUIT from the supervisor, as
+    nginx's workers take it): stop accepting, let every client finish its
+    session and close (for at most C{timeout} seconds), then C{stop} as
+    usual, which drains whatever is left.  A SIGTERM meanwhile stops at once.
+
+    @param service: the worker's service, from L{incproto.tap.makeService}.
+    """
+    listener = service.getServiceNamed("incproto")
+    d = maybeDeferred(listener.stopService)
+    d.addCallback(lambda _: service.collector.factory.whenEmpty())
+    d.addTimeout(timeout, clock)
+    d.addErrback(lambda failure: failure.trap(TimeoutError))
+    d.addCallback(lambda _: stop())
+    return d

@@ -14,6 +14,7 @@ from typing import List
 
 import pytest
 
+from tests.fleet import SessionLoop
 from tests.processes import (
     TIMEOUT,
     ServerProcess,
@@ -28,6 +29,7 @@ from tests.processes import (
 
 FAULTY = ["--handler", "tests.faulty:faulty"]
 WORKER_LISTENING = re.compile(r"\[worker (\d)\] incproto listening")
+OLD_WORKER_GONE = re.compile(r"old worker (\d) (?:exited|was killed)")
 MiB = 1024 * 1024
 
 
@@ -193,9 +195,10 @@ def test_repeated_stop_signals_are_quiet(options: List[str]) -> None:
 
 def test_sighup_reloads_workers_without_resetting_clients() -> None:
     """
-    With --workers, SIGHUP starts new workers and drains the old ones: a
-    client of an old worker gets its replies and a FIN, new clients are
-    served throughout, and the supervisor keeps running.
+    With --workers, SIGHUP starts new workers and retires the old ones: a
+    client of an old worker finishes its session there (every reply, then
+    a FIN once it half-closes), new clients are served throughout, and the
+    supervisor keeps running.
     """
     server = start_incproto("--workers", "2")
     server.wait_for(WORKER_LISTENING, 2)
@@ -209,7 +212,8 @@ def test_sighup_reloads_workers_without_resetting_clients() -> None:
             server.wait_for(WORKER_LISTENING, 4)
             assert served(server.port) == b"*bcd"
             sock.sendall(b"cd$")
-            assert receive_all(sock) in (b"de", b"")  # drained: FIN, not reset
+            sock.shutdown(socket.SHUT_WR)
+            assert receive_all(sock) == b"de"  # the session ran to its end
         server.wait_for(re.compile(r"old worker (\d) (?:exited|was killed)"), 2)
         wait_gone(old, "an old worker")
         assert served(server.port) == b"*bcd"
@@ -237,3 +241,26 @@ def test_the_drain_timeout_bounds_the_whole_stop() -> None:
     assert status == -signal.SIGTERM
     [(left,)] = server.wait_for(re.compile(r"unfinished after ([0-9.]+)s"))
     assert float(left) < 1.0
+
+
+def test_sighup_reload_of_workers_fails_no_session() -> None:
+    """
+    SIGHUP to a --workers supervisor, twice, under a loop of series
+    sessions: the old workers stop accepting and let their sessions end, so
+    not one session fails, and every worker is a new process after.
+    """
+    server = start_incproto("--workers", "2", "--no-connection-log")
+    try:
+        server.wait_for(WORKER_LISTENING, 2)
+        first = set(descendants(server.process.pid))
+        loop = SessionLoop(server.port).start()
+        loop.wait_for(50)
+        for reloads in (1, 2):
+            server.process.send_signal(signal.SIGHUP)
+            server.wait_for(OLD_WORKER_GONE, 2 * reloads)
+            loop.wait_for(50)
+        sessions = loop.stop()
+        assert [s.error for s in sessions if s.error] == []
+        assert not first & set(descendants(server.process.pid))
+    finally:
+        server.stop()

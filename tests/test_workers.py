@@ -169,21 +169,23 @@ def test_stop_terms_waits_and_kills(pool: Any) -> None:
     assert stopped.called and len(clock.spawned) == 2  # no restarts
 
 
-def test_reload_starts_new_workers_then_drains_the_old(pool: Any) -> None:
-    """SIGHUP's rolling restart: a new worker per slot, SIGTERM to the old
-    ones, which are not restarted when they exit; a stop waits for them."""
+def test_reload_starts_new_workers_then_retires_the_old(pool: Any) -> None:
+    """SIGHUP's rolling restart: a new worker per slot, SIGQUIT to the old
+    ones (let sessions end), which are not restarted when they exit; a stop
+    SIGTERMs and waits for them."""
     pool_, clock, events = pool
     old = [s["protocol"] for s in clock.spawned]
     pool_.reload()
     assert len(clock.spawned) == 4
     new = [s["protocol"] for s in clock.spawned[2:]]
-    assert [w.transport.signals for w in old] == [["TERM"], ["TERM"]]
+    quit = signal.SIGQUIT
+    assert [w.transport.signals for w in old] == [[quit], [quit]]
     assert pool_.workers == {1: new[0], 2: new[1]}
     end(old[0], 0)
     clock.advance(60)
     assert len(clock.spawned) == 4 and pool_.restarts == 0
     stopped = pool_.stopService()
-    assert old[1].transport.signals == ["TERM", "TERM"]
+    assert old[1].transport.signals == [quit, "TERM"]
     for worker in new:
         end(worker, 0)
     assert not stopped.called  # the old worker still drains
