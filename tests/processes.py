@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, Iterable, List, Optional, Sequence
 
 TIMEOUT = 30.0
 # The incproto port's listening log line, as text ("incproto listening on
@@ -172,12 +172,20 @@ def half_close_round_trip(port: int, data: bytes) -> bytes:
     Send C{data} while reading, shut down the sending side, and return
     everything the server sent until it closed.
     """
-    sock = connect(port)
+    return send_while_reading(connect(port), [data])
+
+
+def send_while_reading(sock: socket.socket, chunks: Iterable[bytes]) -> bytes:
+    """
+    Send C{chunks} one by one while reading, shut down the sending side,
+    close C{sock}, and return everything the server sent until it closed.
+    """
     errors: List[BaseException] = []
 
     def send() -> None:
         try:
-            sock.sendall(data)
+            for chunk in chunks:
+                sock.sendall(chunk)
             sock.shutdown(socket.SHUT_WR)
         except BaseException as e:  # reported by the reading side
             errors.append(e)

@@ -17,7 +17,13 @@ from typing import Iterator, List, Tuple
 import pytest
 
 from tests.netns import Namespace, impaired_namespace
-from tests.processes import TIMEOUT, ServerProcess, receive_all, script
+from tests.processes import (
+    TIMEOUT,
+    ServerProcess,
+    receive_all,
+    script,
+    send_while_reading,
+)
 from tests.test_parser import reference
 
 STREAMS = 8
@@ -50,28 +56,13 @@ def random_stream(rng: random.Random, size: int) -> bytes:
 def round_trip(sock: socket.socket, data: bytes, rng: random.Random) -> bytes:
     """Send C{data} in random chunks while reading, half-close, and return
     all that came back until the server closed."""
-    errors: List[BaseException] = []
-
-    def send() -> None:
-        try:
-            view = memoryview(data)
-            while view:
-                size = rng.randint(1, 8192)
-                sock.sendall(view[:size])
-                view = view[size:]
-            sock.shutdown(socket.SHUT_WR)
-        except BaseException as e:
-            errors.append(e)
-
-    sender = threading.Thread(target=send, daemon=True)
-    sender.start()
-    try:
-        received = receive_all(sock)
-    finally:
-        sender.join(TIMEOUT)
-        sock.close()
-    assert not errors, errors
-    return received
+    view = memoryview(data)
+    chunks = []
+    while view:
+        size = rng.randint(1, 8192)
+        chunks.append(view[:size])
+        view = view[size:]
+    return send_while_reading(sock, chunks)
 
 
 def test_impaired_network(namespace: Namespace, tmp_path: Path) -> None:
