@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections import deque
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, Callable, Deque, Iterator, List, Optional, Set, Tuple
 
 from twisted.application.service import Service
@@ -536,6 +536,7 @@ class ProcessWorkers(Workers):
         def stop() -> None:
             try:
                 pool.stop()
+                _terminate_processes(pool)
                 pool.join()
             finally:
                 self.reactor.callFromThread(done)
@@ -563,6 +564,23 @@ class ProcessWorkers(Workers):
 
     def __repr__(self) -> str:
         return f"ProcessWorkers({self.handler!r}, {self.size})"
+
+
+def _terminate_processes(pool: Any) -> None:
+    """
+    Terminate a stopped pebble pool's processes before it closes its
+    channels.  pebble closes them first, and a process still starting then
+    fails to unpickle the channel's lock and prints a traceback (seen when a
+    server stops within a second of starting).  Waits for the pool's manager
+    thread first, so that no process is started afterwards.
+    """
+    manager_loop = getattr(pool, "_pool_manager_loop", None)
+    if manager_loop is not None:
+        manager_loop.join(STOP_GRACE)
+    manager = getattr(getattr(pool, "_pool_manager", None), "worker_manager", None)
+    for process in list(getattr(manager, "workers", {}).values()):
+        with suppress(Exception):
+            process.terminate()
 
 
 @contextmanager
