@@ -21,6 +21,7 @@ from tests.processes import (
     TIMEOUT,
     ServerProcess,
     receive_all,
+    receive_exactly,
     script,
     send_while_reading,
 )
@@ -113,7 +114,7 @@ def test_impaired_network(namespace: Namespace, tmp_path: Path) -> None:
             connected_at.append(time.monotonic())
         for sock in idle:
             sock.settimeout(TIMEOUT)
-            assert receive_exactly_all(sock, 1) == b"*"
+            assert receive_exactly(sock, 1) == b"*"
         # ...then two more: one waits in the queue (--queue 1) ungreeted and
         # is closed after --queue-timeout, the other finds the queue full and
         # is closed at once. (Which is which depends on which the server
@@ -155,7 +156,7 @@ def test_impaired_network(namespace: Namespace, tmp_path: Path) -> None:
         draining = namespace.connect(port)
         draining.settimeout(TIMEOUT)
         draining.sendall(b"^abc")
-        assert receive_exactly_all(draining, 4) == b"*bcd"
+        assert receive_exactly(draining, 4) == b"*bcd"
         server.process.send_signal(signal.SIGTERM)
         assert receive_all(draining) == b""
         draining.close()
@@ -194,13 +195,3 @@ def parallel_closes(socks: List[socket.socket]) -> List[Tuple[bytes, float]]:
         thread.join(TIMEOUT)
     assert all(at for _, at in found), "a connection was not closed"
     return found
-
-
-def receive_exactly_all(sock: socket.socket, count: int) -> bytes:
-    data = bytearray()
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return bytes(data)
