@@ -5,18 +5,25 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Dict, List, Optional, Tuple
 
-from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.address import (
+    HostnameAddress,
+    IPv4Address,
+    IPv6Address,
+    UNIXAddress,
+)
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
+from twisted.internet.testing import StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from incproto import ConnectionLimit, IncrementFactory, IncrementProtocol
 from incproto.accepting import AcceptControl
 from incproto.limit import LimitedConnection, peer_group
-from tests.fakes import HalfCloseableTransport
+from incproto.sockets import TCP_CLOSE
+from tests.fakes import HalfCloseableTransport, SocketLikeTransport
 from tests.test_accepting import FakePort
 
 DONE = Failure(ConnectionDone())
@@ -28,9 +35,11 @@ class CountingFactory(IncrementFactory):
     def __init__(self, clock: Clock) -> None:
         super().__init__(clock=clock)
         self.built: List[IncrementProtocol] = []
+        self.addresses: List[Any] = []
         self.starts = self.stops = 0
 
     def buildProtocol(self, addr: object) -> Optional[Protocol]:
+        self.addresses.append(addr)
         protocol = super().buildProtocol(addr)
         assert isinstance(protocol, IncrementProtocol)
         self.built.append(protocol)
@@ -397,3 +406,319 @@ class LifecycleTests(LimitTestCase):
             {"maxConnections": 1, "maxPerPeer": 0},
         ):
             self.assertRaises(ValueError, ConnectionLimit, self.wrapped, **kwargs)
+
+
+class NamedAddress:
+    """A peer address named by text, as a UNIX socket's path can be."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class ResettableTransport(SocketLikeTransport):
+    """
+    A socket-like transport whose kernel, asked for TCP_INFO, says whether
+    the client reset the connection (L{incproto.sockets.reset_by_peer}).
+    """
+
+    reset = False
+
+    def getHandle(self) -> Any:
+        transport = self
+
+        class Handle:
+            def getsockopt(self, level: int, option: int, size: int) -> bytes:
+                return bytes([TCP_CLOSE if transport.reset else 1])
+
+        return Handle()
+
+
+class MutationTests(LimitTestCase):
+    """
+    Behaviour that mutation testing (docs/testing.md) found unchecked.
+    """
+
+    def connect_with(
+        self, limit: ConnectionLimit, transport: StringTransport
+    ) -> LimitedConnection:
+        protocol = limit.buildProtocol(transport.getPeer())
+        protocol.makeConnection(transport)
+        return protocol
+
+    def test_the_wrapped_factory_is_given_the_peer_address(self) -> None:
+        limit = self.limit(1, queueSize=1)
+        first, _ = self.connect(limit, "10.0.0.1")
+        self.connect(limit, "10.0.0.2")
+        first.connectionLost(DONE)
+        self.assertEqual(
+            [p.transport.getPeer().host for p in self.wrapped.built],
+            ["10.0.0.1", "10.0.0.2"],
+        )
+        self.assertEqual(
+            [a.host for a in self.wrapped.addresses], ["10.0.0.1", "10.0.0.2"]
+        )
+
+    def test_a_new_limit_has_seen_nothing(self) -> None:
+        limit = self.limit(1)
+        self.assertEqual(
+            (limit.peak, limit.peakHeld, limit.admitted, limit.rejected), (0, 0, 0, 0)
+        )
+
+    def test_the_global_reactor_is_the_default_clock(self) -> None:
+        from twisted.internet import reactor
+
+        self.assertIs(ConnectionLimit(self.wrapped, 1).clock, reactor)
+
+    def test_argument_errors_name_the_argument_and_value(self) -> None:
+        for kwargs, text in (
+            ({"maxConnections": 0}, "maxConnections must be at least 1, not 0"),
+            ({"queueSize": -1}, "queueSize must not be negative, not -1"),
+            ({"queueTimeout": 0}, "queueTimeout must be positive, not 0"),
+            ({"maxPerPeer": 0}, "maxPerPeer must be at least 1, not 0"),
+        ):
+            arguments: Dict[str, Any] = {"maxConnections": 1, **kwargs}
+            error = self.assertRaises(
+                ValueError, ConnectionLimit, self.wrapped, **arguments
+            )
+            self.assertEqual(str(error), text)
+
+    def test_a_short_queue_timeout_is_allowed(self) -> None:
+        self.assertEqual(self.limit(1, queueTimeout=0.5).queueTimeout, 0.5)
+
+    def test_rejected_connections_are_aborted_ten_seconds_after_the_fin(self) -> None:
+        limit = self.limit(1, queueSize=0)
+        self.connect(limit)
+        _, transport = self.connect(limit)
+        self.clock.advance(9.9)
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(0.1)
+        self.assertTrue(transport.disconnected)
+
+    def test_rejections_are_summarized_every_ten_seconds(self) -> None:
+        limit = self.limit(1, queueSize=0)
+        for _ in range(3):
+            self.connect(limit)
+        self.clock.advance(9.9)
+        self.assertEqual(self.logged("more connections"), [])
+        self.clock.advance(0.1)
+        [summary] = self.logged("more connections")
+        self.assertEqual(
+            formatEvent(summary),
+            "1 more connections rejected or timed out in the last 10.0s",
+        )
+
+    def test_rejection_log_names_peer_and_reason(self) -> None:
+        limit = self.limit(1, queueSize=1, maxPerPeer=2, rejectLogInterval=0.0)
+        self.connect(limit, "10.0.0.1")
+        self.connect(limit, "10.0.0.1")
+        self.connect(limit, "10.0.0.1")  # per peer
+        self.connect(limit, "2001:db8::7")  # the queue is full
+        self.assertEqual(
+            [formatEvent(e) for e in self.logged("{what} {peer}: {why}")],
+            [
+                "rejected 10.0.0.1:40000: per-peer limit",
+                "rejected [2001:db8::7]:40000: queue full",
+            ],
+        )
+
+    def test_rejection_log_names_a_unix_peer_by_its_path(self) -> None:
+        limit = self.limit(1, queueSize=0, rejectLogInterval=0.0)
+        self.connect(limit)
+        for name in (b"/run/\xff.sock", None):
+            self.connect_with(limit, StringTransport(peerAddress=UNIXAddress(name)))
+        self.assertEqual(
+            [e["peer"] for e in self.logged("{what} {peer}: {why}")],
+            ["/run/\ufffd.sock", "UNIXAddress(None)"],
+        )
+
+    def test_rejection_log_names_other_peers_as_they_print(self) -> None:
+        limit = self.limit(1, queueSize=0, rejectLogInterval=0.0)
+        self.connect(limit)
+        for address in (NamedAddress("pipe 3"), HostnameAddress(b"example.net", 7)):
+            self.connect_with(limit, StringTransport(peerAddress=address))
+        self.assertEqual(
+            [e["peer"] for e in self.logged("{what} {peer}: {why}")],
+            ["pipe 3", "HostnameAddress(hostname=b'example.net', port=7)"],
+        )
+
+    def test_queue_timeouts_are_counted_and_logged(self) -> None:
+        limit = self.limit(1, queueSize=5, queueTimeout=2.0, rejectLogInterval=0.0)
+        self.connect(limit)
+        self.connect(limit, "10.0.0.8")
+        self.connect(limit, "10.0.0.9")
+        self.clock.advance(2.0)
+        self.assertEqual(limit.timedOut, 2)
+        self.assertEqual(
+            [formatEvent(e) for e in self.logged("{what} {peer}: {why}")],
+            [
+                "timed out 10.0.0.8:40000: queue timeout",
+                "timed out 10.0.0.9:40000: queue timeout",
+            ],
+        )
+
+    def test_admission_log_says_how_long_it_waited(self) -> None:
+        limit = self.limit(1, queueSize=5)
+        first, _ = self.connect(limit)
+        self.clock.advance(2.0)
+        self.connect(limit, "10.0.0.9")
+        self.clock.advance(1.25)
+        first.connectionLost(DONE)
+        [event] = self.logged("admitted")
+        self.assertEqual(
+            formatEvent(event), "admitted 10.0.0.9:40000 after 1.250s in the queue"
+        )
+
+    def test_a_held_connection_counts_once_against_its_peer(self) -> None:
+        limit = self.limit(1, queueSize=5, maxPerPeer=3)
+        for _ in range(3):
+            self.connect(limit)
+        self.assertEqual((limit.active, limit.held, limit.rejected), (1, 2, 0))
+
+    def test_a_peer_leaving_frees_exactly_its_place(self) -> None:
+        limit = self.limit(10, maxPerPeer=2)
+        first, _ = self.connect(limit)
+        self.connect(limit)
+        first.connectionLost(DONE)
+        self.connect(limit)
+        _, fourth = self.connect(limit)
+        self.assertTrue(fourth.write_closed)
+        self.assertEqual((limit.active, limit.rejected), (2, 1))
+
+    def test_a_timed_out_connection_frees_exactly_its_place(self) -> None:
+        limit = self.limit(1, queueSize=5, queueTimeout=2.0, maxPerPeer=2)
+        self.connect(limit)
+        self.connect(limit)
+        self.clock.advance(2.0)
+        _, again = self.connect(limit)
+        _, beyond = self.connect(limit)
+        self.assertFalse(again.write_closed)
+        self.assertTrue(beyond.write_closed)
+        self.assertEqual((limit.held, limit.timedOut, limit.rejected), (1, 1, 1))
+
+    def test_abandoned_connections_are_counted(self) -> None:
+        limit = self.limit(1, queueSize=5)
+        self.connect(limit)
+        for _ in range(2):
+            held, _ = self.connect(limit)
+            held.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual((limit.abandoned, limit.held), (2, 0))
+
+    def test_a_held_client_leaving_cancels_its_queue_timeout(self) -> None:
+        limit = self.limit(1, queueSize=5, queueTimeout=9.0)
+        self.connect(limit)
+        held, _ = self.connect(limit)
+        held.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_rejected_client_closing_cancels_the_abort(self) -> None:
+        limit = self.limit(1, queueSize=0)
+        self.connect(limit)
+        rejected, transport = self.connect(limit)
+        self.assertEqual(rejected.state, LimitedConnection.CLOSING)
+        rejected.readConnectionLost()
+        rejected.connectionLost(DONE)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertFalse(transport.disconnected)
+
+    def test_a_client_giving_up_in_the_queue_is_closing(self) -> None:
+        limit = self.limit(1, queueSize=5)
+        self.connect(limit)
+        held, _ = self.connect(limit)
+        held.readConnectionLost()
+        self.assertEqual(held.state, LimitedConnection.CLOSING)
+
+    def test_exactly_a_full_hold_buffer_pauses_reading(self) -> None:
+        limit = self.limit(1, queueSize=5, holdBuffer=10)
+        first, _ = self.connect(limit)
+        held, transport = self.connect(limit)
+        held.dataReceived(b"^" + b"a" * 9)
+        self.assertEqual(transport.producerState, "paused")
+        self.assertTrue(held.readingPaused)
+        first.connectionLost(DONE)
+        self.assertFalse(held.readingPaused)
+
+    def test_a_new_pause_after_a_paused_one_adds_no_probe(self) -> None:
+        limit = self.limit(1, queueSize=5, holdBuffer=1)
+        self.connect(limit)
+        for _ in range(2):
+            held, _ = self.connect(limit)
+            held.dataReceived(b"^a")
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+
+    def test_held_clients_that_reset_are_found_by_probing(self) -> None:
+        """
+        A held connection whose reading is paused cannot see its client
+        reset; every probe interval the kernel is asked, and one that was
+        reset is aborted.  Probing goes on while any held connection is
+        paused, and stops when none is.
+        """
+        limit = self.limit(1, queueSize=5, holdBuffer=1, probeInterval=2.0)
+        self.connect(limit)
+        transports = [ResettableTransport(), ResettableTransport()]
+        held = [self.connect_with(limit, t) for t in transports]
+        for protocol in held:
+            protocol.dataReceived(b"^a")
+        transports[0].reset = True
+        self.clock.advance(1.9)
+        self.assertFalse(transports[0].disconnected)
+        self.clock.advance(0.1)
+        self.assertEqual([t.disconnected for t in transports], [True, False])
+        held[0].connectionLost(Failure(ConnectionLost()))
+        transports[1].reset = True
+        self.clock.advance(2.0)
+        self.assertTrue(transports[1].disconnected)
+        held[1].connectionLost(Failure(ConnectionLost()))
+        self.clock.advance(2.0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual((limit.held, limit.abandoned), (0, 2))
+
+    def test_the_default_probe_interval_is_a_second(self) -> None:
+        limit = self.limit(1, queueSize=5, holdBuffer=1)
+        self.connect(limit)
+        transport = ResettableTransport()
+        self.connect_with(limit, transport).dataReceived(b"^a")
+        transport.reset = True
+        self.clock.advance(0.9)
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(0.1)
+        self.assertTrue(transport.disconnected)
+
+    def test_stopping_ends_probing(self) -> None:
+        limit = self.limit(1, queueSize=5, holdBuffer=1)
+        self.connect(limit)
+        held, _ = self.connect(limit)
+        held.dataReceived(b"^a")
+        limit.doStop()
+        [close_deadline] = self.clock.getDelayedCalls()
+        self.assertEqual(close_deadline.getTime(), 10.0)
+
+    def test_room_freed_during_a_pause_ends_that_pause_for_good(self) -> None:
+        """
+        A slot freed during the pause after a rejection resumes accepting
+        and cancels that pause's timer, so a later pause lasts its full
+        length.
+        """
+        limit = self.limit(1, queueSize=0, rejectPause=1.0)
+        port = FakePort()
+        limit.watchAccepting(AcceptControl(port, self.clock))
+        first, _ = self.connect(limit)
+        self.connect(limit)  # rejected: a pause until 1.0
+        self.clock.advance(0.25)
+        first.connectionLost(DONE)
+        self.assertTrue(port.reading)
+        self.connect(limit)
+        self.clock.advance(0.25)
+        self.connect(limit)  # rejected: a pause until 1.5
+        self.clock.advance(0.75)
+        self.assertFalse(port.reading)
+        self.clock.advance(0.25)
+        self.assertTrue(port.reading)
+
+    def test_end_of_output_is_forwarded_once_admitted(self) -> None:
+        limit = self.limit(1)
+        protocol, _ = self.connect(limit)
+        [wrapped] = self.wrapped.built
+        ended: List[bool] = []
+        wrapped.writeConnectionLost = lambda: ended.append(True)  # type: ignore[method-assign]
+        protocol.writeConnectionLost()
+        self.assertEqual(ended, [True])

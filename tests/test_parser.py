@@ -3,6 +3,7 @@ tiny per-byte reference model over random streams and chunkings."""
 
 from __future__ import annotations
 
+import platform
 from typing import List
 
 from hypothesis import given
@@ -12,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from incproto.parser import (
     WORDS_FROM,
     IncrementParser,
+    _fastest_increment,
     extract_payload,
     increment,
     translate_increment,
@@ -98,6 +100,9 @@ class ProtocolTableTests(SynchronousTestCase):
     def test_dollar_outside_message_is_ignored(self) -> None:
         self.assertEqual(IncrementParser().feed(b"$$x$^a"), b"b")
 
+    def test_a_new_parser_waits_for_a_message(self) -> None:
+        self.assertIs(IncrementParser().in_message, False)
+
     def test_state_is_kept(self) -> None:
         parser = IncrementParser()
         parser.feed(b"^ab")
@@ -167,3 +172,22 @@ class PropertyTests(SynchronousTestCase):
     @given(st.binary(max_size=300))
     def test_increment_is_bytewise_plus_one(self, payload: bytes) -> None:
         self.assertEqual(increment(payload), bytes((b + 1) % 256 for b in payload))
+
+
+class ChoiceTests(SynchronousTestCase):
+    """
+    Which increment this interpreter uses: the word loop only on PyPy with
+    4-byte array words, C{bytes.translate} everywhere else.
+    """
+
+    def test_translate_off_pypy(self) -> None:
+        self.patch(platform, "python_implementation", lambda: "CPython")
+        self.assertIs(_fastest_increment(), translate_increment)
+
+    def test_words_on_pypy(self) -> None:
+        self.patch(platform, "python_implementation", lambda: "PyPy")
+        self.assertIs(_fastest_increment(), word_increment)
+
+    def test_this_interpreter(self) -> None:
+        pypy = platform.python_implementation() == "PyPy"
+        self.assertIs(increment, word_increment if pypy else translate_increment)
