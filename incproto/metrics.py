@@ -23,25 +23,25 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from incproto.health import HealthResource, ReadinessCheck
 from incproto.limit import ConnectionLimit
-from incproto.offload import Workers
+from incproto.offload import HandlerPool
 from incproto.protocol import IncrementFactory
 
 
 class IncprotoCollector:
     """
     Reads the counters of an L{IncrementFactory} and, if given, of its
-    L{ConnectionLimit} and L{Workers}, at each scrape.
+    L{ConnectionLimit} and L{HandlerPool}, at each scrape.
     """
 
     def __init__(
         self,
         factory: IncrementFactory,
         limit: Optional[ConnectionLimit] = None,
-        workers: Optional[Workers] = None,
+        pool: Optional[HandlerPool] = None,
     ) -> None:
         self.factory = factory
         self.limit = limit
-        self.workers = workers
+        self.pool = pool
 
     def collect(self) -> Iterator[Metric]:
         """The metrics, as of now."""
@@ -73,16 +73,16 @@ class IncprotoCollector:
         )
         if self.limit is not None:
             yield from self._limit(self.limit)
-        if self.workers is not None:
+        if self.pool is not None:
             yield GaugeMetricFamily(
                 "incproto_pool_backlog", "Handler jobs in the pool or waiting for it.",
-                self.workers.inFlight + self.workers.waiting,
+                self.pool.inFlight + self.pool.waiting,
             )  # fmt: skip
             yield _by_reason(
                 "incproto_pool_faults",
                 "Handler jobs the pool failed, by reason.",
-                [("handler timeout", self.workers.timeouts),
-                 ("pool worker lost", self.workers.lost)],
+                [("handler timeout", self.pool.timeouts),
+                 ("pool process lost", self.pool.lost)],
             )  # fmt: skip
 
     def _limit(self, limit: ConnectionLimit) -> Iterator[Metric]:

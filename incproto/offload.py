@@ -2,14 +2,16 @@
 """Running payload handlers off the reactor thread: a bounded pool of
 threads or processes, and each connection's ordered stream of work.
 
-L{ThreadWorkers} and L{ProcessWorkers} are services: they start their
-threads or processes in C{startService} (twistd calls C{makeService} before
-it daemonizes), accept at most C{backlog} jobs at a time (the rest wait in
-FIFO order, on the reactor thread, one per connection at most), and on stop
-wait for work in flight, for at most C{drainTimeout} seconds, before they
-stop.  A job that runs longer than C{handlerTimeout} fails with
-L{HandlerTimeoutError}; a job whose process died fails with L{WorkerLostError}; either
-way only that job's connection is affected.  L{OrderedWork} keeps one job
+L{ThreadHandlerPool} and L{ProcessHandlerPool} are services: they start
+their threads or processes in C{startService} (twistd calls C{makeService}
+before it daemonizes), accept at most C{backlog} jobs at a time (the rest
+wait in FIFO order, on the reactor thread, one per connection at most), and
+on stop wait for work in flight, for at most C{drainTimeout} seconds, before
+they stop.  A job that runs longer than C{handlerTimeout} fails with
+L{HandlerTimeoutError}; a job whose process died fails with
+L{PoolProcessLostError}; either way only that job's connection is affected.
+("Worker" in incproto always means a serving process of C{--workers}, see
+L{incproto.workers}; these are handler pools.)  L{OrderedWork} keeps one job
 per connection in flight, so replies keep their order although pools finish
 jobs in any order.
 """
@@ -38,8 +40,8 @@ from incproto.signals import die_with_parent
 from incproto.wrapping import global_reactor
 
 DEFAULT_DRAIN_TIMEOUT = 30.0
-WORKER_NICENESS = 10
-# See ProcessWorkers.startService.
+POOL_NICENESS = 10
+# See ProcessHandlerPool.startService.
 GIL_SWITCH_INTERVAL = 0.001
 # Seconds to wait for a pool's processes to stop, beyond the drain.
 STOP_GRACE = 10.0
@@ -52,7 +54,7 @@ class HandlerTimeoutError(Exception):
     """
 
 
-class WorkerLostError(Exception):
+class PoolProcessLostError(Exception):
     """
     The process running a job died (killed, crashed, or exited) before it
     answered: only the jobs it held fail.
@@ -64,26 +66,26 @@ class _PoolBrokeError(Exception):
 
 
 def _transform(handler: IPayloadHandler, payload: bytes) -> bytes:
-    """Run in a worker process: the handler arrives pickled."""
+    """Run in a pool process: the handler arrives pickled."""
     return handler.transform(payload)
 
 
-def _worker_started(parent: int) -> None:
+def _pool_process_started(parent: int) -> None:
     """
-    Run in each worker process as it starts.
+    Run in each pool process as it starts.
 
     Lower its scheduling priority: every job crosses a few threads of the
-    reactor's process (hand-off, results, the reactor itself); when workers
+    reactor's process (hand-off, results, the reactor itself); when pool processes
     keep every core busy, those latency-bound threads would otherwise wait a
     time slice for each job.
 
     Then make sure it cannot outlive the server: on Linux the kernel kills
     it when its parent goes (C{PR_SET_PDEATHSIG}), and if the parent went
-    before that was set, it exits now.  (A worker blocked on its task pipe
+    before that was set, it exits now.  (A process blocked on its task pipe
     also sees end of file when the server dies; one busy in a handler would
     not.)
     """
-    os.nice(WORKER_NICENESS)
+    os.nice(POOL_NICENESS)
     die_with_parent(signal.SIGKILL)
     if os.getppid() != parent:
         os._exit(1)
@@ -127,7 +129,7 @@ class Job:
         self.retried = False
 
 
-class Workers(Service):
+class HandlerPool(Service):
     """
     A bounded pool that runs C{handler.transform(payload)} off the reactor
     thread; results come back on the reactor thread.
@@ -141,7 +143,7 @@ class Workers(Service):
     @ivar waiting: jobs waiting for room in the backlog.
     @ivar completed: jobs finished, in total.
     @ivar timeouts: jobs that failed with L{HandlerTimeoutError}, in total.
-    @ivar lost: jobs that failed with L{WorkerLostError}, in total.
+    @ivar lost: jobs that failed with L{PoolProcessLostError}, in total.
     """
 
     log = Logger()
@@ -156,7 +158,7 @@ class Workers(Service):
         handlerTimeout: Optional[float] = None,
     ) -> None:
         if size < 1:
-            raise ValueError(f"a pool needs at least 1 worker, not {size}")
+            raise ValueError(f"a pool needs at least 1 thread or process, not {size}")
         if reactor is None:
             reactor = global_reactor()
         self.handler = handler
@@ -182,7 +184,7 @@ class Workers(Service):
         Transform C{payload} in the pool.
 
         @return: a Deferred that fires with the reply bytes, or fails with
-            the handler's exception, L{HandlerTimeoutError} or L{WorkerLostError}.
+            the handler's exception, L{HandlerTimeoutError} or L{PoolProcessLostError}.
         """
         job = Job(payload)
         if self.inFlight < self.backlog:
@@ -209,7 +211,7 @@ class Workers(Service):
         failure = result if isinstance(result, Failure) else Failure(result)
         if failure.check(HandlerTimeoutError):
             self.timeouts += 1
-        elif failure.check(WorkerLostError):
+        elif failure.check(PoolProcessLostError):
             self.lost += 1
         job.deferred.errback(failure)
 
@@ -277,7 +279,7 @@ class Workers(Service):
         return d.addBoth(stop)
 
 
-class ThreadWorkers(Workers):
+class ThreadHandlerPool(HandlerPool):
     """
     A dedicated C{ThreadPool} of C{size} threads (not the reactor's shared
     pool), started by C{startService} and stopped by C{stopService}.
@@ -295,15 +297,15 @@ class ThreadWorkers(Workers):
 
     def __init__(self, handler: IPayloadHandler, size: int, **kwargs: Any) -> None:
         super().__init__(handler, size, **kwargs)
-        self.pool = ThreadPool(minthreads=size, maxthreads=size, name="incproto")
+        self.executor = ThreadPool(minthreads=size, maxthreads=size, name="incproto")
         # A thread stuck in a handler must not keep the process from exiting.
-        self.pool.threadFactory = _daemon_thread  # type: ignore[assignment]
+        self.executor.threadFactory = _daemon_thread  # type: ignore[assignment]
         self.stuck = 0
 
     def startService(self) -> None:
         """Start the threads."""
         super().startService()
-        self.pool.start()
+        self.executor.start()
 
     def _call(self, job: Job, done: Callable[[bool, Any], None]) -> None:
         def run() -> bytes:
@@ -314,14 +316,14 @@ class ThreadWorkers(Workers):
 
         if self.handlerTimeout is not None:
             job.timer = self.reactor.callLater(self.handlerTimeout, self._check, job)
-        self.pool.callInThreadWithCallback(done, run)
+        self.executor.callInThreadWithCallback(done, run)
 
     def _check(self, job: Job) -> None:
         """C{handlerTimeout} seconds after submission, and then as needed."""
         timeout = self.handlerTimeout
         assert timeout is not None
         started = job.started
-        if started is None and self.stuck < self.pool.max:
+        if started is None and self.stuck < self.executor.max:
             # Waiting behind other jobs on a live thread: its clock has
             # not started yet.
             job.timer = self.reactor.callLater(timeout, self._check, job)
@@ -366,25 +368,25 @@ class ThreadWorkers(Workers):
                 stuck=self.stuck,
                 replaced=self.size,
             )
-        self.pool.adjustPoolsize(threads, threads)
+        self.executor.adjustPoolsize(threads, threads)
 
     def _stopPool(self, idle: bool) -> None:
         if idle and not self.stuck:
-            self.pool.stop()  # joins idle threads: immediate
+            self.executor.stop()  # joins idle threads: immediate
         else:
             # A stuck handler would block the reactor in join(); let a
             # helper thread wait for it instead.
-            threading.Thread(target=self.pool.stop, daemon=True).start()
+            threading.Thread(target=self.executor.stop, daemon=True).start()
 
     def __repr__(self) -> str:
-        return f"ThreadWorkers({self.handler!r}, {self.size})"
+        return f"ThreadHandlerPool({self.handler!r}, {self.size})"
 
 
 def _daemon_thread(**kwargs: Any) -> threading.Thread:
     return threading.Thread(daemon=True, **kwargs)
 
 
-class ProcessWorkers(Workers):
+class ProcessHandlerPool(HandlerPool):
     """
     A pool of C{size} processes, for handlers that hold the GIL: a
     C{pebble.ProcessPool}, which knows which job each process holds, so a
@@ -398,7 +400,7 @@ class ProcessWorkers(Workers):
     server would still accept in the child), and a C{forkserver}'s
     children outlive the server when the forkserver is killed, and look dead
     to the pool while they still run.  Spawned processes are the server's
-    own children, and die with it (see L{_worker_started}).  The handler is
+    own children, and die with it (see L{_pool_process_started}).  The handler is
     pickled with each job.
 
     @ivar replaced: how many times a broken pool was replaced.
@@ -406,7 +408,7 @@ class ProcessWorkers(Workers):
 
     def __init__(self, handler: IPayloadHandler, size: int, **kwargs: Any) -> None:
         super().__init__(handler, size, **kwargs)
-        self.pool: Any = None
+        self.executor: Any = None
         self.replaced = 0
         self._jobs: Set[Job] = set()
 
@@ -424,7 +426,7 @@ class ProcessWorkers(Workers):
         """
         super().startService()
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL))
-        self.pool = self._newPool()
+        self.executor = self._newPool()
 
     def _newPool(self) -> Any:
         import pebble
@@ -432,7 +434,7 @@ class ProcessWorkers(Workers):
         with _real_stderr():
             pool = pebble.ProcessPool(
                 self.size,
-                initializer=_worker_started,
+                initializer=_pool_process_started,
                 initargs=(os.getpid(),),
                 context=multiprocessing.get_context("spawn"),
             )
@@ -443,7 +445,7 @@ class ProcessWorkers(Workers):
         return pool
 
     def _call(self, job: Job, done: Callable[[bool, Any], None]) -> None:
-        pool = self.pool
+        pool = self.executor
         if not pool.active:
             pool = self._replace(pool, "it broke")
         try:
@@ -474,7 +476,7 @@ class ProcessWorkers(Workers):
                 "its process was killed"
             )
         except pebble.ProcessExpired as e:
-            return False, WorkerLostError(
+            return False, PoolProcessLostError(
                 f"the process running the handler died ({e}, exit code {e.exitcode})"
             )
         except (BrokenProcessPool, CancelledError) as e:
@@ -490,15 +492,15 @@ class ProcessWorkers(Workers):
             # processes gone, or it was replaced).  Run it once more.
             if self.running and not job.retried:
                 job.retried = True
-                if pool is self.pool and not pool.active:
+                if pool is self.executor and not pool.active:
                     self._replace(pool, f"it broke ({result})")
                 self.inFlight -= 1
                 self._submit(job)
                 return
-            result = WorkerLostError(f"the process pool broke: {result}")
-        if isinstance(result, (WorkerLostError, HandlerTimeoutError)):
+            result = PoolProcessLostError(f"the process pool broke: {result}")
+        if isinstance(result, (PoolProcessLostError, HandlerTimeoutError)):
             self.log.warn("{pool}: {error}", pool=self, error=str(result))
-            if self.running and pool is self.pool and not pool.active:
+            if self.running and pool is self.executor and not pool.active:
                 self._replace(pool, "its processes could not be replaced")
         super()._finished(job, ok, result)
 
@@ -508,18 +510,18 @@ class ProcessWorkers(Workers):
         and stop the old one in a helper thread; the jobs it never answered
         are run once more in the new one (see L{_finished}).
         """
-        if broken is not self.pool:
-            return self.pool
+        if broken is not self.executor:
+            return self.executor
         self.replaced += 1
         self.log.warn(
             "{pool}: replacing the process pool, because {why}", pool=self, why=why
         )
-        self.pool = self._newPool()
+        self.executor = self._newPool()
         self._stopInThread(broken)
-        return self.pool
+        return self.executor
 
     def _stopPool(self, idle: bool) -> Deferred[None]:
-        pool, self.pool = self.pool, None
+        pool, self.executor = self.executor, None
         if pool is None:
             return succeed(None)
         return self._stopInThread(pool)
@@ -563,7 +565,7 @@ class ProcessWorkers(Workers):
         return stopped.addTimeout(STOP_GRACE, self.reactor).addErrback(late)
 
     def __repr__(self) -> str:
-        return f"ProcessWorkers({self.handler!r}, {self.size})"
+        return f"ProcessHandlerPool({self.handler!r}, {self.size})"
 
 
 def _terminate_processes(pool: Any) -> None:
@@ -624,14 +626,14 @@ class OrderedWork:
 
     def __init__(
         self,
-        workers: Workers,
+        pool: HandlerPool,
         deliver: Callable[[bytes], None],
         failed: Callable[[Failure], None],
         pause: Callable[[bool], None],
         idle: Callable[[], None],
         limit: int,
     ) -> None:
-        self.workers = workers
+        self.pool = pool
         self.deliver = deliver
         self.failed = failed
         self.pause = pause
@@ -701,7 +703,7 @@ class OrderedWork:
         self.pending -= len(batch)
         self.carried = len(batch)
         self._busy = True
-        self.workers.run(batch).addCallbacks(self._done, self._error)
+        self.pool.run(batch).addCallbacks(self._done, self._error)
 
     def _done(self, reply: bytes) -> None:
         self._busy = False

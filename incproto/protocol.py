@@ -30,10 +30,10 @@ from incproto.accesslog import AccessLog, EventAccessLog
 from incproto.closing import CloseDeadline, cancel, close_politely
 from incproto.handlers import IncrementHandler, IPayloadHandler
 from incproto.offload import (
+    HandlerPool,
     HandlerTimeoutError,
     OrderedWork,
-    WorkerLostError,
-    Workers,
+    PoolProcessLostError,
 )
 from incproto.parser import extract_payload
 from incproto.sockets import unacknowledged
@@ -48,7 +48,7 @@ IDLE_TIMEOUT = "idle timeout"
 CLOSE_TIMEOUT = "close timeout"
 HANDLER_ERROR = "handler error"
 HANDLER_TIMEOUT = "handler timeout"
-WORKER_LOST = "pool worker lost"
+POOL_PROCESS_LOST = "pool process lost"
 SHUTDOWN = "shutdown"
 SERVER_CLOSED = "server closed"
 
@@ -107,10 +107,10 @@ class IncrementProtocol(Protocol):
             self._idleTimer = factory.clock.callLater(
                 factory.idleTimeout, self._checkIdle
             )
-        workers = factory.workers
-        if workers is not None:
+        pool = factory.pool
+        if pool is not None:
             self._work = OrderedWork(
-                workers,
+                pool,
                 deliver=self._write,
                 failed=self._handlerFailed,
                 pause=self._pauseForWork,
@@ -301,7 +301,7 @@ class IncrementProtocol(Protocol):
             )
 
     def _handlerFailed(self, failure: Failure) -> None:
-        pool_fault = failure.check(HandlerTimeoutError, WorkerLostError)
+        pool_fault = failure.check(HandlerTimeoutError, PoolProcessLostError)
         if pool_fault is not None:
             # Not the handler's exception: a one-line reason, no traceback.
             self.log.warn(
@@ -310,7 +310,7 @@ class IncrementProtocol(Protocol):
                 peer=describe(self.transport.getPeer()),
             )
             timeout = pool_fault is HandlerTimeoutError
-            self.finish(HANDLER_TIMEOUT if timeout else WORKER_LOST)
+            self.finish(HANDLER_TIMEOUT if timeout else POOL_PROCESS_LOST)
             return
         self.factory.handlerErrors += 1
         self.log.failure(
@@ -339,7 +339,7 @@ class IncrementFactory(Factory):
     @ivar idleTimeout: seconds without traffic either way after which a
         connection is closed, or C{None} for never.
     @ivar handler: the L{IPayloadHandler} that answers payload.
-    @ivar workers: the pool the handler runs in, or C{None} to run it
+    @ivar pool: the pool the handler runs in, or C{None} to run it
         inline on the reactor thread.
     @ivar workBuffer: payload bytes a connection may have waiting for the
         pool before reading from it pauses.
@@ -365,7 +365,7 @@ class IncrementFactory(Factory):
         clock: Optional[IReactorTime] = None,
         closeTimeout: float = 30.0,
         handler: Optional[IPayloadHandler] = None,
-        workers: Optional[Workers] = None,
+        pool: Optional[HandlerPool] = None,
         workBuffer: int = 256 * 1024,
         idleTimeout: Optional[float] = None,
         logConnections: bool = True,
@@ -373,21 +373,21 @@ class IncrementFactory(Factory):
     ) -> None:
         """
         @param handler: runs inline; the increment by default.
-        @param workers: a started L{Workers} service (L{ThreadWorkers} or
-            L{ProcessWorkers}) that runs its own handler; give one or the
+        @param pool: a started L{HandlerPool} service (L{ThreadHandlerPool} or
+            L{ProcessHandlerPool}) that runs its own handler; give one or the
             other, not both.
         @param accessLog: where closes are logged; Twisted log events
             (L{EventAccessLog}) by default, L{incproto.accesslog.FileAccessLog}
             for a buffered file at a fraction of the cost.
-        @raise ValueError: if both a handler and workers are given.
+        @raise ValueError: if both a handler and a pool are given.
         """
-        if handler is not None and workers is not None:
-            raise ValueError("give a handler or workers (which have one), not both")
+        if handler is not None and pool is not None:
+            raise ValueError("give a handler or a pool (which has one), not both")
         self.clock = clock if clock is not None else global_reactor()
         self.closeTimeout = closeTimeout
         self.idleTimeout = idleTimeout
-        self.workers = workers
-        self.handler = workers.handler if workers else handler or IncrementHandler()
+        self.pool = pool
+        self.handler = pool.handler if pool else handler or IncrementHandler()
         self.workBuffer = workBuffer
         self.logConnections = logConnections
         self.accessLog = accessLog if accessLog is not None else EventAccessLog()

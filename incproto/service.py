@@ -214,7 +214,7 @@ class SequentialMultiService(MultiService):
     incproto, the listener first, then the connections' drain, then pools.
 
     Given a C{stopTimeout}, the whole stop has one deadline: children that
-    wait (L{DrainingService}, L{incproto.offload.Workers}) wait only for
+    wait (L{DrainingService}, L{incproto.offload.HandlerPool}) wait only for
     what is left of it (L{time_left}), not each for a timeout of its own.
 
     @ivar stopDeadline: when the stop must be over (clock time), once

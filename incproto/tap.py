@@ -33,9 +33,9 @@ from incproto.handlers import load_handler
 from incproto.limit import DEFAULT_QUEUE_SIZE, ConnectionLimit
 from incproto.offload import (
     DEFAULT_DRAIN_TIMEOUT,
-    ProcessWorkers,
-    ThreadWorkers,
-    Workers,
+    HandlerPool,
+    ProcessHandlerPool,
+    ThreadHandlerPool,
 )
 from incproto.protocol import IncrementFactory
 from incproto.proxy import ProxyEndpoint
@@ -459,7 +459,7 @@ def makeService(
         from incproto.metrics import workers_metrics_site
         from incproto.workers import WorkerPool
 
-        pool = WorkerPool(
+        workers = WorkerPool(
             description,
             options["port"],
             options.worker_options(),
@@ -467,15 +467,15 @@ def makeService(
             reactor,
             killTimeout=options["drain-timeout"] + 5,
         )
-        pool.setServiceParent(service)
+        workers.setServiceParent(service)
         if options["metrics"] is not None:
             site = workers_metrics_site(
-                pool.scrape, reactor, supervisor_readiness(pool)
+                workers.scrape, reactor, supervisor_readiness(workers)
             )
             _metrics_listener(reactor, options["metrics"], site).setServiceParent(
                 service
             )
-        _signals(reactor, pool.reload).setServiceParent(service)
+        _signals(reactor, workers.reload).setServiceParent(service)
         return service
     if endpoint is None and description.startswith("haproxy:"):
         # incproto's PROXY support starts the protocol with the client's
@@ -497,22 +497,22 @@ def makeService(
     FileLimitService(limit + options["queue"] + 64 if limit else 0).setServiceParent(
         service
     )
-    workers: Optional[Workers] = None
-    pool_kind = ThreadWorkers if options["threads"] else ProcessWorkers
+    pool: Optional[HandlerPool] = None
+    pool_kind = ThreadHandlerPool if options["threads"] else ProcessHandlerPool
     pool_size = options["threads"] or options["processes"]
     if pool_size:
-        workers = pool_kind(
+        pool = pool_kind(
             options["handler"],
             pool_size,
             reactor=reactor,
             drainTimeout=options["drain-timeout"],
             handlerTimeout=options["handler-timeout"],
         )
-        workers.setServiceParent(service)
+        pool.setServiceParent(service)
     increment = IncrementFactory(
         clock=reactor,
-        handler=None if workers else options["handler"],
-        workers=workers,
+        handler=None if pool else options["handler"],
+        pool=pool,
         idleTimeout=options["idle-timeout"],
         logConnections=not options["no-connection-log"],
         accessLog=access_log,
@@ -533,7 +533,7 @@ def makeService(
     from incproto.metrics import IncprotoCollector, metrics_site
 
     service.collector = IncprotoCollector(
-        increment, factory if isinstance(factory, ConnectionLimit) else None, workers
+        increment, factory if isinstance(factory, ConnectionLimit) else None, pool
     )
     listener = ListeningService(endpoint, factory, options["port"], clock=reactor)
     listener.setName("incproto")

@@ -62,7 +62,7 @@ def test_killed_pool_processes_cost_only_their_connections() -> None:
             assert closed_with(server.port, b"^!") == b"*"
         for _ in range(3):
             assert served(server.port) == b"*bcd"
-        server.wait_for(re.compile(r"closed \((pool worker lost)\)"), 6)
+        server.wait_for(re.compile(r"closed \((pool process lost)\)"), 6)
         children = descendants(server.process.pid)
     finally:
         status = server.stop()

@@ -143,11 +143,11 @@ def test_pool_faults_are_counted_by_reason() -> None:
 
     from incproto import IncrementFactory
     from incproto.metrics import IncprotoCollector, registry_of
-    from tests.test_offload import ManualWorkers
+    from tests.test_offload import ManualPool
 
-    workers = ManualWorkers()
-    workers.timeouts, workers.lost = 2, 3
-    collector = IncprotoCollector(IncrementFactory(workers=workers), None, workers)
+    pool = ManualPool()
+    pool.timeouts, pool.lost = 2, 3
+    collector = IncprotoCollector(IncrementFactory(pool=pool), None, pool)
     samples = parse(generate_latest(registry_of(collector)).decode())
     assert samples['incproto_pool_faults_total{reason="handler timeout"}'] == 2
-    assert samples['incproto_pool_faults_total{reason="pool worker lost"}'] == 3
+    assert samples['incproto_pool_faults_total{reason="pool process lost"}'] == 3

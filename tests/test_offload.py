@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from incproto import IncrementFactory
 from incproto.handlers import IncrementHandler, IPayloadHandler
-from incproto.offload import Job, OrderedWork, Workers
+from incproto.offload import HandlerPool, Job, OrderedWork
 from tests.fakes import connect_to
 from tests.test_parser import reference
 
@@ -25,7 +25,7 @@ class ImmediateReactor(Clock):
         f(*args)
 
 
-class ManualWorkers(Workers):
+class ManualPool(HandlerPool):
     """A pool whose jobs run when the test says so."""
 
     def __init__(
@@ -60,7 +60,7 @@ class Failing:
 
 class OrderedWorkTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.workers = ManualWorkers()
+        self.pool = ManualPool()
         self.delivered: List[bytes] = []
         self.pauses: List[bool] = []
         self.idles = 0
@@ -70,7 +70,7 @@ class OrderedWorkTests(SynchronousTestCase):
             self.idles += 1
 
         self.work = OrderedWork(
-            self.workers, self.delivered.append, self.failures.append,
+            self.pool, self.delivered.append, self.failures.append,
             self.pauses.append, idle, limit=10,
         )  # fmt: skip
 
@@ -78,10 +78,10 @@ class OrderedWorkTests(SynchronousTestCase):
         self.work.add(b"ab")
         self.work.add(b"cd")
         self.work.add(b"ef")
-        self.assertEqual([job[0] for job in self.workers.jobs], [b"ab"])
-        self.workers.finish()
-        self.assertEqual([job[0] for job in self.workers.jobs], [b"cdef"])
-        self.workers.finish()
+        self.assertEqual([job[0] for job in self.pool.jobs], [b"ab"])
+        self.pool.finish()
+        self.assertEqual([job[0] for job in self.pool.jobs], [b"cdef"])
+        self.pool.finish()
         self.assertEqual(self.delivered, [b"bc", b"defg"])
         self.assertEqual(self.idles, 1)
         self.assertFalse(self.work.busy)
@@ -92,96 +92,92 @@ class OrderedWorkTests(SynchronousTestCase):
         self.work.add(b"a")
         self.work.add(b"x" * 10)
         self.assertEqual(self.pauses, [True])
-        self.workers.finish()  # b"a" delivered; b"xxxxx" submitted: 5 + 5
-        self.assertEqual(([job[0] for job in self.workers.jobs], self.pauses),
+        self.pool.finish()  # b"a" delivered; b"xxxxx" submitted: 5 + 5
+        self.assertEqual(([job[0] for job in self.pool.jobs], self.pauses),
                          ([b"xxxxx"], [True]))  # fmt: skip
-        self.workers.finish()
+        self.pool.finish()
         self.assertEqual(self.pauses, [True, False])
-        self.workers.finish()
+        self.pool.finish()
         self.assertEqual(self.delivered, [b"b", b"yyyyy", b"yyyyy"])
 
     def test_nothing_submitted_or_written_while_writes_are_paused(self) -> None:
         self.work.add(b"ab")
         self.work.writesPaused(True)
         self.work.add(b"cd")
-        self.workers.finish()
-        self.assertEqual((self.delivered, self.workers.jobs), ([], []))
+        self.pool.finish()
+        self.assertEqual((self.delivered, self.pool.jobs), ([], []))
         self.assertTrue(self.work.busy)  # the reply is held
         self.work.writesPaused(False)
         self.assertEqual(self.delivered, [b"bc"])
-        self.assertEqual([job[0] for job in self.workers.jobs], [b"cd"])
-        self.workers.finish()
+        self.assertEqual([job[0] for job in self.pool.jobs], [b"cd"])
+        self.pool.finish()
         self.assertEqual((self.delivered, self.idles), ([b"bc", b"de"], 1))
 
     def test_writes_paused_by_a_delivery_hold_the_next_job(self) -> None:
         self.work.add(b"ab")
         self.work.add(b"cd")
         self.work.deliver = lambda reply: self.work.writesPaused(True)
-        self.workers.finish()
-        self.assertEqual(self.workers.jobs, [])
+        self.pool.finish()
+        self.assertEqual(self.pool.jobs, [])
         self.work.writesPaused(False)
-        self.assertEqual([job[0] for job in self.workers.jobs], [b"cd"])
+        self.assertEqual([job[0] for job in self.pool.jobs], [b"cd"])
 
     def test_cancel_drops_results_quietly(self) -> None:
         self.work.add(b"ab")
         self.work.cancel()
-        self.workers.finish()
+        self.pool.finish()
         self.assertEqual((self.delivered, self.failures), ([], []))
 
     def test_failure_is_reported_once(self) -> None:
-        self.workers.handler = Failing()  # type: ignore[assignment]
+        self.pool.handler = Failing()  # type: ignore[assignment]
         self.work.add(b"ab")
         self.work.add(b"cd")
-        self.workers.finish()
+        self.pool.finish()
         self.assertEqual(len(self.failures), 1)
-        self.assertEqual(self.workers.jobs, [])
+        self.assertEqual(self.pool.jobs, [])
 
 
 class WorkersTests(SynchronousTestCase):
     def test_backlog_bounds_jobs_in_the_pool(self) -> None:
-        workers = ManualWorkers(backlog=2)
+        pool = ManualPool(backlog=2)
         results: List[bytes] = []
         for payload in (b"a", b"b", b"c", b"d"):
-            workers.run(payload).addCallback(results.append)
-        self.assertEqual(
-            (len(workers.jobs), workers.waiting, workers.inFlight), (2, 2, 2)
-        )
-        workers.finish(1)
-        self.assertEqual([job[0] for job in workers.jobs], [b"a", b"c"])
-        while workers.jobs:
-            workers.finish()
+            pool.run(payload).addCallback(results.append)
+        self.assertEqual((len(pool.jobs), pool.waiting, pool.inFlight), (2, 2, 2))
+        pool.finish(1)
+        self.assertEqual([job[0] for job in pool.jobs], [b"a", b"c"])
+        while pool.jobs:
+            pool.finish()
         self.assertEqual(results, [b"c", b"b", b"d", b"e"])  # completion order
-        self.assertEqual(workers.completed, 4)
+        self.assertEqual(pool.completed, 4)
 
     def test_stop_waits_for_work_in_flight(self) -> None:
-        workers = ManualWorkers()
-        workers.startService()
-        workers.run(b"a")
+        pool = ManualPool()
+        pool.startService()
+        pool.run(b"a")
         stopped: List[Any] = []
-        workers.stopService().addCallback(stopped.append)
-        self.assertEqual((stopped, workers.stopped), ([], None))
-        workers.finish()
-        self.assertEqual(workers.stopped, True)
+        pool.stopService().addCallback(stopped.append)
+        self.assertEqual((stopped, pool.stopped), ([], None))
+        pool.finish()
+        self.assertEqual(pool.stopped, True)
         self.assertEqual(len(stopped), 1)
 
     def test_stop_gives_up_after_the_drain_timeout(self) -> None:
-        workers = ManualWorkers(drainTimeout=5.0)
-        workers.startService()
-        workers.run(b"a")
-        workers.stopService()
-        workers.reactor.advance(5.0)
-        self.assertEqual(workers.stopped, False)  # stopped, though not idle
+        pool = ManualPool(drainTimeout=5.0)
+        pool.startService()
+        pool.run(b"a")
+        pool.stopService()
+        pool.reactor.advance(5.0)
+        self.assertEqual(pool.stopped, False)  # stopped, though not idle
 
     def test_needs_a_worker(self) -> None:
-        self.assertRaises(ValueError, Workers, IncrementHandler(), 0)
+        self.assertRaises(ValueError, HandlerPool, IncrementHandler(), 0)
 
 
 class ProtocolWithPoolTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.workers = ManualWorkers()
-        self.factory = IncrementFactory(
-            clock=Clock(), workers=self.workers, workBuffer=16
-        )
+        self.pool = ManualPool()
+        self.factory = IncrementFactory(clock=Clock(), pool=self.pool, workBuffer=16)
 
     def test_replies_keep_their_order_whatever_order_jobs_finish(self) -> None:
         """Many connections; the pool finishes their jobs in random order."""
@@ -189,14 +185,14 @@ class ProtocolWithPoolTests(SynchronousTestCase):
         streams = [bytes(rng.choice(b"^$ab\xff") for _ in range(60)) for _ in range(8)]
         connections = [connect_to(self.factory) for _ in streams]
         fed = [0] * len(streams)
-        while any(f < len(s) for f, s in zip(fed, streams)) or self.workers.jobs:
+        while any(f < len(s) for f, s in zip(fed, streams)) or self.pool.jobs:
             index = rng.randrange(len(streams))
             if fed[index] < len(streams[index]):
                 cut = fed[index] + rng.randint(1, 7)
                 connections[index][0].dataReceived(streams[index][fed[index] : cut])
                 fed[index] = min(cut, len(streams[index]))
-            if self.workers.jobs and rng.random() < 0.5:
-                self.workers.finish(rng.randrange(len(self.workers.jobs)))
+            if self.pool.jobs and rng.random() < 0.5:
+                self.pool.finish(rng.randrange(len(self.pool.jobs)))
         for stream, (_, transport) in zip(streams, connections):
             self.assertEqual(transport.value(), b"*" + reference(stream))
 
@@ -207,9 +203,9 @@ class ProtocolWithPoolTests(SynchronousTestCase):
         protocol.dataReceived(b"^a")
         protocol.dataReceived(b"b" * 20)
         self.assertEqual(transport.producerState, "paused")
-        self.workers.finish()  # 12 waiting + 8 in flight
+        self.pool.finish()  # 12 waiting + 8 in flight
         self.assertEqual(transport.producerState, "paused")
-        self.workers.finish()  # 4 waiting + 8 in flight
+        self.pool.finish()  # 4 waiting + 8 in flight
         self.assertEqual(transport.producerState, "producing")
 
     def test_write_backpressure_and_work_backpressure_combine(self) -> None:
@@ -219,11 +215,11 @@ class ProtocolWithPoolTests(SynchronousTestCase):
         protocol.pauseProducing()  # and the client stops reading
         protocol.resumeProducing()  # the client reads again...
         self.assertEqual(transport.producerState, "paused")  # ...work still blocks
-        self.workers.finish()
-        self.workers.finish()
+        self.pool.finish()
+        self.pool.finish()
         self.assertEqual(transport.producerState, "producing")
         protocol.pauseProducing()
-        self.workers.finish()  # the reply is held while writes are paused...
+        self.pool.finish()  # the reply is held while writes are paused...
         self.assertEqual(transport.producerState, "paused")  # ...and reading too
         self.assertEqual(transport.value(), b"*b" + b"c" * 8)
         protocol.resumeProducing()
@@ -239,11 +235,11 @@ class ProtocolWithPoolTests(SynchronousTestCase):
         protocol.dataReceived(b"^a")
         protocol.pauseProducing()
         protocol.dataReceived(b"bc")
-        self.workers.finish()
-        self.assertEqual((transport.value(), self.workers.jobs), (b"*", []))
+        self.pool.finish()
+        self.assertEqual((transport.value(), self.pool.jobs), (b"*", []))
         protocol.resumeProducing()
         self.assertEqual(transport.value(), b"*b")
-        self.workers.finish()
+        self.pool.finish()
         self.assertEqual(transport.value(), b"*bcd")
 
     def test_half_close_waits_for_the_pool(self) -> None:
@@ -251,7 +247,7 @@ class ProtocolWithPoolTests(SynchronousTestCase):
         protocol.dataReceived(b"^abc$")
         protocol.readConnectionLost()
         self.assertFalse(transport.disconnecting)
-        self.workers.finish()
+        self.pool.finish()
         self.assertEqual(transport.value(), b"*bcd")
         self.assertTrue(transport.disconnecting)
 
@@ -259,23 +255,23 @@ class ProtocolWithPoolTests(SynchronousTestCase):
         protocol, transport = connect_to(self.factory)
         protocol.dataReceived(b"^abc")
         protocol.connectionLost(Failure(ConnectionLost()))
-        self.workers.finish()
+        self.pool.finish()
         self.assertEqual(transport.value(), b"*")
         self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_handler_error_closes_only_that_connection(self) -> None:
-        self.workers.handler = Failing()  # type: ignore[assignment]
+        self.pool.handler = Failing()  # type: ignore[assignment]
         broken, broken_transport = connect_to(self.factory)
         broken.dataReceived(b"^abc")
-        self.workers.finish()
+        self.pool.finish()
         self.assertTrue(broken_transport.write_closed)
         [logged] = self.flushLoggedErrors(RuntimeError)
         self.assertEqual(logged.getErrorMessage(), "handler broke")
         self.assertEqual(self.factory.handlerErrors, 1)
-        self.workers.handler = IncrementHandler()
+        self.pool.handler = IncrementHandler()
         fine, fine_transport = connect_to(self.factory)
         fine.dataReceived(b"^abc")
-        self.workers.finish()
+        self.pool.finish()
         self.assertEqual(fine_transport.value(), b"*bcd")
 
     def test_inline_handler_error(self) -> None:
@@ -291,5 +287,5 @@ class ProtocolWithPoolTests(SynchronousTestCase):
             ValueError,
             IncrementFactory,
             handler=IncrementHandler(),
-            workers=self.workers,
+            pool=self.pool,
         )

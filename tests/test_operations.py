@@ -22,7 +22,7 @@ from incproto.service import (
     raise_file_limit,
 )
 from tests.fakes import connect_to
-from tests.test_offload import ManualWorkers
+from tests.test_offload import ManualPool
 
 
 class OperationsTestCase(SynchronousTestCase):
@@ -118,14 +118,14 @@ class DrainTests(OperationsTestCase):
         self.assertEqual(factory.closedBy, {"shutdown": 3})
 
     def test_drain_waits_for_the_pool_and_stops_reading(self) -> None:
-        workers = ManualWorkers()
-        factory = IncrementFactory(clock=self.clock, workers=workers)
+        pool = ManualPool()
+        factory = IncrementFactory(clock=self.clock, pool=pool)
         protocol, transport = connect_to(factory)
         protocol.dataReceived(b"^abc")
         factory.drain()
         self.assertEqual(transport.producerState, "paused")
         self.assertFalse(transport.write_closed)
-        workers.finish()
+        pool.finish()
         self.assertEqual(transport.value(), b"*bcd")
         self.assertTrue(transport.write_closed)
 

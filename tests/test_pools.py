@@ -20,11 +20,11 @@ from twisted.internet.defer import Deferred
 from incproto import IncrementFactory, IncrementProtocol
 from incproto.handlers import HashingHandler, PurePythonHandler
 from incproto.offload import (
+    HandlerPool,
     HandlerTimeoutError,
-    ProcessWorkers,
-    ThreadWorkers,
-    WorkerLostError,
-    Workers,
+    PoolProcessLostError,
+    ProcessHandlerPool,
+    ThreadHandlerPool,
 )
 from tests.fakes import HalfCloseableTransport
 from tests.faulty import RELEASE, Faulty
@@ -33,19 +33,21 @@ from tests.test_parser import reference
 
 
 @pytest.fixture(scope="module", params=["threads", "processes"])
-def workers(request: pytest.FixtureRequest) -> Generator[Workers, None, None]:
-    kind = ThreadWorkers if request.param == "threads" else ProcessWorkers
-    handler = HashingHandler(rounds=2) if kind is ThreadWorkers else PurePythonHandler()
+def pool(request: pytest.FixtureRequest) -> Generator[HandlerPool, None, None]:
+    kind = ThreadHandlerPool if request.param == "threads" else ProcessHandlerPool
+    handler = (
+        HashingHandler(rounds=2) if kind is ThreadHandlerPool else PurePythonHandler()
+    )
     pool = kind(handler, 2, reactor=reactor)
     pool.startService()
     yield pool
     pytest_twisted.blockon(pool.stopService())
 
 
-def through_pool(workers: Workers, chunks: List[bytes]) -> Deferred[bytes]:
-    """Feed C{chunks} to a protocol whose handler runs in C{workers}; fire
+def through_pool(pool: HandlerPool, chunks: List[bytes]) -> Deferred[bytes]:
+    """Feed C{chunks} to a protocol whose handler runs in C{pool}; fire
     with everything written once the client's half-close completes."""
-    protocol = IncrementFactory(workers=workers).buildProtocol(None)
+    protocol = IncrementFactory(pool=pool).buildProtocol(None)
     assert isinstance(protocol, IncrementProtocol)
     transport = HalfCloseableTransport()
     done: Deferred[bytes] = Deferred()
@@ -68,7 +70,7 @@ def random_chunked(rng: random.Random) -> List[bytes]:
 
 @pytest_twisted.inlineCallbacks
 def test_pool_replies_equal_inline(
-    workers: Workers,
+    pool: HandlerPool,
 ) -> Generator[Deferred[Any], Any, None]:
     """
     Property: for random streams and random chunkings, the pool's replies
@@ -79,7 +81,7 @@ def test_pool_replies_equal_inline(
     rng = random.Random(2026)
     cases = [random_chunked(rng) for _ in range(60)]
     replies = yield within(
-        Deferred.fromCoroutine(gather([through_pool(workers, c) for c in cases]))
+        Deferred.fromCoroutine(gather([through_pool(pool, c) for c in cases]))
     )
     for chunks, reply in zip(cases, replies):
         assert reply == b"*" + reference(b"".join(chunks))
@@ -87,11 +89,11 @@ def test_pool_replies_equal_inline(
 
 @pytest_twisted.inlineCallbacks
 def test_many_connections_at_once(
-    workers: Workers,
+    pool: HandlerPool,
 ) -> Generator[Deferred[Any], Any, None]:
     streams = [b"^" + bytes([65 + i]) * (3000 + i) for i in range(20)]
     results = yield within(
-        Deferred.fromCoroutine(gather([through_pool(workers, [s]) for s in streams]))
+        Deferred.fromCoroutine(gather([through_pool(pool, [s]) for s in streams]))
     )
     assert results == [b"*" + reference(s) for s in streams]
 
@@ -105,8 +107,8 @@ def test_stopping_leaves_no_thread_or_process() -> Generator[Deferred[Any], Any,
     threads_before = set(threading.enumerate())
     children_before = set(multiprocessing.active_children())
     pools = [
-        ThreadWorkers(HashingHandler(rounds=1), 3, reactor=reactor),
-        ProcessWorkers(PurePythonHandler(), 2, reactor=reactor),
+        ThreadHandlerPool(HashingHandler(rounds=1), 3, reactor=reactor),
+        ProcessHandlerPool(PurePythonHandler(), 2, reactor=reactor),
     ]
     for pool in pools:
         pool.startService()
@@ -145,13 +147,13 @@ def test_a_dying_process_fails_only_its_job() -> Generator[Deferred[Any], Any, N
     the other jobs are answered, no slot leaks, and later jobs are served.
     """
     before = set(multiprocessing.active_children())
-    pool = ProcessWorkers(Faulty(), 2, reactor=reactor)
+    pool = ProcessHandlerPool(Faulty(), 2, reactor=reactor)
     pool.startService()
     try:
         for _ in range(3):
             jobs = [pool.run(b"ab"), pool.run(b"!"), pool.run(b"cd"), pool.run(b"!")]
             results = yield within(Deferred.fromCoroutine(outcomes(jobs)))
-            assert results == [b"bc", WorkerLostError, b"de", WorkerLostError]
+            assert results == [b"bc", PoolProcessLostError, b"de", PoolProcessLostError]
         assert (pool.lost, pool.inFlight, pool.waiting) == (6, 0, 0)
         later = [pool.run(bytes([65 + i]) * 1000) for i in range(6)]
         results = yield within(Deferred.fromCoroutine(outcomes(later)))
@@ -170,7 +172,7 @@ def test_a_pool_whose_idle_processes_died_is_replaced() -> Generator[
     next jobs run in a new pool.
     """
     before = set(multiprocessing.active_children())
-    pool = ProcessWorkers(Faulty(), 2, reactor=reactor)
+    pool = ProcessHandlerPool(Faulty(), 2, reactor=reactor)
     pool.startService()
     try:
         first = yield within(pool.run(b"ab"))
@@ -201,7 +203,7 @@ def test_a_stuck_process_is_killed_after_the_timeout() -> Generator[
     replaced, and the pool serves at full strength again.
     """
     before = set(multiprocessing.active_children())
-    pool = ProcessWorkers(Faulty(), 2, reactor=reactor, handlerTimeout=0.5)
+    pool = ProcessHandlerPool(Faulty(), 2, reactor=reactor, handlerTimeout=0.5)
     pool.startService()
     try:
         stuck = [pool.run(b"~"), pool.run(b"~")]
@@ -227,19 +229,19 @@ def test_a_stuck_thread_is_replaced_within_a_bound() -> Generator[
     keeps serving.  Once the handler returns, the thread is retired.
     """
     threads_before = set(threading.enumerate())
-    pool = ThreadWorkers(Faulty(), 1, reactor=reactor, handlerTimeout=0.2)
+    pool = ThreadHandlerPool(Faulty(), 1, reactor=reactor, handlerTimeout=0.2)
     pool.startService()
     RELEASE.clear()
     try:
         results = yield within(Deferred.fromCoroutine(outcomes([pool.run(b"~")])))
         assert results == [HandlerTimeoutError]
-        assert (pool.stuck, pool.pool.max, pool.inFlight) == (1, 2, 0)
+        assert (pool.stuck, pool.executor.max, pool.inFlight) == (1, 2, 0)
         served = yield within(pool.run(b"ab"))
         assert served == b"bc"
         # A second stuck thread is not replaced: at most size are lost.
         results = yield within(Deferred.fromCoroutine(outcomes([pool.run(b"~")])))
         assert results == [HandlerTimeoutError]
-        assert (pool.stuck, pool.pool.max) == (2, 2)
+        assert (pool.stuck, pool.executor.max) == (2, 2)
         results = yield within(Deferred.fromCoroutine(outcomes([pool.run(b"ab")])))
         assert results == [HandlerTimeoutError]  # no thread left to run it
     finally:

@@ -97,13 +97,13 @@ class OneStopDeadlineTests(SynchronousTestCase):
 
         from incproto.service import DrainingService, SequentialMultiService
         from tests.fakes import connect_to
-        from tests.test_offload import ManualWorkers
+        from tests.test_offload import ManualPool
 
-        workers = ManualWorkers(drainTimeout=10.0)
-        clock: Clock = workers.reactor  # one clock for all
-        factory = IncrementFactory(clock=clock, workers=workers)
+        pool = ManualPool(drainTimeout=10.0)
+        clock: Clock = pool.reactor  # one clock for all
+        factory = IncrementFactory(clock=clock, pool=pool)
         service = SequentialMultiService(10.0, clock)
-        workers.setServiceParent(service)
+        pool.setServiceParent(service)
         DrainingService(factory, 10.0, clock).setServiceParent(service)
         service.startService()
         protocol, transport = connect_to(factory)
@@ -113,7 +113,7 @@ class OneStopDeadlineTests(SynchronousTestCase):
         stopped: List[Any] = []
         service.stopService().addCallback(stopped.append)
         clock.advance(9.9)
-        self.assertEqual((stopped, workers.stopped), ([], None))
+        self.assertEqual((stopped, pool.stopped), ([], None))
         clock.advance(0.1)
         self.assertEqual(aborted, [True])
-        self.assertEqual((len(stopped), workers.stopped), (1, False))
+        self.assertEqual((len(stopped), pool.stopped), (1, False))

@@ -23,7 +23,7 @@ from zope.interface import implementer
 import incproto
 from incproto.handlers import IncrementHandler, IPayloadHandler, hashing
 from incproto.limit import DEFAULT_QUEUE_SIZE, ConnectionLimit
-from incproto.offload import ProcessWorkers, ThreadWorkers, Workers
+from incproto.offload import HandlerPool, ProcessHandlerPool, ThreadHandlerPool
 from incproto.protocol import IncrementFactory
 from incproto.proxy import ProxyEndpoint
 from incproto.service import ListenError, ListeningService
@@ -239,7 +239,7 @@ class HandlerOptionsTests(SynchronousTestCase):
         service.startService()
         [(_, factory, _, _)] = reactor.tcpServers
         self.assertIsInstance(factory.handler, IncrementHandler)
-        self.assertIsNone(factory.workers)
+        self.assertIsNone(factory.pool)
 
     def test_handler_by_name(self) -> None:
         options = Options.parse(["--handler", "incproto.handlers:hashing"])
@@ -252,27 +252,27 @@ class HandlerOptionsTests(SynchronousTestCase):
             Options.parse([*argv, "--drain-timeout", "7", "--handler-timeout", "2"]),
             reactor=reactor,
         )
-        [workers] = [child for child in service if isinstance(child, Workers)]
-        self.assertIsInstance(workers, ThreadWorkers)
+        [pool] = [child for child in service if isinstance(child, HandlerPool)]
+        self.assertIsInstance(pool, ThreadHandlerPool)
         self.assertEqual(
-            (workers.size, workers.handler, workers.drainTimeout), (3, hashing, 7.0)
+            (pool.size, pool.handler, pool.drainTimeout), (3, hashing, 7.0)
         )
-        self.assertEqual(workers.handlerTimeout, 2.0)
+        self.assertEqual(pool.handlerTimeout, 2.0)
         service.startService()
         [(_, factory, _, _)] = reactor.tcpServers
-        self.assertIs(factory.workers, workers)
-        self.assertTrue(workers.pool.started)
+        self.assertIs(factory.pool, pool)
+        self.assertTrue(pool.executor.started)
         service.stopService()
-        self.assertFalse(workers.pool.started)
+        self.assertFalse(pool.executor.started)
 
     def test_processes_are_built_not_started(self) -> None:
         """twistd calls makeService before daemonizing: nothing starts yet."""
         service = makeService(
             Options.parse(["--processes", "2"]), reactor=MemoryReactor()
         )
-        [workers] = [child for child in service if isinstance(child, Workers)]
-        self.assertIsInstance(workers, ProcessWorkers)
-        self.assertIsNone(workers.pool)
+        [pool] = [child for child in service if isinstance(child, HandlerPool)]
+        self.assertIsInstance(pool, ProcessHandlerPool)
+        self.assertIsNone(pool.executor)
 
     def test_handler_errors(self) -> None:
         for argv, message in [
