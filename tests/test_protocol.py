@@ -5,17 +5,48 @@ pytest both run them."""
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from incproto import IncrementFactory, IncrementProtocol
+from incproto.protocol import CLIENT_CLOSED, CONNECTION_LOST, SERVER_CLOSED
 from tests.fakes import HalfCloseableTransport, connect_to
+from tests.test_offload import ManualPool
+
+
+class OrderedTransport(HalfCloseableTransport):
+    """Records writes and closes in the order they happen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: List[Union[bytes, str]] = []
+
+    def write(self, data: bytes) -> None:
+        self.calls.append(data)
+        super().write(data)
+
+    def loseWriteConnection(self) -> None:
+        self.calls.append("loseWriteConnection")
+        super().loseWriteConnection()
+
+    def loseConnection(self) -> None:
+        self.calls.append("loseConnection")
+        super().loseConnection()
+
+
+def capture(case: SynchronousTestCase) -> List[Dict[str, Any]]:
+    """The log events of the test that calls it."""
+    events: List[Dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    case.addCleanup(globalLogPublisher.removeObserver, events.append)
+    return events
 
 
 def connect(
@@ -78,7 +109,23 @@ class StreamingTests(SynchronousTestCase):
 
 class HalfCloseTests(SynchronousTestCase):
     def test_half_closeable(self) -> None:
+        """
+        A client that shuts down its sending side while a reply is still
+        being computed (in a pool) keeps its connection until that reply
+        is written; only then does the server close.
+        """
         self.assertTrue(IHalfCloseableProtocol.implementedBy(IncrementProtocol))
+        pool = ManualPool()
+        factory = IncrementFactory(clock=Clock(), pool=pool)
+        protocol, transport = connect_to(factory)
+        protocol.dataReceived(b"^abc")
+        protocol.readConnectionLost()
+        self.assertFalse(transport.disconnecting)
+        pool.finish()
+        self.assertEqual(transport.value(), b"*bcd")
+        self.assertTrue(transport.disconnecting)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(factory.closedBy, {CLIENT_CLOSED: 1})
 
     def test_read_side_closed_delivers_then_closes(self) -> None:
         """
@@ -177,6 +224,49 @@ class ConnectionLossTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"*bcd")
 
     def test_clean_close(self) -> None:
-        protocol, _ = connect()
+        """
+        A client that sends a message and closes gets its reply, then the
+        server's FIN (a close after the flush, never an abort); the close
+        is counted and logged as the client's, with the byte counts.
+        """
+        events = capture(self)
+        factory = IncrementFactory(clock=Clock())
+        protocol, transport = connect_to(factory)
+        protocol.dataReceived(b"^abc$")
+        protocol.readConnectionLost()
+        self.assertEqual(transport.value(), b"*bcd")
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.disconnected)
         protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(factory.closedBy, {CLIENT_CLOSED: 1})
+        self.assertEqual((factory.bytesIn, factory.bytesOut), (5, 4))
+        self.assertEqual(factory.connections, set())
+        [closed] = [e for e in events if "why" in e]
+        self.assertEqual(
+            (closed["why"], closed["bytesIn"], closed["bytesOut"]),
+            (CLIENT_CLOSED, 5, 4),
+        )
         self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_server_close_is_fin_first(self) -> None:
+        """
+        The server closing first writes what is owed, then shuts down its
+        sending side (a FIN), and closes only when the client closes too.
+        """
+        factory = IncrementFactory(clock=Clock())
+        transport = OrderedTransport()
+        protocol, _ = connect_to(factory, transport)
+        protocol.dataReceived(b"^ab")
+        protocol.finish()
+        protocol.dataReceived(b"c$")
+        self.assertEqual(transport.calls, [b"*", b"bc", "loseWriteConnection"])
+        protocol.readConnectionLost()
+        self.assertEqual(transport.calls[-1], "loseConnection")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(factory.closedBy, {SERVER_CLOSED: 1})
+
+    def test_reset_is_counted_as_connection_lost(self) -> None:
+        factory = IncrementFactory(clock=Clock())
+        protocol, _ = connect_to(factory)
+        protocol.connectionLost(Failure(ConnectionLost("reset by peer")))
+        self.assertEqual(factory.closedBy, {CONNECTION_LOST: 1})

@@ -131,9 +131,28 @@ class OptionsTests(SynchronousTestCase):
         )
 
     def test_help_documents_every_option(self) -> None:
-        usage_text = str(Options())
-        for option in ("--port", "--backlog", "--version", "--help"):
-            self.assertIn(option, usage_text)
+        """
+        Every declared option (parameters and flags) is named in --help, with
+        its short form if it has one and the start of its description.
+        """
+        lines = str(Options()).splitlines()
+        text = " ".join(" ".join(lines).split())
+        declared = [*Options.optParameters, *Options.optFlags]
+        self.assertGreaterEqual(len(declared), 15)
+        for name, short, *rest in declared:
+            parameter = len(rest) > 1
+            description = rest[-1] if not parameter else rest[1]
+            named = [
+                line
+                for line in lines
+                if f"--{name}{'=' if parameter else ' '}" in f"{line} "
+            ]
+            self.assertEqual(len(named), 1, name)
+            if short:
+                self.assertIn(f"-{short}, --{name}", named[0])
+            self.assertIn(" ".join(description.split()[:6]), text, name)
+        for builtin in ("--help", "--version"):
+            self.assertIn(builtin, text)
 
 
 class MakeServiceTests(SynchronousTestCase):
