@@ -45,6 +45,12 @@ TEST_REQUIRES = [
     "setuptools>=70.1",  # builds wheels without the wheel package (packaging test)
 ]
 LINT_REQUIRES = ["ruff>=0.5", "mypy-zope>=1.0"]
+# Mutation testing (docs/testing.md; [tool.mutmut] in pyproject.toml). mutmut 3
+# needs Python 3.10 and forks per mutant: CPython only, not run in CI.
+MUTATION_REQUIRES = [
+    'mutmut>=3.3,<4; python_version >= "3.10" and '
+    'platform_python_implementation == "CPython"'
+]
 # The API reference (pydoctor reads its settings from pyproject.toml).
 DOCS_REQUIRES = ["pydoctor>=23.9"]
 # benchmarks/compare.py's uvloop reference server (no PyPy wheels).
@@ -84,7 +90,7 @@ setup(
     extras_require={
         "tls": TLS_REQUIRES,
         "test": TEST_REQUIRES,
-        "dev": TEST_REQUIRES + LINT_REQUIRES + DOCS_REQUIRES,
+        "dev": TEST_REQUIRES + LINT_REQUIRES + DOCS_REQUIRES + MUTATION_REQUIRES,
         "docs": DOCS_REQUIRES,
         "bench": BENCH_REQUIRES,
     },

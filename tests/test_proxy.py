@@ -17,6 +17,7 @@ from zope.interface import providedBy
 from incproto import ConnectionLimit, IncrementFactory, IncrementProtocol
 from incproto.proxy import (
     V2_SIGNATURE,
+    ProxyEndpoint,
     ProxyFactory,
     ProxyHeaderError,
     ProxyProtocol,
@@ -150,6 +151,14 @@ class ProxyProtocolTests(SynchronousTestCase):
         wrapped.transport.pauseProducing()
         self.assertEqual(transport.producerState, "paused")
 
+    def test_write_sequence_reaches_the_real_transport(self) -> None:
+        protocol, transport, built = self.connect()
+        protocol.dataReceived(V1)
+        [wrapped] = built
+        wrapped.transport.writeSequence([b"^a", b"b$"])
+        wrapped.transport.write(b"c")
+        self.assertEqual(transport.value(), b"*^ab$c")
+
     def test_half_close_passes_through(self) -> None:
         protocol, transport, _ = self.connect()
         protocol.dataReceived(V1 + b"^ab")
@@ -261,3 +270,82 @@ class PendingHeaderTests(SynchronousTestCase):
         self.clock.advance(10.0)
         [summary] = [e for e in events if "more connections" in e["log_format"]]
         self.assertEqual(summary["count"], 99)
+
+
+class HeaderErrorTests(SynchronousTestCase):
+    """
+    A refused header says why (the reason is logged with the peer).
+    """
+
+    def assertRefused(self, data: bytes, why: str) -> None:
+        error = self.assertRaises(ProxyHeaderError, parse_proxy_header, data)
+        self.assertEqual(str(error), why)
+
+    def test_reasons(self) -> None:
+        for data, why in (
+            (b"GET / HTTP/1.1\r\n", "no PROXY header"),
+            (b"PROXY " + b"x" * 200, "PROXY v1 header too long"),
+            (b"PROXY TCP4 192.0.2.1 1 2\r\n", "malformed PROXY v1 header"),
+            (
+                b"PROXY TCP4 2001:db8::1 198.51.100.2 1 2\r\n",
+                "PROXY v1 address family mismatch",
+            ),
+            (
+                b"PROXY TCP4 192.0.2.1 192.0.2.2 1 65536\r\n",
+                "malformed PROXY v1 header: bad port b'65536'",
+            ),
+            (
+                V2_SIGNATURE + b"\x31\x11\x00\x0c" + bytes(12),
+                "unsupported PROXY v2 version or command",
+            ),
+            (V2_SIGNATURE + b"\x21\x11\xff\xff", "PROXY v2 header too long"),
+            (
+                V2_SIGNATURE + b"\x21\x51\x00\x00",
+                "unsupported PROXY v2 address family",
+            ),
+        ):
+            self.assertRefused(data, why)
+
+    def test_the_highest_port_is_allowed(self) -> None:
+        header = b"PROXY TCP4 192.0.2.1 192.0.2.2 65535 65535\r\n"
+        source, _, _ = parse_proxy_header(header) or (None,) * 3
+        self.assertEqual(source, IPv4Address("TCP", "192.0.2.1", 65535))
+
+    def test_a_v1_header_of_the_longest_length(self) -> None:
+        """107 bytes, CRLF included, is the longest v1 header there is."""
+        header = b"PROXY TCP4 192.0.2.1 192.0.2.2 1 2" + b" " * 71 + b"\r\n"
+        self.assertEqual(len(header), 107)
+        self.assertRaises(ProxyHeaderError, parse_proxy_header, header)
+        self.assertIsNone(parse_proxy_header(header[:106]))
+        self.assertRefused(header[:106] + b"x", "PROXY v1 header too long")
+
+    def test_v2_high_ports_and_ipv6_destination(self) -> None:
+        header = v2("2001:db8::1", "2001:db8::2", (65535, 40000))
+        source, destination, _ = parse_proxy_header(header) or (None,) * 3
+        self.assertEqual(source, IPv6Address("TCP", "2001:db8::1", 65535))
+        self.assertEqual(destination, IPv6Address("TCP", "2001:db8::2", 40000))
+
+
+class RecordingEndpoint:
+    def __init__(self) -> None:
+        self.factories: List[Any] = []
+
+    def listen(self, factory: Any) -> Any:
+        self.factories.append(factory)
+        return "listening"
+
+
+class EndpointTests(SynchronousTestCase):
+    def test_listen_wraps_the_factory_with_the_settings(self) -> None:
+        wrapped = RecordingEndpoint()
+        clock = Clock()
+        inner = IncrementFactory(clock=clock)
+        endpoint = ProxyEndpoint(wrapped, clock, headerTimeout=3.0, maxPending=7)
+        self.assertEqual(endpoint.listen(inner), "listening")
+        [factory] = wrapped.factories
+        self.assertIsInstance(factory, ProxyFactory)
+        self.assertIs(factory.wrappedFactory, inner)
+        self.assertEqual(
+            (factory.clock, factory.headerTimeout, factory.maxPending),
+            (clock, 3.0, 7),
+        )
