@@ -92,6 +92,7 @@ setup(
         "test": TEST_REQUIRES,
         "dev": TEST_REQUIRES + LINT_REQUIRES + DOCS_REQUIRES + MUTATION_REQUIRES,
         "docs": DOCS_REQUIRES,
+        "mutation": TEST_REQUIRES + MUTATION_REQUIRES,
         "bench": BENCH_REQUIRES,
     },
     # The Python versions CI runs: CPython 3.11, and PyPy 3.9 (Debian's pypy3).

@@ -51,7 +51,7 @@ from tests.processes import (
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LOOPBACK = "tcp:0:interface=127.0.0.1"
-EXTRAS = ("test", "dev", "bench", "tls")
+EXTRAS = ("test", "dev", "bench", "tls", "mutation")
 
 # Indented blocks that are not commands: (document, first line).
 NOT_COMMANDS = {
@@ -287,6 +287,14 @@ def check_development(argv: List[str]) -> None:
     if program == "bash":
         assert (ROOT / argv[1]).exists(), argv[1]
         return
+    if program == "nice" and argv[1] == "-n":
+        check_development(argv[3:])
+        return
+    if program == "mutmut":
+        assert '"mutmut' in setup or "'mutmut" in setup, program
+        assert argv[1] in ("run", "results", "show"), argv
+        assert "[tool.mutmut]" in (ROOT / "pyproject.toml").read_text()
+        return
     raise AssertionError(f"no check for {argv}")
 
 
@@ -303,7 +311,17 @@ def run_pipeline(command: Command, port: int) -> None:
 
 
 SERVERS = ("twistd", "twist")
-DEVELOPMENT = ("python3", "python", "pip", "ruff", "mypy", "pydoctor", "bash")
+DEVELOPMENT = (
+    "python3",
+    "python",
+    "pip",
+    "ruff",
+    "mypy",
+    "pydoctor",
+    "bash",
+    "nice",
+    "mutmut",
+)
 
 
 @pytest.mark.parametrize("command", commands(), ids=lambda c: c.id)
