@@ -243,3 +243,25 @@ def workers_metrics_site(
     C{ready} is given, the supervisor's health at /healthz).
     """
     return _site(WorkersMetricsResource(scrape), reactor, ready)
+
+
+def metrics_listener(reactor: Any, description: str, site: Site) -> Any:
+    """
+    The C{--metrics} listener: C{site} on the endpoint C{description},
+    serving at most C{MAX_SCRAPERS} scrapers at once and queueing as many.
+
+    @return: a L{incproto.service.ListeningService} named C{metrics}.
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    from incproto.service import ListeningService
+
+    listener = ListeningService(
+        serverFromString(reactor, description),
+        ConnectionLimit(site, MAX_SCRAPERS, queueSize=MAX_SCRAPERS, clock=reactor),
+        f"{description} (--metrics)",
+        what="metrics",
+        clock=reactor,
+    )
+    listener.setName("metrics")
+    return listener

@@ -25,7 +25,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from incproto.accepting import DEFAULT_ACCEPTS_PER_TURN, AcceptControl
-from incproto.wrapping import describe, global_reactor
+from incproto.addresses import describe
+from incproto.reactors import global_reactor
 
 
 class ListenError(SystemExit, Exception):
@@ -229,6 +230,16 @@ class SequentialMultiService(MultiService):
         super().__init__()
         self.stopTimeout = stopTimeout
         self.clock = clock
+
+    def addServiceStoppedLast(self, child: Service) -> None:
+        """
+        Add C{child} to be started first and stopped last, whatever is
+        added later (the metrics listener outlives the drain, so that
+        /healthz answers 503 and /metrics shows the connections meanwhile).
+        """
+        child.setServiceParent(self)
+        self.services.remove(child)
+        self.services.insert(0, child)
 
     def stopService(self) -> Deferred[None]:
         """
