@@ -35,11 +35,9 @@ from incproto.offload import (
     WorkerLostError,
     Workers,
 )
-from incproto.parser import extract_payload
+from incproto.parser import GREETING, extract_payload
 from incproto.sockets import unacknowledged
 from incproto.wrapping import describe, global_reactor
-
-GREETING = b"*"
 
 # Why a connection closed, as logged and counted by IncrementFactory.closedBy.
 CLIENT_CLOSED = "client closed"

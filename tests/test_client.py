@@ -29,11 +29,10 @@ from incproto.client.modes import (
     Burst,
     Churn,
     Ping,
-    Result,
     Series,
     Stream,
 )
-from incproto.client.report import ProgressLine, merge, summary
+from incproto.client.report import ProgressLine, Result, merge, summary
 from incproto.client.stats import Histogram, histogram_of
 from incproto.client.timeline import ordinal, timeline_svg
 from incproto.limit import ConnectionLimit

@@ -17,8 +17,8 @@ from twisted.python.failure import Failure
 
 import twisted
 from incproto.client.connection import ClientError, Target, tls_options
-from incproto.client.modes import Burst, Churn, Ping, Result, Run, Series, Stream
-from incproto.client.report import ProgressLine, as_json, merge, summary
+from incproto.client.modes import Burst, Churn, Ping, Run, Series, Stream
+from incproto.client.report import ProgressLine, Result, as_json, merge, summary
 from incproto.client.timeline import timeline_svg
 
 PROG = "incproto-client"
@@ -345,7 +345,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from twisted.internet import reactor
     from twisted.logger import ILogObserver, Logger
 
-    from incproto.service import raise_file_limit
+    from incproto.filelimit import raise_file_limit
 
     raise_file_limit(0, Logger(observer=cast(ILogObserver, lambda event: None)))
     progress = ProgressLine(sys.stderr)

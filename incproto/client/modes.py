@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from itertools import cycle, islice
 from time import perf_counter
-from typing import Any, Callable, Dict, List, Optional, cast
+from typing import Any, Callable, List, Optional, cast
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer
@@ -23,9 +23,8 @@ from incproto.client.connection import (
     Target,
     first_error,
 )
+from incproto.client.report import Result
 from incproto.client.stats import Histogram, histogram_of
-
-Result = Dict[str, Any]
 
 # The series' client: what it sends, and how long it waits after each send.
 SERIES_SCRIPT = ((b"^abc$de^abte$f", 1.0), (b"xyz^123", 1.0), (b"25$^ab0000$abab", 0.2))
