@@ -3,7 +3,7 @@
 C{time.perf_counter}.
 
 Every time the client measures (latencies, waits, a timeline) is a
-difference of two readings of one L{IReactorTime}, and every wait it
+difference of two readings of one C{IReactorTime}, and every wait it
 schedules is relative, so any clock will do: tests pass a
 C{task.Clock} and advance it.  For real runs L{PerfCounterClock} keeps the
 precision and monotonicity of C{perf_counter}, where the reactor's own
