@@ -36,11 +36,9 @@ from incproto.offload import (
     OrderedWork,
     PoolProcessLostError,
 )
-from incproto.parser import extract_payload
+from incproto.parser import GREETING, extract_payload
 from incproto.reactors import global_reactor
 from incproto.sockets import unacknowledged
-
-GREETING = b"*"
 
 # Why a connection closed, as logged and counted by IncrementFactory.closedBy.
 CLIENT_CLOSED = "client closed"
