@@ -72,7 +72,7 @@ def supervisor_readiness(pool: Any) -> ReadinessCheck:
     Readiness of a supervisor of workers: it is bound, not stopping, and
     has at least one live worker.
 
-    @param pool: the L{incproto.workers.WorkerPool}.
+    @param pool: the L{incproto.supervisor.WorkerPool}.
     """
 
     def check() -> Optional[str]:

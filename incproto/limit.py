@@ -28,10 +28,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from incproto.accepting import AcceptControl
+from incproto.addresses import describe
 from incproto.closing import CloseDeadline, cancel, close_politely
 from incproto.quietlog import RateLimitedLog
+from incproto.reactors import global_reactor
 from incproto.sockets import reset_by_peer
-from incproto.wrapping import FactoryWrapper, PassThrough, describe, global_reactor
+from incproto.wrapping import FactoryWrapper, PassThrough
 
 UNIX_PEERS = "unix"
 DEFAULT_QUEUE_SIZE = 1024

@@ -11,12 +11,23 @@ counted twice and nothing is added to the per-message path.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple, cast
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Tuple,
+    cast,
+)
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
@@ -107,21 +118,46 @@ def _by_reason(
     return family
 
 
+# What a scrape that failed gets: the reason is in the server's log (once,
+# as SCRAPE_FAILED), not on a port that may be open to the world.
+FAILED_BODY = b"incproto: the metrics could not be collected (see the server log)\n"
+SCRAPE_FAILED = "metrics scrape failed"
+
+
+def _failed(request: Request) -> bytes:
+    """
+    Set up C{request}'s answer to a failed scrape: status 500 and a short
+    text body, which is returned for the caller to write.
+    """
+    request.setResponseCode(500)
+    request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+    return FAILED_BODY
+
+
 class MetricsResource(Resource):
     """
     Renders a registry in Prometheus's text format, on the reactor thread.
+
+    Every scrape is answered: if collecting or rendering fails, with status
+    500 and a short text body, the error being logged once.
     """
 
     isLeaf = True
+    log = Logger()
 
     def __init__(self, registry: CollectorRegistry) -> None:
         super().__init__()
         self.registry = registry
 
     def render_GET(self, request: Request) -> bytes:
-        """The metrics."""
+        """The metrics, or a 500 if they cannot be collected."""
+        try:
+            body = generate_latest(self.registry)
+        except Exception:
+            self.log.failure(SCRAPE_FAILED)
+            return _failed(request)
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
-        return generate_latest(self.registry)
+        return body
 
 
 def registry_of(collector: Any) -> CollectorRegistry:
@@ -206,9 +242,15 @@ class WorkersMetricsResource(Resource):
     """
     Renders the workers' metrics, asked for at each scrape with C{scrape},
     which fires with the L{WorkersCollector} to render.
+
+    Every scrape is answered, once C{scrape} has fired: if it fails, or
+    rendering its collector fails, with status 500 and a short text body,
+    the error being logged once.  A scraper that went away meanwhile gets
+    nothing written.
     """
 
     isLeaf = True
+    log = Logger()
 
     def __init__(self, scrape: Callable[[], Deferred[WorkersCollector]]) -> None:
         super().__init__()
@@ -216,20 +258,28 @@ class WorkersMetricsResource(Resource):
 
     def render_GET(self, request: Request) -> Any:
         """The merged metrics, once every worker has answered (or timed out)."""
+        lost: List[Failure] = []
+        request.notifyFinish().addErrback(lost.append)
 
-        def render(collector: WorkersCollector) -> None:
-            request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
+        def render(collector: WorkersCollector) -> bytes:
             # Rendered straight from the collector: a registry would collect
             # (and parse every worker's answer) once more to describe it.
-            request.write(generate_latest(cast(CollectorRegistry, collector)))
+            return generate_latest(cast(CollectorRegistry, collector))
+
+        def answer(body: bytes) -> None:
+            if lost:
+                return
+            request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
+            request.write(body)
             request.finish()
 
         def failed(failure: Failure) -> None:
-            request.setResponseCode(500)
-            request.write(failure.getErrorMessage().encode("utf-8", "replace"))
-            request.finish()
+            self.log.failure(SCRAPE_FAILED, failure)
+            if not lost:
+                request.write(_failed(request))
+                request.finish()
 
-        self.scrape().addCallbacks(render, failed)
+        maybeDeferred(self.scrape).addCallback(render).addCallbacks(answer, failed)
         return NOT_DONE_YET
 
 
@@ -243,3 +293,25 @@ def workers_metrics_site(
     C{ready} is given, the supervisor's health at /healthz).
     """
     return _site(WorkersMetricsResource(scrape), reactor, ready)
+
+
+def metrics_listener(reactor: Any, description: str, site: Site) -> Any:
+    """
+    The C{--metrics} listener: C{site} on the endpoint C{description},
+    serving at most C{MAX_SCRAPERS} scrapers at once and queueing as many.
+
+    @return: a L{incproto.service.ListeningService} named C{metrics}.
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    from incproto.service import ListeningService
+
+    listener = ListeningService(
+        serverFromString(reactor, description),
+        ConnectionLimit(site, MAX_SCRAPERS, queueSize=MAX_SCRAPERS, clock=reactor),
+        f"{description} (--metrics)",
+        what="metrics",
+        clock=reactor,
+    )
+    listener.setName("metrics")
+    return listener

@@ -11,7 +11,7 @@ they stop.  A job that runs longer than C{handlerTimeout} fails with
 L{HandlerTimeoutError}; a job whose process died fails with
 L{PoolProcessLostError}; either way only that job's connection is affected.
 ("Worker" in incproto always means a serving process of C{--workers}, see
-L{incproto.workers}; these are handler pools.)  L{OrderedWork} keeps one job
+L{incproto.supervisor}; these are handler pools.)  L{OrderedWork} keeps one job
 per connection in flight, so replies keep their order although pools finish
 jobs in any order.
 """
@@ -35,11 +35,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from incproto.config import DEFAULT_DRAIN_TIMEOUT
 from incproto.handlers import IPayloadHandler
+from incproto.reactors import global_reactor
 from incproto.signals import die_with_parent
-from incproto.wrapping import global_reactor
 
-DEFAULT_DRAIN_TIMEOUT = 30.0
 POOL_NICENESS = 10
 # See ProcessHandlerPool.startService.
 GIL_SWITCH_INTERVAL = 0.001

@@ -1,5 +1,7 @@
 # -*- test-case-name: tests.test_parser -*-
-"""The increment protocol's framing as a pure function: bytes in, payload out.
+"""The increment protocol's framing as a pure function: bytes in, payload out;
+and the bytes of its wire format (the greeting, the delimiters), which the
+server and the client both take from here.
 
 The parser knows nothing of sockets or Twisted.  It takes the bytes a client
 sent and whether the stream is inside a message, and returns the message
@@ -16,6 +18,8 @@ import platform
 from array import array
 from typing import Callable, Tuple
 
+# The one byte a server sends first, on every connection it serves.
+GREETING = b"*"
 MESSAGE_START = b"^"
 MESSAGE_END = b"$"
 

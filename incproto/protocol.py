@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from incproto.accesslog import AccessLog, EventAccessLog
+from incproto.addresses import describe
 from incproto.closing import CloseDeadline, cancel, close_politely
 from incproto.handlers import IncrementHandler, IPayloadHandler
 from incproto.offload import (
@@ -35,11 +36,9 @@ from incproto.offload import (
     OrderedWork,
     PoolProcessLostError,
 )
-from incproto.parser import extract_payload
+from incproto.parser import GREETING, extract_payload
+from incproto.reactors import global_reactor
 from incproto.sockets import unacknowledged
-from incproto.wrapping import describe, global_reactor
-
-GREETING = b"*"
 
 # Why a connection closed, as logged and counted by IncrementFactory.closedBy.
 CLIENT_CLOSED = "client closed"

@@ -9,16 +9,23 @@ header; and it drops half-close.  L{ProxyEndpoint} instead starts the
 wrapped protocol only once the header is parsed, with C{getPeer()} and
 C{getHost()} already answering the proxied addresses, and forwards
 half-close like every incproto wrapper (L{incproto.wrapping.PassThrough}).
+
+From an endpoint description, the C{proxy:} prefix (a Twisted endpoint
+parser plugin, L{ProxyEndpointParser}) gives the same endpoint:
+C{serverFromString(reactor, "proxy:tcp:9090")}.  Twisted's C{haproxy:}
+prefix still means Twisted's wrapper; incproto's C{--port} maps it to
+C{proxy:} (L{from_haproxy}).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import struct
-from typing import Any, Optional, Tuple, Union
+from typing import Any, NamedTuple, Optional, Tuple, Union
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import quoteStringArgument, serverFromString
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -26,24 +33,49 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IReactorTime,
     IStreamServerEndpoint,
+    IStreamServerEndpointStringParser,
 )
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
-from incproto.closing import cancel
+from incproto.addresses import describe
+from incproto.closing import CloseDeadline, cancel, close_politely
 from incproto.quietlog import RateLimitedLog
-from incproto.wrapping import FactoryWrapper, PassThrough, describe, global_reactor
+from incproto.reactors import global_reactor
+from incproto.wrapping import FactoryWrapper, PassThrough
 
 V1_PREFIX = b"PROXY "
 V1_MAX_LENGTH = 107  # the longest v1 header, CRLF included
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 V2_MAX_LENGTH = 16 + 4096  # more address/TLV data than any proxy sends
 DEFAULT_HEADER_TIMEOUT = 30.0
+# Seconds a refused connection may take to read its FIN and close.
+REFUSAL_CLOSE_TIMEOUT = 10.0
 REFUSAL_LOG_INTERVAL = 10.0
+PREFIX = "proxy"
+TWISTED_PREFIX = "haproxy"
 
 Address = Union[IPv4Address, IPv6Address, UNIXAddress]
+
+
+class ProxyHeader(NamedTuple):
+    """
+    A parsed PROXY header.
+
+    @ivar source: the client's address, or C{None} where the connection's
+        own peer address stands (v1 C{UNKNOWN}, v2 C{LOCAL} or an
+        unspecified family).
+    @ivar destination: the address the client connected to, or C{None}
+        likewise.
+    @ivar length: the header's length in bytes; the client's data follows.
+    """
+
+    source: Optional[Address]
+    destination: Optional[Address]
+    length: int
 
 
 class ProxyHeaderError(ValueError):
@@ -54,14 +86,11 @@ class ProxyHeaderError(ValueError):
 
 def parse_proxy_header(
     data: bytes,
-) -> Optional[Tuple[Optional[Address], Optional[Address], int]]:
+) -> Optional[ProxyHeader]:
     """
     Parse the PROXY header (v1 or v2) at the start of C{data}.
 
-    @return: C{None} if more bytes are needed; else the source and
-        destination addresses (C{None} for v1 C{UNKNOWN} and v2 C{LOCAL}
-        or unspecified families, where the connection's own addresses
-        stand) and the header's length.
+    @return: C{None} if more bytes are needed, else the header.
     @raise ProxyHeaderError: if C{data} cannot start a valid header.
     """
     if data[:12] == V2_SIGNATURE[: len(data)] and len(data) < 16:
@@ -77,7 +106,7 @@ def parse_proxy_header(
 
 def _parse_v1(
     data: bytes,
-) -> Optional[Tuple[Optional[Address], Optional[Address], int]]:
+) -> Optional[ProxyHeader]:
     end = data.find(b"\r\n", 0, V1_MAX_LENGTH)
     if end < 0:
         if len(data) >= V1_MAX_LENGTH:
@@ -85,7 +114,7 @@ def _parse_v1(
         return None
     fields = data[:end].split(b" ")
     if fields[1:2] == [b"UNKNOWN"]:
-        return None, None, end + 2
+        return ProxyHeader(None, None, end + 2)
     if len(fields) != 6 or fields[1] not in (b"TCP4", b"TCP6"):
         raise ProxyHeaderError("malformed PROXY v1 header")
     family = IPv4Address if fields[1] == b"TCP4" else IPv6Address
@@ -100,7 +129,7 @@ def _parse_v1(
         4 if family is IPv4Address else 6
     }:
         raise ProxyHeaderError("PROXY v1 address family mismatch")
-    return (
+    return ProxyHeader(
         family("TCP", str(source_ip), source_port),
         family("TCP", str(destination_ip), destination_port),
         end + 2,
@@ -115,7 +144,7 @@ def _port(field: bytes) -> int:
 
 def _parse_v2(
     data: bytes,
-) -> Optional[Tuple[Optional[Address], Optional[Address], int]]:
+) -> Optional[ProxyHeader]:
     version_command, family_protocol, length = struct.unpack("!BBH", data[12:16])
     total = 16 + length
     if version_command >> 4 != 2 or version_command & 0x0F not in (0, 1):
@@ -126,26 +155,26 @@ def _parse_v2(
         return None
     body = data[16:total]
     if version_command & 0x0F == 0:  # LOCAL: the proxy's own connection
-        return None, None, total
+        return ProxyHeader(None, None, total)
     if family_protocol == 0x11 and length >= 12:  # TCP over IPv4
         src, dst, sport, dport = struct.unpack("!4s4sHH", body[:12])
-        return (
+        return ProxyHeader(
             IPv4Address("TCP", str(ipaddress.IPv4Address(src)), sport),
             IPv4Address("TCP", str(ipaddress.IPv4Address(dst)), dport),
             total,
         )
     if family_protocol == 0x21 and length >= 36:  # TCP over IPv6
         src, dst, sport, dport = struct.unpack("!16s16sHH", body[:36])
-        return (
+        return ProxyHeader(
             IPv6Address("TCP", str(ipaddress.IPv6Address(src)), sport),
             IPv6Address("TCP", str(ipaddress.IPv6Address(dst)), dport),
             total,
         )
     if family_protocol == 0x31 and length >= 216:  # UNIX stream
         src, dst = (raw.split(b"\0", 1)[0] for raw in (body[:108], body[108:216]))
-        return UNIXAddress(src), UNIXAddress(dst), total
+        return ProxyHeader(UNIXAddress(src), UNIXAddress(dst), total)
     if family_protocol >> 4 == 0:  # UNSPEC: keep the connection's addresses
-        return None, None, total
+        return ProxyHeader(None, None, total)
     raise ProxyHeaderError("unsupported PROXY v2 address family")
 
 
@@ -192,6 +221,7 @@ class ProxyProtocol(PassThrough):
         self._buffered = b""
         self._refused = False
         self._headerTimer: Optional[IDelayedCall] = None
+        self._closeTimer: Optional[CloseDeadline] = None
 
     def connectionMade(self) -> None:
         """
@@ -212,6 +242,7 @@ class ProxyProtocol(PassThrough):
         Pass the loss through, if the wrapped protocol started.
         """
         self._headerDone()
+        cancel(self._closeTimer)
         super().connectionLost(reason)
 
     def _headerDone(self) -> None:
@@ -227,8 +258,17 @@ class ProxyProtocol(PassThrough):
             "closing {peer}: {why}", peer=describe(self.transport.getPeer()), why=why
         )
         self._headerDone()
+        self._close()
+
+    def _close(self) -> None:
+        """
+        Close without starting the wrapped protocol: FIN first, then discard
+        input until the client closes (see L{close_politely}).
+        """
         self._refused = True
-        self.transport.loseConnection()
+        self._closeTimer = close_politely(
+            self.transport, self.factory.clock, REFUSAL_CLOSE_TIMEOUT
+        )
 
     def dataReceived(self, data: bytes) -> None:
         """
@@ -249,15 +289,16 @@ class ProxyProtocol(PassThrough):
         if parsed is None:
             self._buffered = buffered
             return
-        peer, host, length = parsed
         self._headerDone()
-        transport = ProxiedTransport(self.transport, peer, host)
-        if not self.startWrapped(transport.getPeer(), transport, buffered[length:]):
-            self.transport.loseConnection()
+        transport = ProxiedTransport(self.transport, parsed.source, parsed.destination)
+        data = buffered[parsed.length :]
+        if not self.startWrapped(transport.getPeer(), transport, data):
+            self._close()
 
     def readConnectionLost(self) -> None:
         """
-        End of input before the header: close; after it: pass through.
+        End of input before the header (or after a refusal): close; after
+        it: pass through.
         """
         if self.wrapped is None:
             self.transport.loseConnection()
@@ -348,3 +389,50 @@ class ProxyEndpoint:
             protocolFactory, self.clock, self.headerTimeout, self.maxPending
         )
         return self.wrappedEndpoint.listen(factory)
+
+
+def from_haproxy(description: str) -> str:
+    """
+    C{description} with Twisted's C{haproxy:} prefix replaced by incproto's
+    C{proxy:}, as C{--port} reads it; any other description unchanged.
+    """
+    kind, colon, rest = description.partition(":")
+    return f"{PREFIX}:{rest}" if colon and kind == TWISTED_PREFIX else description
+
+
+def split_proxy(description: str) -> Tuple[bool, str]:
+    """
+    Whether C{description} starts with C{proxy:}, and the description of
+    the endpoint under it.
+    """
+    kind, colon, rest = description.partition(":")
+    return (True, rest) if colon and kind == PREFIX else (False, description)
+
+
+@implementer(IPlugin, IStreamServerEndpointStringParser)
+class ProxyEndpointParser:
+    """
+    The C{proxy:} endpoint description: C{proxy:} followed by any server
+    endpoint description (C{proxy:tcp:9090}, C{proxy:unix:/run/inc.sock},
+    C{proxy:ssl:443:privateKey=...}) gives a L{ProxyEndpoint} around that
+    endpoint, with the default header timeout and no bound on connections
+    waiting for their header.
+    """
+
+    prefix = PREFIX
+
+    def parseStreamServer(
+        self, reactor: Any, *args: Any, **kwargs: Any
+    ) -> ProxyEndpoint:
+        """
+        Parse the wrapped endpoint's description, given as C{args} and
+        C{kwargs}, and wrap it.
+        """
+        inner = ":".join(
+            [quoteStringArgument(str(arg)) for arg in args]
+            + [
+                f"{quoteStringArgument(str(k))}={quoteStringArgument(str(v))}"
+                for k, v in sorted(kwargs.items())
+            ]
+        )
+        return ProxyEndpoint(serverFromString(reactor, inner), reactor)

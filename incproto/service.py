@@ -25,7 +25,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from incproto.accepting import DEFAULT_ACCEPTS_PER_TURN, AcceptControl
-from incproto.wrapping import describe, global_reactor
+from incproto.addresses import describe
+from incproto.filelimit import raise_file_limit
+from incproto.reactors import global_reactor
 
 
 class ListenError(SystemExit, Exception):
@@ -230,6 +232,16 @@ class SequentialMultiService(MultiService):
         self.stopTimeout = stopTimeout
         self.clock = clock
 
+    def addServiceStoppedLast(self, child: Service) -> None:
+        """
+        Add C{child} to be started first and stopped last, whatever is
+        added later (the metrics listener outlives the drain, so that
+        /healthz answers 503 and /metrics shows the connections meanwhile).
+        """
+        child.setServiceParent(self)
+        self.services.remove(child)
+        self.services.insert(0, child)
+
     def stopService(self) -> Deferred[None]:
         """
         Stop each child after the one added after it has stopped.
@@ -265,31 +277,3 @@ class FileLimitService(Service):
         """
         super().privilegedStartService()
         raise_file_limit(self.needed, self.log)
-
-
-def raise_file_limit(needed: int, log: Logger) -> int:
-    """
-    Raise the soft RLIMIT_NOFILE to the hard limit; log it, and warn if it is
-    below C{needed}.
-
-    @return: the soft limit now in force.
-    """
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError) as e:
-            log.warn("could not raise the open files limit: {error}", error=e)
-    log.info("open files limit: {soft}", soft=soft)
-    if soft < needed:
-        log.warn(
-            "the open files limit ({soft}) is below the {needed} descriptors "
-            "that the connection limit and queue may need",
-            soft=soft,
-            needed=needed,
-        )
-    return soft

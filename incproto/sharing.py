@@ -8,10 +8,10 @@ C{listenUNIX} or C{adoptStreamPort} on its reactor.  In the parent,
 L{BindingReactor} answers those calls by binding a plain socket and keeping
 it, without serving it.  In a worker, L{AdoptingReactor} answers them by
 adopting the inherited socket instead of binding, and rebuilds what the
-description layers on top: TLS (C{ssl:}) here, PROXY (C{haproxy:}) in the
-endpoint around it.  So every endpoint kind that ends in one of those four
-calls works with workers: C{tcp:}, C{tcp6:}, C{ssl:}, C{unix:},
-C{systemd:}, each alone or under C{haproxy:}.
+description layers on top: TLS (C{ssl:}) here, PROXY (C{proxy:}) in the
+endpoint around it, which its parser builds.  So every endpoint kind that
+ends in one of those four calls works with workers: C{tcp:}, C{tcp6:},
+C{ssl:}, C{unix:}, C{systemd:}, each alone or under C{proxy:}.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from incproto.proxy import ProxyEndpoint
+from incproto.proxy import ProxyEndpoint, split_proxy
 
 # Families by the names a worker is told on its command line.
 FAMILIES = {"inet": socket.AF_INET, "inet6": socket.AF_INET6, "unix": socket.AF_UNIX}
@@ -158,7 +158,7 @@ def bind(description: str) -> BoundSocket:
     @raise Exception: whatever binding raised (address in use, ...).
     """
     binder = BindingReactor()
-    endpoint = serverFromString(binder, _strip_proxy(description))
+    endpoint = serverFromString(binder, description)
     failures: List[Failure] = []
     endpoint.listen(Factory()).addErrback(failures.append)
     if failures:
@@ -243,14 +243,6 @@ class SharedUNIXPort(unix.Port):
         tcp.Port.connectionLost(self, reason)
 
 
-def _strip_proxy(description: str) -> str:
-    return (
-        description[len("haproxy:") :]
-        if description.startswith("haproxy:")
-        else description
-    )
-
-
 def adopted_endpoint(
     reactor: Any, description: str, fileno: int, family: int
 ) -> IStreamServerEndpoint:
@@ -261,16 +253,16 @@ def adopted_endpoint(
     @param reactor: the worker's reactor.
     @param description: the C{--port} endpoint description.
     """
-    inner = _strip_proxy(description)
-    endpoint: IStreamServerEndpoint
-    if inner.startswith("systemd:"):
-        # The worker is not the process systemd passed the socket to.
-        endpoint = AdoptedStreamServerEndpoint(reactor, fileno, family)
-    else:
-        endpoint = serverFromString(AdoptingReactor(reactor, fileno, family), inner)
-    if inner != description:
-        endpoint = ProxyEndpoint(endpoint, reactor)
-    return endpoint
+    proxied, inner = split_proxy(description)
+    if not inner.startswith("systemd:"):
+        adopting = AdoptingReactor(reactor, fileno, family)
+        return cast(IStreamServerEndpoint, serverFromString(adopting, description))
+    # The worker is not the process systemd passed the socket to: its
+    # systemd parser would find no descriptor to adopt.
+    endpoint: IStreamServerEndpoint = AdoptedStreamServerEndpoint(
+        reactor, fileno, family
+    )
+    return ProxyEndpoint(endpoint, reactor) if proxied else endpoint
 
 
 @implementer(IStreamServerEndpoint)

@@ -68,6 +68,8 @@ class SignalHandling(Service):
 
     log = Logger()
 
+    name = "signals"
+
     def __init__(self, reactor: Any, hangup: Any = STOP) -> None:
         self.reactor = reactor
         self.hangup = hangup

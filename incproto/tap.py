@@ -1,56 +1,41 @@
 # -*- test-case-name: tests.test_tap -*-
-"""twistd/twist command line and service wiring: C{twistd -n incproto}.
+"""The twistd/twist command line: C{twistd -n incproto}.
 
-Wiring only: L{Options} turns the command line into an endpoint description
-(rejecting bad input with a one-line usage error), and L{makeService} turns
-options into an C{IService}, so the same wiring works from code::
+L{Options} checks the command line (bad input is a one-line usage error)
+and turns it into a L{ServerConfig}; L{makeService} hands that to the
+serving stack (L{incproto.stack.serving_stack}) or, with C{--workers}, to
+their supervisor (L{incproto.supervisor.supervise}).  The same works from
+code::
 
     service = makeService(Options.parse(["--port", "9090"]))
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import re
 import sys
-from typing import Any, Callable, List, Optional, Sequence, cast
+from typing import Any, Callable, Optional, Sequence, cast
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import (
-    IProtocolFactory,
-    IReactorTime,
-    IStreamServerEndpoint,
-)
+from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
 import twisted
 from incproto._version import __version__
-from incproto.accesslog import AccessLog, FileAccessLog
-from incproto.accesslog import choose as choose_access_log
-from incproto.handlers import load_handler
-from incproto.limit import DEFAULT_QUEUE_SIZE, ConnectionLimit
-from incproto.offload import (
+from incproto.config import (
+    DEFAULT_BACKLOG,
     DEFAULT_DRAIN_TIMEOUT,
-    HandlerPool,
-    ProcessHandlerPool,
-    ThreadHandlerPool,
+    DEFAULT_HANDLER,
+    DEFAULT_PORT,
+    ServerConfig,
 )
-from incproto.protocol import IncrementFactory
-from incproto.proxy import ProxyEndpoint
-from incproto.service import (
-    DrainingService,
-    FileLimitService,
-    ListeningService,
-    SequentialMultiService,
-)
-from incproto.signals import STOP, SignalHandling
-from incproto.wrapping import global_reactor
-
-DEFAULT_PORT = "9090"
-DEFAULT_BACKLOG = 1024
-DEFAULT_HANDLER = "incproto.handlers:increment_handler"
+from incproto.handlers import load_handler
+from incproto.limit import DEFAULT_QUEUE_SIZE
+from incproto.proxy import from_haproxy, split_proxy
 
 # Endpoint kinds whose parsers accept a backlog= argument.
 _BACKLOG_KINDS = frozenset({"tcp", "tcp6", "ssl", "unix"})
@@ -89,8 +74,9 @@ def endpoint_description(port: str, backlog: int) -> str:
     """
     Turn C{--port} into a Twisted server endpoint description.
 
-    A bare number listens on TCP on all interfaces.  C{tcp:}, C{tcp6:},
-    C{ssl:} and C{unix:} descriptions, alone or under C{haproxy:}, get
+    A bare number listens on TCP on all interfaces.  C{haproxy:} means
+    incproto's C{proxy:} (see L{incproto.proxy}).  C{tcp:}, C{tcp6:},
+    C{ssl:} and C{unix:} descriptions, alone or under C{proxy:}, get
     C{backlog} unless they name a backlog of their own.
 
     @param port: a port number or an endpoint description.
@@ -103,7 +89,8 @@ def endpoint_description(port: str, backlog: int) -> str:
                 f"--port {port}: a port number is between 0 and 65535"
             )
         return f"tcp:{int(port)}:backlog={backlog}"
-    inner = port[len("haproxy:") :] if port.startswith("haproxy:") else port
+    port = from_haproxy(port)
+    _, inner = split_proxy(port)
     if inner.split(":", 1)[0] in _BACKLOG_KINDS and "backlog=" not in port:
         return f"{port}:backlog={backlog}"
     return port
@@ -113,13 +100,11 @@ class Options(usage.Options):
     """
     The command line of C{twistd incproto} and C{twist incproto}.
 
-    After parsing, C{self["endpoint"]} holds the endpoint description that
-    L{makeService} listens on.
+    After parsing, C{self.config} holds what the options say, and
+    C{self["endpoint"]} the endpoint description to listen on.
     """
 
     synopsis = "[options]"
-    # A worker's port is an inherited socket, whatever --port names.
-    checkPort = True
     longdesc = (
         "Serve the increment protocol: greet each connection with '*', then "
         "send back every byte between '^' and '$' plus one."
@@ -300,14 +285,13 @@ class Options(usage.Options):
                 "--handler-timeout needs --threads or --processes (an inline "
                 "handler runs on the reactor thread, which nothing can interrupt)"
             )
-        self.handlerName: str = self["handler"]
         try:
-            self["handler"] = load_handler(self["handler"])
+            handler = load_handler(self["handler"])
         except ValueError as e:
             raise usage.UsageError(f"--handler {self['handler']}: {e}") from None
         if self["processes"] is not None:
             try:
-                pickle.dumps(self["handler"])
+                pickle.dumps(handler)
             except Exception as e:
                 raise usage.UsageError(
                     "--processes needs a picklable handler (a module-level "
@@ -319,8 +303,7 @@ class Options(usage.Options):
             self["metrics"] = f"tcp:{metrics}:interface=127.0.0.1"
         if metrics is not None:
             _check_endpoint("--metrics", metrics, self["metrics"])
-        if self.checkPort:
-            _check_endpoint("--port", self["port"], self["endpoint"])
+        _check_endpoint("--port", self["port"], self["endpoint"])
         if self["access-log"] not in (None, "-", "log"):
             try:
                 open(self["access-log"], "a").close()
@@ -328,23 +311,12 @@ class Options(usage.Options):
                 raise usage.UsageError(
                     f"--access-log {self['access-log']}: {e.strerror}"
                 ) from None
-
-    def worker_options(self) -> List[str]:
-        """
-        The command line a worker runs with: these options, less
-        C{--workers}.
-        """
-        argv = []
-        parameters = cast(List[List[Any]], self.optParameters)
-        for name, _, default, *_ in parameters:
-            value = self.handlerName if name == "handler" else self[name]
-            if name in ("workers", "metrics"):
-                continue  # the supervisor serves the metrics of all workers
-            if value is not None and value != default:
-                argv.append(f"--{name}={value}")
-        flags = cast(List[List[Any]], self.optFlags)
-        argv += [f"--{flag[0]}" for flag in flags if self[flag[0]]]
-        return argv
+        self.config = ServerConfig(
+            **{
+                field.name: self[field.name.replace("_", "-")]
+                for field in dataclasses.fields(ServerConfig)
+            }
+        )
 
 
 def _check_endpoint(option: str, given: str, description: str) -> None:
@@ -363,8 +335,7 @@ def _check_endpoint(option: str, given: str, description: str) -> None:
 def _explain(description: str, error: Exception) -> str:
     """Why an endpoint description failed to parse, in one line that names
     the fix where incproto knows it."""
-    kind = description[8:] if description.startswith("haproxy:") else description
-    kind = kind.split(":", 1)[0]
+    kind = split_proxy(description)[1].split(":", 1)[0]
     if kind == "ssl" and isinstance(error, ImportError):
         return (
             "TLS needs pyOpenSSL, which is not installed: "
@@ -390,165 +361,26 @@ def _reason(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
 
 
-class IncprotoService(SequentialMultiService):
-    """
-    The service L{makeService} returns.
-
-    @ivar collector: the metrics collector of its connections (C{None} for
-        a supervisor of workers, whose metrics come from them).
-    """
-
-    collector: Optional[Any] = None
-
-
-def _metrics_listener(reactor: Any, description: str, site: Any) -> ListeningService:
-    from incproto.metrics import MAX_SCRAPERS
-
-    metrics = ListeningService(
-        serverFromString(reactor, description),
-        ConnectionLimit(site, MAX_SCRAPERS, queueSize=MAX_SCRAPERS, clock=reactor),
-        f"{description} (--metrics)",
-        what="metrics",
-        clock=reactor,
-    )
-    metrics.setName("metrics")
-    return metrics
-
-
-def _stops_last(parent: MultiService, child: Service) -> None:
-    """
-    Add C{child} to C{parent} to be stopped last (and started first): the
-    metrics listener outlives the drain, so /healthz answers 503 and
-    /metrics shows the connections while it runs.
-    """
-    child.setServiceParent(parent)
-    parent.services.remove(child)
-    parent.services.insert(0, child)
-
-
-def makeService(
-    options: Options,
-    reactor: Optional[IReactorTime] = None,
-    endpoint: Optional[IStreamServerEndpoint] = None,
-) -> IncprotoService:
+def makeService(options: Options, reactor: Optional[IReactorTime] = None) -> IService:
     """
     Build the incproto service from parsed options.
 
     @param options: parsed L{Options}.
     @param reactor: the reactor to listen with and to time connections by;
         the global one by default.
-    @param endpoint: where to listen, instead of the one C{--port} names
-        (a worker's inherited socket).
-    @return: a service that listens while it runs, and raises
-        L{incproto.service.ListenError} from its start if it cannot.  Its
-        children stop in order: the listener, then a graceful drain of the
-        connections, then the handler pool, all within one
-        C{--drain-timeout}.  With C{--workers}, it is a L{WorkerPool} that
-        binds the port and runs that service in each worker process.  Once
-        the reactor runs, L{SignalHandling} makes repeated stop signals
-        quiet and SIGHUP graceful (a stop; with C{--workers} a rolling
-        restart of the workers; ignored in a worker).
+    @return: the serving stack (L{incproto.stack.serving_stack}), which
+        listens while it runs and raises L{incproto.service.ListenError}
+        from its start if it cannot; with C{--workers}, their supervisor
+        (L{incproto.supervisor.supervise}), which binds the port and runs
+        that stack in each worker process.  Its children stop in order,
+        within one C{--drain-timeout}; once the reactor runs, repeated stop
+        signals are quiet and SIGHUP is graceful (a stop; with C{--workers}
+        a rolling restart of the workers).
     """
-    if reactor is None:
-        reactor = global_reactor()
-    in_worker = endpoint is not None
-    description: str = options["endpoint"]
-    service = IncprotoService(options["drain-timeout"], reactor)
-    if options["workers"] is not None and endpoint is None:
-        from incproto.health import supervisor_readiness
-        from incproto.metrics import workers_metrics_site
-        from incproto.workers import WorkerPool
+    if options.config.workers is not None:
+        from incproto.supervisor import supervise
 
-        workers = WorkerPool(
-            description,
-            options["port"],
-            options.worker_options(),
-            options["workers"],
-            reactor,
-            killTimeout=options["drain-timeout"] + 5,
-        )
-        workers.setServiceParent(service)
-        if options["metrics"] is not None:
-            site = workers_metrics_site(
-                workers.scrape, reactor, supervisor_readiness(workers)
-            )
-            _metrics_listener(reactor, options["metrics"], site).setServiceParent(
-                service
-            )
-        _signals(reactor, workers.reload).setServiceParent(service)
-        return service
-    if endpoint is None and description.startswith("haproxy:"):
-        # incproto's PROXY support starts the protocol with the client's
-        # address known and keeps half-close; Twisted's does neither.
-        endpoint = ProxyEndpoint(serverFromString(reactor, description[8:]), reactor)
-    elif endpoint is None:
-        endpoint = serverFromString(reactor, description)
-    access_log: Optional[AccessLog] = None
-    if not options["no-connection-log"]:
-        access_log = choose_access_log(options["access-log"], options.parent, reactor)
-    if isinstance(access_log, FileAccessLog):
-        # Added first, so stopped last: after the drain logs its closes.
-        access_log.setServiceParent(service)
-    limit = options["max-connections"]
-    if isinstance(endpoint, ProxyEndpoint) and limit is not None:
-        # The limit counts a connection once its header names the client;
-        # until then, hold no more than the limit would admit and queue.
-        endpoint.maxPending = limit + options["queue"]
-    FileLimitService(limit + options["queue"] + 64 if limit else 0).setServiceParent(
-        service
-    )
-    pool: Optional[HandlerPool] = None
-    pool_kind = ThreadHandlerPool if options["threads"] else ProcessHandlerPool
-    pool_size = options["threads"] or options["processes"]
-    if pool_size:
-        pool = pool_kind(
-            options["handler"],
-            pool_size,
-            reactor=reactor,
-            drainTimeout=options["drain-timeout"],
-            handlerTimeout=options["handler-timeout"],
-        )
-        pool.setServiceParent(service)
-    increment = IncrementFactory(
-        clock=reactor,
-        handler=None if pool else options["handler"],
-        pool=pool,
-        idleTimeout=options["idle-timeout"],
-        logConnections=not options["no-connection-log"],
-        accessLog=access_log,
-    )
-    drainer = DrainingService(increment, options["drain-timeout"], reactor)
-    drainer.setServiceParent(service)
-    factory: IProtocolFactory = increment
-    if limit is not None:
-        factory = ConnectionLimit(
-            factory,
-            limit,
-            queueSize=options["queue"],
-            queueTimeout=options["queue-timeout"],
-            maxPerPeer=options["max-per-peer"],
-            clock=reactor,
-        )
-    from incproto.health import service_readiness
-    from incproto.metrics import IncprotoCollector, metrics_site
+        return supervise(options.config, reactor)
+    from incproto.stack import serving_stack
 
-    service.collector = IncprotoCollector(
-        increment, factory if isinstance(factory, ConnectionLimit) else None, pool
-    )
-    listener = ListeningService(endpoint, factory, options["port"], clock=reactor)
-    listener.setName("incproto")
-    if options["metrics"] is not None:
-        site = metrics_site(
-            service.collector, reactor, service_readiness(listener, drainer)
-        )
-        _stops_last(service, _metrics_listener(reactor, options["metrics"], site))
-    listener.setServiceParent(service)
-    # A worker's SIGHUP is its supervisor's business.
-    _signals(reactor, None if in_worker else STOP).setServiceParent(service)
-    return service
-
-
-def _signals(reactor: Any, hangup: Any) -> SignalHandling:
-    signals = SignalHandling(reactor, hangup)
-    signals.setName("signals")
-    return signals
+    return serving_stack(options.config, reactor, commandLine=options.parent)

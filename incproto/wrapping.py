@@ -131,27 +131,3 @@ class FactoryWrapper:
         if ILoggingContext.providedBy(self.wrappedFactory):
             return cast(str, cast(Any, self.wrappedFactory).logPrefix())
         return self.wrappedFactory.__class__.__name__
-
-
-def global_reactor() -> Any:
-    """
-    The global reactor, imported only when a caller injected none (importing
-    it installs the default reactor, which twistd and twist choose first).
-    """
-    from twisted.internet import reactor
-
-    return reactor
-
-
-def describe(address: Any) -> str:
-    """
-    An address as log lines and JSON logs want it: C{host:port},
-    C{[v6host]:port}, or a UNIX socket's path.
-    """
-    host = getattr(address, "host", None)
-    if host is not None:
-        return f"[{host}]:{address.port}" if ":" in host else f"{host}:{address.port}"
-    name = getattr(address, "name", None)
-    if name is not None:
-        return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
-    return str(address)

@@ -1,12 +1,27 @@
-"""Fake transports for tests that run without a reactor."""
+"""Fake transports, and an in-memory network, for tests that run without a
+reactor."""
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, List, Optional, Set, Tuple, TypeVar
 
-from twisted.internet.testing import StringTransport
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IHalfCloseableDescriptor,
+    IHalfCloseableProtocol,
+    IProtocolFactory,
+)
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.test import iosim
+from twisted.test.iosim import FakeTransport, IOPump
+from zope.interface import implementer
 
 from incproto import IncrementFactory, IncrementProtocol
+from incproto.limit import ConnectionLimit
+
+T = TypeVar("T")
 
 
 class HalfCloseableTransport(StringTransport):
@@ -48,3 +63,122 @@ class SocketLikeTransport(HalfCloseableTransport):
 
     def fileno(self) -> int:
         raise OSError("no socket")
+
+
+@implementer(IHalfCloseableDescriptor)
+class HalfCloseableFakeTransport(FakeTransport):
+    """
+    An C{iosim} transport that can shut down its sending side: once what it
+    wrote is delivered, L{Loopback} tells the peer its input ended.
+
+    @ivar write_closed: whether C{loseWriteConnection} was called.
+    """
+
+    write_closed = False
+
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True
+
+
+class Loopback:
+    """
+    Serves the TCP connections a C{MemoryReactorClock} was asked for with
+    C{server}'s protocols, in memory: L{pump} connects them and delivers
+    every byte, half-close and close, without the reactor running, so that
+    a test drives time alone with the clock.
+    """
+
+    def __init__(self, reactor: MemoryReactorClock, server: IProtocolFactory) -> None:
+        self.reactor = reactor
+        self.server = server
+        self._pumps: List[IOPump] = []
+        self._ended: Set[int] = set()
+
+    def pump(self) -> None:
+        """Connect, deliver and close until nothing moves."""
+        moved = True
+        while moved:
+            moved = self._connect()
+            for pump in self._pumps:
+                moved = pump.flush(advanceClock=False) or moved
+                moved = self._half_close(pump.clientIO, pump.serverIO) or moved
+                moved = self._half_close(pump.serverIO, pump.clientIO) or moved
+
+    def _connect(self) -> bool:
+        connected = False
+        while self.reactor.tcpClients:
+            host, port, factory, _, _ = self.reactor.tcpClients.pop(0)
+            self.reactor.connectors.pop(0)
+            number = len(self._pumps) + 1
+            client_address = IPv4Address("TCP", "127.0.0.1", 40000 + number)
+            server_address = IPv4Address("TCP", host, port)
+            server = self.server.buildProtocol(client_address)
+            client = factory.buildProtocol(server_address)
+            assert server is not None and client is not None
+            self._pumps.append(
+                iosim.connect(
+                    server,
+                    HalfCloseableFakeTransport(
+                        server, True, server_address, client_address
+                    ),
+                    client,
+                    HalfCloseableFakeTransport(
+                        client, False, client_address, server_address
+                    ),
+                    greet=False,
+                    clock=self.reactor,
+                )
+            )
+            connected = True
+        return connected
+
+    def _half_close(
+        self, writer: HalfCloseableFakeTransport, reader: HalfCloseableFakeTransport
+    ) -> bool:
+        """Tell C{reader}'s protocol its input ended, once C{writer} shut
+        down its sending side and everything it wrote was delivered."""
+        if (
+            not writer.write_closed
+            or writer.stream
+            or writer.disconnected
+            or reader.disconnected
+            or id(writer) in self._ended
+        ):
+            return False
+        self._ended.add(id(writer))
+        protocol = reader.protocol
+        if IHalfCloseableProtocol.providedBy(protocol):
+            protocol.readConnectionLost()
+        else:
+            writer.loseConnection()
+        return True
+
+
+def in_memory(run: Deferred[T], network: Loopback, limit: float = 60.0) -> T:
+    """
+    Deliver C{network}'s bytes and jump its clock from one delayed call to
+    the next until C{run} has fired (within C{limit} simulated seconds).
+
+    @return: C{run}'s result.
+    """
+    outcome: List[Any] = []
+    run.addBoth(outcome.append)
+    clock = network.reactor
+    network.pump()
+    while not outcome:
+        calls = clock.getDelayedCalls()
+        assert calls and clock.seconds() < limit, "the run never ended"
+        clock.advance(max(min(c.getTime() for c in calls) - clock.seconds(), 0))
+        network.pump()
+    if isinstance(outcome[0], Failure):
+        outcome[0].raiseException()
+    result: T = outcome[0]
+    return result
+
+
+def limited_network(limit: int) -> Loopback:
+    """incproto behind a limit of C{limit} connections, in memory, on the
+    network's C{MemoryReactorClock}."""
+    clock = MemoryReactorClock()
+    server = ConnectionLimit(IncrementFactory(clock=clock), limit, clock=clock)
+    return Loopback(clock, server)

@@ -289,7 +289,7 @@ class OptionTests(SynchronousTestCase):
 
     def test_workers_are_given_the_option(self) -> None:
         options = Options.parse(["--access-log", "log", "--workers", "2"])
-        self.assertIn("--access-log=log", options.worker_options())
+        self.assertEqual(options.config.for_worker().access_log, "log")
 
 
 def test_twistd_writes_the_access_log_file_by_stop(tmp_path: Path) -> None:

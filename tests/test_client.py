@@ -1,5 +1,6 @@
 """incproto-client's checking, statistics, reports and timeline (pure), and
-its modes over real TCP against incproto and against broken servers."""
+its modes in memory on a Clock (the series' timed script) and over real TCP
+against incproto and against broken servers."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
 import incproto
@@ -29,14 +31,13 @@ from incproto.client.modes import (
     Burst,
     Churn,
     Ping,
-    Result,
     Series,
     Stream,
 )
-from incproto.client.report import ProgressLine, merge, summary
+from incproto.client.report import ProgressLine, Result, merge, summary
 from incproto.client.stats import Histogram, histogram_of
 from incproto.client.timeline import ordinal, timeline_svg
-from incproto.limit import ConnectionLimit
+from tests.fakes import Loopback, in_memory, limited_network
 from tests.helpers import listen, within
 from tests.test_parser import reference
 
@@ -210,12 +211,16 @@ def target(port: int, timeout: float = 10.0) -> Target:
     return Target(reactor, "127.0.0.1", port, timeout)
 
 
-@pytest_twisted.inlineCallbacks
-def test_series_reproduces_the_series_client(port: int) -> Generator[Any, Any, None]:
+def test_series_reproduces_the_series_client() -> None:
+    network = Loopback(MemoryReactorClock(), IncrementFactory())
+    clock = network.reactor
     said: List[str] = []
-    run = Series(target(port), 3, say=said.append)
-    result = yield within(run.run())
+    run = Series(
+        Target(clock, "127.0.0.1", 9090, 10.0), 3, say=said.append, clock=clock
+    )
+    result = in_memory(run.run(), network)
     assert result["connections"] == 3
+    assert result["seconds"] == pytest.approx(2.2)
     for connection in run.connections:
         received = b"".join(e[2] for e in connection.events if e[1] == "received")
         assert received == SERIES_REPLY
@@ -223,20 +228,25 @@ def test_series_reproduces_the_series_client(port: int) -> Generator[Any, Any, N
     assert sum("received" in line for line in said) >= 9
 
 
-@pytest_twisted.inlineCallbacks
-def test_series_against_a_limit_of_two_shows_the_third_waiting() -> Generator[
-    Any, Any, None
-]:
-    limited = listen(ConnectionLimit(IncrementFactory(), 2))
-    try:
-        run = Series(target(limited.getHost().port), 3)
-        yield within(run.run())
-    finally:
-        limited.stopListening()
+def test_series_against_a_limit_of_two_shows_the_third_waiting() -> None:
+    """On a Clock: the third client is greeted when the first two are done
+    with the series' 2.2 s script, and the timeline shows it waiting."""
+    network = limited_network(2)
+    clock = network.reactor
+    to = Target(clock, "127.0.0.1", 9090, 10.0)
+    run = Series(to, 3, clock=clock)
+    in_memory(run.run(), network)
     first, second, third = sorted(run.connections, key=lambda c: c.greetedAt or 0)
     assert first.closedAt is not None and second.closedAt is not None
     assert third.greetedAt is not None
     assert third.greetedAt >= min(first.closedAt, second.closedAt)
+    assert (third.greetedAt - third.started, clock.seconds()) == (
+        pytest.approx(2.2),
+        pytest.approx(4.4),
+    )
+    for connection in run.connections:
+        received = b"".join(e[2] for e in connection.events if e[1] == "received")
+        assert received == SERIES_REPLY
     svg = ET.fromstring(timeline_svg(run.connections, run.began, "limit 2"))
     rects = svg.findall("{http://www.w3.org/2000/svg}rect")
     # background, two legend boxes, then waiting and served bars per client
@@ -248,19 +258,17 @@ def test_series_against_a_limit_of_two_shows_the_third_waiting() -> Generator[
     assert max(waiting) > 100 * min(waiting)
 
 
-@pytest_twisted.inlineCallbacks
-def test_the_failure_that_ended_the_run_is_reported() -> Generator[Any, Any, None]:
+def test_the_failure_that_ended_the_run_is_reported() -> None:
     """
     The second client waits behind a limit of one past the timeout; the
     run then aborts the first, which must not be blamed on the server.
     """
-    limited = listen(ConnectionLimit(IncrementFactory(), 1))
-    try:
-        port = limited.getHost().port
-        error = yield failure_of(Series(target(port), 2, timeout=0.5).run())
-    finally:
-        limited.stopListening()
-    assert error == "connection 2: no greeting within 0.5 s"
+    network = limited_network(1)
+    clock = network.reactor
+    run = Series(Target(clock, "127.0.0.1", 9090, 10.0), 2, timeout=0.5, clock=clock)
+    with pytest.raises(ClientError) as error:
+        in_memory(run.run(), network)
+    assert str(error.value) == "connection 2: no greeting within 0.5 s"
 
 
 def fake_connections(count: int, origin: float) -> List[Any]:

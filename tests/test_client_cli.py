@@ -1,5 +1,6 @@
-"""The incproto-client command against a real twistd server: exit status,
-output, JSON and the timeline file."""
+"""The incproto-client command: its run in memory on a Clock (output and
+timeline), and the command itself against a real twistd server (exit
+status, JSON, errors)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Iterator
 
 import pytest
 
+from incproto.client.cli import parse, run_mode
+from tests.fakes import in_memory, limited_network
 from tests.processes import ServerProcess, run_command, script, start_incproto
 
 
@@ -23,18 +26,19 @@ def server() -> Iterator[ServerProcess]:
 
 
 def test_series_client_logs_and_draws_the_limit(
-    server: ServerProcess, tmp_path: Path
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The command's run, in memory on a Clock, against a limit of two: every
+    send and receive logged, the summary, and the timeline written."""
     chart = tmp_path / "limit.svg"
-    done = run_command(
-        [script("incproto-client"), "-n", "3", "--timeline", str(chart),
-         "127.0.0.1", str(server.port)],
-        tmp_path,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.count("sent b'25$^ab0000$abab'") == 3
-    assert done.stdout.count("received b'*'") == 3
-    assert "connections            3" in done.stdout
+    args = parse(["-n", "3", "--timeline", str(chart), "127.0.0.1", "9090"])
+    network = limited_network(2)
+    assert in_memory(run_mode(args, network.reactor, network.reactor), network) == 0
+    out, err = capsys.readouterr()
+    assert out.count("sent b'25$^ab0000$abab'") == 3, err
+    assert out.count("received b'*'") == 3
+    assert "connections            3" in out
+    assert "  2.200s  #3    received b'*'" in out  # after the first two
     svg = ET.parse(chart).getroot()
     assert svg.tag == "{http://www.w3.org/2000/svg}svg"
     assert "127.0.0.1" in "".join(svg.itertext())

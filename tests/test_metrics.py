@@ -1,26 +1,37 @@
-"""Prometheus metrics scraped over real HTTP while traffic runs."""
+"""Prometheus metrics scraped over real HTTP while traffic runs, and every
+scrape answered (a 500 if it fails) on a fake transport and a Clock."""
 
 from __future__ import annotations
 
 import re
 import socket
 from pathlib import Path
-from typing import Any, Dict, Generator
+from typing import Any, Dict, Generator, Iterator, List, Tuple
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import LogEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.web.client import Agent, readBody
+from twisted.web.server import Site
 
 from incproto import IncrementFactory
 from incproto.metrics import (
+    FAILED_BODY,
     MAX_SCRAPERS,
     REQUEST_TIMEOUT,
+    SCRAPE_FAILED,
     IncprotoCollector,
+    WorkersCollector,
     metrics_site,
+    workers_metrics_site,
 )
 from incproto.tap import Options, makeService
 from tests.helpers import Client, connect, within
@@ -151,3 +162,109 @@ def test_pool_faults_are_counted_by_reason() -> None:
     samples = parse(generate_latest(registry_of(collector)).decode())
     assert samples['incproto_pool_faults_total{reason="handler timeout"}'] == 2
     assert samples['incproto_pool_faults_total{reason="pool process lost"}'] == 3
+
+
+# Every scrape is answered ---------------------------------------------------
+
+
+class Broken:
+    """A collector that fails at each scrape."""
+
+    def describe(self) -> List[Any]:
+        return []  # registering it does not collect
+
+    def collect(self) -> Iterator[Any]:
+        raise RuntimeError("broken collector")
+        yield
+
+
+@pytest.fixture
+def failures() -> Iterator[List[LogEvent]]:
+    """The failures logged while the test runs."""
+    events: List[LogEvent] = []
+
+    def observe(event: LogEvent) -> None:
+        if "log_failure" in event:
+            events.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    yield events
+    globalLogPublisher.removeObserver(observe)
+
+
+def ask(site: Site) -> Tuple[IProtocol, StringTransport]:
+    """Send GET /metrics over HTTP/1.0 to C{site}: the server's side of the
+    connection, and its transport (which it closes once it has answered)."""
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+    assert channel is not None
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(b"GET /metrics HTTP/1.0\r\n\r\n")
+    return channel, transport
+
+
+def get(site: Site) -> Tuple[bytes, StringTransport]:
+    """What C{site} sends back so far to GET /metrics, and the transport."""
+    _, transport = ask(site)
+    return transport.value(), transport
+
+
+def assert_failed(response: bytes, transport: StringTransport) -> None:
+    """A complete answer: 500, short text, the connection closed."""
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 500 ")
+    assert b"content-type: text/plain; charset=utf-8" in head.lower()
+    assert body == FAILED_BODY
+    assert transport.disconnecting
+
+
+def test_a_collector_that_raises_gets_a_500(failures: List[LogEvent]) -> None:
+    clock = Clock()
+    assert_failed(*get(metrics_site(Broken(), clock)))
+    assert [f["log_failure"].value.args for f in failures] == [("broken collector",)]
+    assert failures[0]["log_format"] == SCRAPE_FAILED
+
+
+def test_workers_collector_that_raises_gets_a_500(
+    failures: List[LogEvent],
+) -> None:
+    """A worker's answer that cannot be parsed fails the rendering, after
+    the scrape fired: the request is still answered."""
+    collector = WorkersCollector({1: "not { prometheus"}, 1, 0)
+    scraped: Deferred[WorkersCollector] = Deferred()
+    response, transport = get(workers_metrics_site(lambda: scraped, Clock()))
+    assert response == b"" and not transport.disconnecting
+    scraped.callback(collector)
+    assert_failed(transport.value(), transport)
+    assert len(failures) == 1 and failures[0]["log_format"] == SCRAPE_FAILED
+
+
+def test_a_scrape_that_fails_gets_a_500(failures: List[LogEvent]) -> None:
+    site = workers_metrics_site(lambda: fail(ValueError("no workers")), Clock())
+    assert_failed(*get(site))
+    assert [f["log_failure"].value.args for f in failures] == [("no workers",)]
+
+
+def test_a_scrape_that_raises_gets_a_500(failures: List[LogEvent]) -> None:
+    def scrape() -> Deferred[WorkersCollector]:
+        raise ValueError("no workers")
+
+    assert_failed(*get(workers_metrics_site(scrape, Clock())))
+    assert len(failures) == 1
+
+
+@pytest.mark.parametrize("outcome", ["scraped", "failed"])
+def test_a_scraper_gone_is_not_written_to(
+    outcome: str, failures: List[LogEvent]
+) -> None:
+    scraped: Deferred[WorkersCollector] = Deferred()
+    channel, transport = ask(workers_metrics_site(lambda: scraped, Clock()))
+    channel.connectionLost(Failure(ConnectionLost()))
+    transport.clear()
+    if outcome == "scraped":
+        scraped.callback(WorkersCollector({}, 1, 0))
+        assert failures == []
+    else:
+        scraped.errback(ValueError("no workers"))
+        assert len(failures) == 1  # logged even so
+    assert transport.value() == b""

@@ -16,11 +16,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from incproto import IncrementFactory
-from incproto.service import (
-    DrainingService,
-    SequentialMultiService,
-    raise_file_limit,
-)
+from incproto.filelimit import raise_file_limit
+from incproto.service import DrainingService, SequentialMultiService
 from tests.fakes import connect_to
 from tests.test_offload import ManualPool
 

@@ -1,5 +1,5 @@
-"""The wheel: exactly one file under twisted/, a plugin Twisted finds once
-installed, and an uninstall that leaves Twisted whole."""
+"""The wheel: only incproto's two plugin files under twisted/, plugins
+Twisted finds once installed, and an uninstall that leaves Twisted whole."""
 
 from __future__ import annotations
 
@@ -20,6 +20,10 @@ FIND_PLUGIN = (
     " if p.tapname == 'incproto'))"
 )
 PLUGIN_FILE = "import twisted.plugins.incproto_plugin as p; print(p.__file__)"
+PROXY_ENDPOINT = (
+    "from twisted.internet.endpoints import serverFromString; "
+    "print(type(serverFromString(None, 'proxy:tcp:0')).__module__)"
+)
 
 
 def run(*argv: str) -> str:
@@ -40,10 +44,11 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
-def test_only_the_plugin_under_twisted(wheel: Path) -> None:
+def test_only_the_plugins_under_twisted(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
-    assert [n for n in names if n.startswith("twisted/")] == [
-        "twisted/plugins/incproto_plugin.py"
+    assert sorted(n for n in names if n.startswith("twisted/")) == [
+        "twisted/plugins/incproto_endpoints.py",
+        "twisted/plugins/incproto_plugin.py",
     ]
     assert not [n for n in names if "dropin.cache" in n or n.startswith("tests/")]
 
@@ -63,11 +68,14 @@ def test_install_then_uninstall(wheel: Path, tmp_path: Path) -> None:
     run(*pip, "install", "--no-deps", str(wheel))
     assert run(python, "-c", FIND_PLUGIN).strip() == "['incproto']"
     assert run(python, "-c", PLUGIN_FILE).startswith(site.strip())
+    assert run(python, "-c", PROXY_ENDPOINT) == "incproto.proxy\n"
     client = env / "bin" / "incproto-client"
     assert "incproto-client" in run(str(client), "--help")
     run(*pip, "uninstall", "--yes", "incproto")
     assert not client.exists()
     assert run(python, "-c", FIND_PLUGIN).strip() == "[]"
+    with pytest.raises(subprocess.CalledProcessError):
+        run(python, "-c", PROXY_ENDPOINT)  # unknown endpoint type 'proxy'
     assert run(python, "-c", "import twisted.plugins, twisted; print('ok')") == "ok\n"
 
 

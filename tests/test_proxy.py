@@ -16,6 +16,7 @@ from zope.interface import providedBy
 
 from incproto import ConnectionLimit, IncrementFactory, IncrementProtocol
 from incproto.proxy import (
+    REFUSAL_CLOSE_TIMEOUT,
     V2_SIGNATURE,
     ProxyEndpoint,
     ProxyFactory,
@@ -166,12 +167,30 @@ class ProxyProtocolTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"*bc")
         self.assertTrue(transport.disconnecting)
 
-    def test_bad_header_closes(self) -> None:
+    def test_bad_header_closes_fin_first(self) -> None:
         protocol, transport, built = self.connect()
         protocol.dataReceived(b"^abc$")
-        self.assertTrue(transport.disconnecting)
+        # FIN first, reading on: closing with unread input would send a RST.
+        self.assertEqual(
+            (transport.write_closed, transport.disconnecting), (True, False)
+        )
         protocol.dataReceived(b"more")
         self.assertEqual((built, transport.value()), ([], b""))
+        protocol.readConnectionLost()  # the client closes too
+        self.assertTrue(transport.disconnecting)
+
+    def test_refused_client_that_never_closes_is_aborted(self) -> None:
+        protocol, transport, _ = self.connect()
+        protocol.dataReceived(b"^abc$")
+        self.clock.advance(REFUSAL_CLOSE_TIMEOUT)
+        self.assertTrue(transport.disconnected)
+
+    def test_refused_client_that_closes_in_time_is_not_aborted(self) -> None:
+        protocol, _, _ = self.connect()
+        protocol.dataReceived(b"^abc$")
+        protocol.readConnectionLost()
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_end_of_input_before_the_header_closes(self) -> None:
         protocol, transport, built = self.connect()
@@ -186,7 +205,7 @@ class ProxyProtocolTests(SynchronousTestCase):
         self.clock.advance(4.9)
         self.assertFalse(transport.disconnecting)
         self.clock.advance(0.1)
-        self.assertTrue(transport.disconnecting)
+        self.assertTrue(transport.write_closed)
         self.assertEqual(built, [])
 
     def test_header_in_time_cancels_the_timeout(self) -> None:
@@ -242,13 +261,13 @@ class PendingHeaderTests(SynchronousTestCase):
         (first, _), (_, second) = self.connect(), self.connect()
         _, third = self.connect()
         self.assertEqual(
-            (second.disconnecting, third.disconnecting, self.factory.pending),
+            (second.write_closed, third.write_closed, self.factory.pending),
             (False, True, 2),
         )
         self.assertEqual(self.factory.refused, 1)
         first.dataReceived(V1)  # its header names the client: no longer pending
         _, fourth = self.connect()
-        self.assertFalse(fourth.disconnecting)
+        self.assertFalse(fourth.write_closed)
 
     def test_timeouts_and_losses_free_their_place(self) -> None:
         self.connect()

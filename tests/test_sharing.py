@@ -88,7 +88,7 @@ def test_worker_serves_the_adopted_socket() -> Generator[Deferred[Any], Any, Non
 def test_worker_rebuilds_proxy_over_the_adopted_socket() -> Generator[
     Deferred[Any], Any, None
 ]:
-    bound, port = _serve("haproxy:tcp:0:interface=127.0.0.1")
+    bound, port = _serve("proxy:tcp:0:interface=127.0.0.1")
     try:
         client = yield connect(bound.getHost().port)
         client.transport.write(v2("192.0.2.50", "192.0.2.2") + b"^xyz$")

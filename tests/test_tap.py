@@ -40,9 +40,15 @@ class EndpointDescriptionTests(SynchronousTestCase):
             "tcp6:9090",
             "unix:/tmp/incproto.sock",
             "ssl:9443:privateKey=k.pem",
-            "haproxy:tcp:9090",
+            "proxy:tcp:9090",
         ):
             self.assertEqual(endpoint_description(given, 77), f"{given}:backlog=77")
+
+    def test_haproxy_means_incprotos_proxy_endpoint(self) -> None:
+        self.assertEqual(
+            endpoint_description("haproxy:unix:/run/a.sock", 77),
+            "proxy:unix:/run/a.sock:backlog=77",
+        )
 
     def test_explicit_backlog_wins(self) -> None:
         self.assertEqual(
@@ -230,9 +236,7 @@ class LimitOptionsTests(SynchronousTestCase):
     def test_queue_default_with_max_connections(self) -> None:
         options = Options.parse(["--max-connections", "2"])
         self.assertEqual(options["queue"], DEFAULT_QUEUE_SIZE)
-        self.assertEqual(
-            options.worker_options(), ["--max-connections=2", "--queue=1024"]
-        )
+        self.assertEqual(options.config.queue, DEFAULT_QUEUE_SIZE)
 
     def test_bad_limit_values(self) -> None:
         for argv in (
@@ -262,7 +266,7 @@ class HandlerOptionsTests(SynchronousTestCase):
 
     def test_handler_by_name(self) -> None:
         options = Options.parse(["--handler", "incproto.handlers:hashing"])
-        self.assertIs(options["handler"], hashing)
+        self.assertEqual(options.config.handler, "incproto.handlers:hashing")
 
     def test_threads(self) -> None:
         reactor = MemoryReactorClock()

@@ -4,6 +4,7 @@ sharing the load, restarting a killed worker, stopping cleanly."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -21,9 +22,9 @@ from twisted.logger import Logger, LogLevel, eventAsJSON, formatEvent
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from incproto.config import ServerConfig
 from incproto.metrics import registry_of
-from incproto.tap import Options, makeService
-from incproto.workers import (
+from incproto.supervisor import (
     METRICS_REPLIES,
     METRICS_REQUESTS,
     METRICS_TIMEOUT,
@@ -31,6 +32,7 @@ from incproto.workers import (
     WorkerPool,
     WorkerProcess,
 )
+from incproto.tap import Options, makeService
 from tests.processes import (
     TIMEOUT,
     ServerProcess,
@@ -84,9 +86,11 @@ class ProcessClock(Clock):
 def pool() -> Any:
     clock = ProcessClock()
     events: List[Dict[str, Any]] = []
-    pool = WorkerPool(
-        "tcp:0:interface=127.0.0.1", "tcp:0", ["--idle-timeout=5"], 2, clock, 40.0
-    )
+    config = ServerConfig(
+        port="tcp:0", endpoint="tcp:0:interface=127.0.0.1", workers=2,
+        idle_timeout=5.0, drain_timeout=35.0, metrics="tcp:9100",
+    )  # fmt: skip
+    pool = WorkerPool(config, clock)
     pool.log = Logger(observer=events.append)  # type: ignore[arg-type]
     pool.startService()
     yield pool, clock, events
@@ -106,7 +110,10 @@ def test_workers_get_the_socket_as_fd_3_and_the_options(pool: Any) -> None:
     assert len(clock.spawned) == 2
     for spawn in clock.spawned:
         assert spawn["childFDs"][WORKER_FD] == pool_.socket.fileno()
-        assert spawn["args"][-2:] == ["inet", "--idle-timeout=5"]
+        assert spawn["args"][1:4] == ["-m", "incproto.worker", "inet"]
+        config = ServerConfig.from_json(spawn["args"][4])
+        assert (config.idle_timeout, config.workers) == (5.0, None)
+        assert config.metrics is None
         assert spawn["childFDs"][1] == "r" and spawn["childFDs"][2] == "r"
         assert spawn["childFDs"][METRICS_REQUESTS] == "w"
         assert spawn["childFDs"][METRICS_REPLIES] == "r"
@@ -231,22 +238,68 @@ def test_scrape_asks_every_worker_and_labels_their_samples(pool: Any) -> None:
     assert 'worker="2"' not in text
 
 
-def test_workers_get_every_option_but_workers() -> None:
-    options = Options.parse(
-        ["--port", "haproxy:tcp:9090", "--workers", "3", "--max-connections", "5",
-         "--handler", "incproto.handlers:hashing", "--threads", "2",
-         "--no-connection-log", "--metrics", "9100"]
-    )  # fmt: skip
-    argv = options.worker_options()
-    assert argv == [
-        "--port=haproxy:tcp:9090", "--max-connections=5", "--queue=1024",
-        "--handler=incproto.handlers:hashing", "--threads=2", "--no-connection-log",
-    ]  # fmt: skip
-    again = Options.parse(argv)
-    assert again["endpoint"] == options["endpoint"]
-    assert again["no-connection-log"]
-    assert again["workers"] is None
-    assert isinstance(makeService(options).services[0], WorkerPool)  # type: ignore[attr-defined]
+# One value per option, none of them its default (--processes, which
+# excludes --threads, is given on its own below).
+EVERY_OPTION = {
+    "port": "proxy:tcp:0:interface=127.0.0.1", "backlog": "7",
+    "max-connections": "5", "queue": "3", "queue-timeout": "2.5",
+    "max-per-peer": "2", "handler": "incproto.handlers:hashing",
+    "threads": "2", "handler-timeout": "1.5", "metrics": "9100",
+    "idle-timeout": "4.5", "workers": "3", "access-log": "log",
+    "drain-timeout": "6.5",
+}  # fmt: skip
+
+
+def option_names() -> List[str]:
+    return [option[0] for option in [*Options.optParameters, *Options.optFlags]]
+
+
+def worker_config(options: Options) -> ServerConfig:
+    """The configuration a worker of C{options}' supervisor is started with."""
+    clock = ProcessClock()
+    pool = WorkerPool(options.config, clock)
+    pool.startService()
+    try:
+        return ServerConfig.from_json(clock.spawned[0]["args"][4])
+    finally:
+        pool.listener.stopService()
+
+
+def test_every_option_is_a_field_of_the_configuration() -> None:
+    fields = {field.name for field in dataclasses.fields(ServerConfig)}
+    options = {name.replace("-", "_") for name in option_names()}
+    assert fields == options | {"endpoint"}
+    assert set(EVERY_OPTION) | {"processes", "no-connection-log"} == set(option_names())
+
+
+def test_every_option_reaches_the_workers_but_workers_and_metrics() -> None:
+    flags = [f"--{flag[0]}" for flag in Options.optFlags]
+    argv = [f"--{name}={value}" for name, value in EVERY_OPTION.items()]
+    options = Options.parse([*argv, *flags])
+    worker, default = worker_config(options), ServerConfig()
+    for name in option_names():
+        field = name.replace("-", "_")
+        given = getattr(options.config, field)
+        if name in ("workers", "metrics"):  # the supervisor's own
+            assert (getattr(worker, field), given) == (None, options[name])
+        elif name != "processes":
+            assert getattr(worker, field) == given != getattr(default, field), name
+    assert (
+        worker.endpoint
+        == options["endpoint"]
+        == ("proxy:tcp:0:interface=127.0.0.1:backlog=7")
+    )
+
+
+def test_processes_reach_the_workers() -> None:
+    options = Options.parse(["--port", "tcp:0", "--workers", "2", "--processes", "3"])
+    assert worker_config(options).processes == 3
+
+
+def test_workers_option_builds_a_supervisor() -> None:
+    options = Options.parse(["--port", "tcp:0", "--workers", "2"])
+    service = makeService(options, ProcessClock())
+    assert isinstance(service.getServiceNamed("workers"), WorkerPool)  # type: ignore[attr-defined]
 
 
 # Real processes -----------------------------------------------------------------

@@ -12,9 +12,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Deque
 
-from incproto.parser import IncrementParser
-
-GREETING = b"*"
+from incproto.parser import GREETING, IncrementParser
 
 
 class ProtocolError(Exception):

@@ -12,13 +12,14 @@ import subprocess
 import sys
 from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple, cast
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 import twisted
 from incproto.client.connection import ClientError, Target, tls_options
-from incproto.client.modes import Burst, Churn, Ping, Result, Run, Series, Stream
-from incproto.client.report import ProgressLine, as_json, merge, summary
+from incproto.client.modes import Burst, Churn, Ping, Run, Series, Stream
+from incproto.client.report import ProgressLine, Result, as_json, merge, summary
 from incproto.client.timeline import timeline_svg
 
 PROG = "incproto-client"
@@ -275,11 +276,21 @@ def _unwritable(path: str) -> Optional[str]:
     return None
 
 
-def make_run(args: argparse.Namespace, reactor: Any, say: Any = None) -> Run:
-    """Build the L{Run} that C{args} ask for."""
+def make_run(
+    args: argparse.Namespace,
+    reactor: Any,
+    say: Any = None,
+    clock: Optional[IReactorTime] = None,
+) -> Run:
+    """
+    Build the L{Run} that C{args} ask for.
+
+    @param clock: what times the run (see L{incproto.client.clock}); by
+        default C{perf_counter}'s seconds on C{reactor}.
+    """
     tls = tls_options(args.host, args.ca, not args.insecure) if args.tls else None
     target = Target(reactor, args.host, args.port, args.timeout, tls)
-    common: dict[str, Any] = {"timeout": args.timeout}
+    common: dict[str, Any] = {"timeout": args.timeout, "clock": clock}
     if args.mode == "series":
         return Series(target, args.connections, say=say, **common)
     if args.mode == "ping":
@@ -333,6 +344,50 @@ def _fan_out(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def run_mode(
+    args: argparse.Namespace, reactor: Any, clock: Optional[IReactorTime] = None
+) -> Deferred[int]:
+    """
+    Run the mode C{args} ask for, in this process, on C{reactor} (running):
+    print its result or its one-line failure, write the timeline if asked,
+    and fire with the exit status.
+
+    @param clock: what times the run; by default C{perf_counter}'s seconds
+        on C{reactor}.
+    """
+    progress = ProgressLine(sys.stderr)
+    interactive = sys.stderr.isatty() and not args.quiet and not args.json
+    say = None if args.quiet or args.json else print
+    try:
+        mode = make_run(args, reactor, say=say, clock=clock)
+    except ClientError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return succeed(1)
+    if interactive:
+        mode.progress = progress.show
+
+    def succeeded(result: Result) -> int:
+        progress.clear()
+        _print_result(args, result)
+        if getattr(args, "timeline", None):
+            title = f"incproto-client {args.mode} against {mode.target.label}"
+            try:
+                with open(args.timeline, "w", encoding="utf-8") as chart:
+                    chart.write(timeline_svg(mode.connections, mode.began, title))
+            except OSError as e:
+                print(f"{PROG}: --timeline: {e}", file=sys.stderr)
+                return 1
+        return 0
+
+    def failed(failure: Failure) -> int:
+        progress.clear()
+        reason = failure.value if failure.check(ClientError) else failure
+        print(f"{PROG}: {reason}", file=sys.stderr)
+        return 1
+
+    return mode.run().addCallback(succeeded).addErrback(failed)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     Run C{incproto-client}; the exit status is the return value.
@@ -345,47 +400,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from twisted.internet import reactor
     from twisted.logger import ILogObserver, Logger
 
-    from incproto.service import raise_file_limit
+    from incproto.filelimit import raise_file_limit
 
     raise_file_limit(0, Logger(observer=cast(ILogObserver, lambda event: None)))
-    progress = ProgressLine(sys.stderr)
-    interactive = sys.stderr.isatty() and not args.quiet and not args.json
-    say = None if args.quiet or args.json else print
     outcome: List[int] = []
 
     def run() -> Deferred[None]:
-        try:
-            mode = make_run(args, reactor, say=say)
-        except ClientError as e:
-            print(f"{PROG}: {e}", file=sys.stderr)
-            outcome.append(1)
-            reactor.stop()
-            return Deferred()
-        if interactive:
-            mode.progress = progress.show
-
-        def succeeded(result: Result) -> None:
-            progress.clear()
-            _print_result(args, result)
-            outcome.append(0)
-            if getattr(args, "timeline", None):
-                title = f"incproto-client {args.mode} against {mode.target.label}"
-                try:
-                    with open(args.timeline, "w", encoding="utf-8") as chart:
-                        chart.write(timeline_svg(mode.connections, mode.began, title))
-                except OSError as e:
-                    print(f"{PROG}: --timeline: {e}", file=sys.stderr)
-                    outcome[0] = 1
-
-        def failed(failure: Failure) -> None:
-            progress.clear()
-            reason = failure.value if failure.check(ClientError) else failure
-            print(f"{PROG}: {reason}", file=sys.stderr)
-            outcome.append(1)
-
-        done = mode.run().addCallback(succeeded).addErrback(failed)
-        done.addBoth(lambda _: reactor.stop())
-        return done
+        done = run_mode(args, reactor).addCallback(outcome.append)
+        return done.addBoth(lambda _: reactor.stop())
 
     reactor.callWhenRunning(run)
     reactor.run()

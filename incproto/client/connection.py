@@ -5,7 +5,6 @@ the times a timeline needs."""
 from __future__ import annotations
 
 import socket
-from time import perf_counter
 from typing import Any, List, Optional, Tuple, cast
 
 from twisted.internet.defer import Deferred
@@ -20,12 +19,14 @@ from twisted.internet.interfaces import (
     IHalfCloseableDescriptor,
     IHalfCloseableProtocol,
     IOpenSSLClientConnectionCreator,
+    IReactorTime,
 )
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from incproto.client.check import ProtocolError, ReplyCheck
+from incproto.client.clock import PerfCounterClock
 
 Event = Tuple[float, str, bytes]
 
@@ -40,9 +41,10 @@ class CheckedConnection(Protocol):
     A client connection to an increment server that checks each reply byte.
 
     Subclasses (the load modes) react to L{greeted} and L{answered}; the
-    times (from C{perf_counter}) feed reports and timelines.
+    times (in seconds on C{clock}) feed reports and timelines.
 
     @ivar number: the connection's number in its run, from 1.
+    @ivar clock: where the times are read.
     @ivar check: what the server owes and has sent.
     @ivar started: when the connection attempt began.
     @ivar connectedAt: when TCP connected.
@@ -56,10 +58,15 @@ class CheckedConnection(Protocol):
 
     record = False
 
-    def __init__(self, number: int = 1) -> None:
+    def __init__(self, number: int = 1, clock: Optional[IReactorTime] = None) -> None:
+        """
+        @param clock: the run's clock (see L{incproto.client.clock}); a
+            L{PerfCounterClock} by default.
+        """
         self.number = number
+        self.clock: IReactorTime = PerfCounterClock() if clock is None else clock
         self.check = ReplyCheck()
-        self.started = perf_counter()
+        self.started = self.clock.seconds()
         self.lastProgress = self.started
         self.connectedAt: Optional[float] = None
         self.greetedAt: Optional[float] = None
@@ -70,10 +77,10 @@ class CheckedConnection(Protocol):
         self._closeWhenAnswered = False
 
     def connectionMade(self) -> None:
-        self.connectedAt = self.lastProgress = perf_counter()
+        self.connectedAt = self.lastProgress = self.clock.seconds()
 
     def dataReceived(self, data: bytes) -> None:
-        now = self.lastProgress = perf_counter()
+        now = self.lastProgress = self.clock.seconds()
         if self.record:
             self.events.append((now, "received", data))
         was_greeted = self.check.greeted
@@ -95,7 +102,7 @@ class CheckedConnection(Protocol):
         """Send C{data}, recording the reply it is owed."""
         self.check.sent(data)
         if self.record:
-            self.events.append((perf_counter(), "sent", data))
+            self.events.append((self.clock.seconds(), "sent", data))
         assert self.transport is not None
         self.transport.write(data)
 
@@ -142,7 +149,7 @@ class CheckedConnection(Protocol):
         pass
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        self.closedAt = perf_counter()
+        self.closedAt = self.clock.seconds()
         how = "closed by the server"
         if reason is not None and not reason.check(ConnectionDone):
             how = f"lost ({_one_line(reason)})"  # a reset, a TLS failure, ...
@@ -218,7 +225,7 @@ class Target:
         def failed(failure: Failure) -> None:
             reason = failure.getErrorMessage().strip().rstrip(".")
             connection.error = f"connection {connection.number}: {self.label}: {reason}"
-            connection.closedAt = perf_counter()
+            connection.closedAt = connection.clock.seconds()
             connection.done.callback(connection)
 
         connectProtocol(self._endpoint, connection).addErrback(failed)

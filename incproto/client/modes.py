@@ -9,23 +9,27 @@ as a flat dict (times in seconds, rates per second) that the report prints.
 from __future__ import annotations
 
 from itertools import cycle, islice
-from time import perf_counter
-from typing import Any, Callable, Dict, List, Optional, cast
+from typing import Any, Callable, List, Optional, cast
 
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.task import LoopingCall
 from zope.interface import implementer
 
+from incproto.client.clock import PerfCounterClock
 from incproto.client.connection import (
     CheckedConnection,
     ClientError,
     Target,
     first_error,
 )
+from incproto.client.report import Result
 from incproto.client.stats import Histogram, histogram_of
-
-Result = Dict[str, Any]
 
 # The series' client: what it sends, and how long it waits after each send.
 SERIES_SCRIPT = ((b"^abc$de^abte$f", 1.0), (b"xyz^123", 1.0), (b"25$^ab0000$abab", 0.2))
@@ -44,8 +48,9 @@ class Run:
     What every mode shares: its connections, a watchdog that fails stalled
     ones, a progress callback, and failing fast.
 
+    @ivar clock: what times the run and schedules its waits.
     @ivar connections: every connection opened, in order.
-    @ivar began: when the run started (C{perf_counter}).
+    @ivar began: when the run started (on C{clock}).
     @ivar failure: the reason of the first connection that failed, which
         ended the run.
     """
@@ -58,21 +63,30 @@ class Run:
         target: Target,
         timeout: float = 10.0,
         progress: Optional[Callable[[str], None]] = None,
+        clock: Optional[IReactorTime] = None,
     ) -> None:
+        """
+        @param clock: what times the run and schedules its waits (a
+            C{task.Clock} in tests); by default C{perf_counter}'s seconds on
+            the target's reactor (see L{PerfCounterClock}).
+        """
         self.target = target
         self.reactor = target.reactor
+        self.clock: IReactorTime = (
+            PerfCounterClock(target.reactor) if clock is None else clock
+        )
         self.timeout = timeout
         self.progress = progress
         self.connections: List[CheckedConnection] = []
-        self.began = perf_counter()
+        self.began = self.clock.seconds()
         self.failed = False
         self.failure: Optional[str] = None
         self._watchdog = LoopingCall(self._watch)
-        self._watchdog.clock = self.reactor
+        self._watchdog.clock = self.clock
 
     def run(self) -> Deferred[Result]:
         """Run the mode; fire its result, or fail with L{ClientError}."""
-        self.began = perf_counter()
+        self.began = self.clock.seconds()
         self._watchdog.start(self.tick, now=False)
         finished = self.start()
 
@@ -120,7 +134,7 @@ class Run:
         """A connection failed: stop starting new work."""
 
     def _watch(self) -> None:
-        now = perf_counter()
+        now = self.clock.seconds()
         for connection in self.connections:
             if connection.closedAt is None:
                 connection.stalled(now, self.timeout)
@@ -140,19 +154,18 @@ class SeriesConnection(CheckedConnection):
     def __init__(
         self,
         number: int,
-        reactor: Any,
+        clock: IReactorTime,
         origin: float,
         say: Optional[Callable[[str], None]] = None,
     ) -> None:
-        super().__init__(number)
-        self.reactor = reactor
+        super().__init__(number, clock)
         self.origin = origin
         self.say = say
         self._next: Optional[IDelayedCall] = None
 
     def _log(self, what: str) -> None:
         if self.say is not None:
-            elapsed = perf_counter() - self.origin
+            elapsed = self.clock.seconds() - self.origin
             self.say(f"{elapsed:8.3f}s  #{self.number:<4} {what}")
 
     def connectionMade(self) -> None:
@@ -176,7 +189,7 @@ class SeriesConnection(CheckedConnection):
             return
         data, pause = SERIES_SCRIPT[index]
         self.send(data)
-        self._next = self.reactor.callLater(pause, self._step, index + 1)
+        self._next = self.clock.callLater(pause, self._step, index + 1)
 
     def connectionLost(self, reason: Any = None) -> None:
         if self._next is not None and self._next.active():
@@ -218,7 +231,7 @@ class Series(Run):
 
     def start(self) -> Deferred[Result]:
         for number in range(1, self.clients + 1):
-            self.open(SeriesConnection(number, self.reactor, self.began, self.say))
+            self.open(SeriesConnection(number, self.clock, self.began, self.say))
 
         def result(_: Any) -> Result:
             waits = [
@@ -228,7 +241,7 @@ class Series(Run):
             ]
             return {
                 "connections": self.clients,
-                "seconds": perf_counter() - self.began,
+                "seconds": self.clock.seconds() - self.began,
                 "wait_max": max(waits, default=0.0),
                 "wait_p50": histogram_of(waits).percentile(50),
             }
@@ -245,7 +258,7 @@ class PingConnection(CheckedConnection):
     """Sends one message, waits for its reply, and again, while the run is on."""
 
     def __init__(self, number: int, run: Ping) -> None:
-        super().__init__(number)
+        super().__init__(number, run.clock)
         self.run = run
         self.sentAt = 0.0
 
@@ -253,12 +266,12 @@ class PingConnection(CheckedConnection):
         self.run.greeted()
 
     def ping(self) -> None:
-        self.sentAt = perf_counter()
+        self.sentAt = self.clock.seconds()
         self.send(self.run.message)
 
     def answered(self) -> None:
         if self.run.sending:
-            now = perf_counter()
+            now = self.clock.seconds()
             self.run.latencies.add(now - self.sentAt)
             self.run.messages += 1
             self.sentAt = now
@@ -319,15 +332,15 @@ class Ping(Run):
         self._greeted += 1
         if self._greeted == self.count and not self.failed:
             self.sending = True
-            self._started = perf_counter()
-            self._stop = self.reactor.callLater(self.duration, self._finish)
+            self._started = self.clock.seconds()
+            self._stop = self.clock.callLater(self.duration, self._finish)
             for connection in self.connections:
                 assert isinstance(connection, PingConnection)
                 connection.ping()
 
     def _finish(self) -> None:
         self.sending = False
-        self._elapsed = perf_counter() - self._started
+        self._elapsed = self.clock.seconds() - self._started
 
     def stopped(self) -> None:
         if self._stop is not None and self._stop.active():
@@ -337,7 +350,7 @@ class Ping(Run):
     def status(self) -> str:
         if not self.sending:
             return f"{self._greeted}/{self.count} greeted"
-        rate = self.messages / max(perf_counter() - self._started, 1e-9)
+        rate = self.messages / max(self.clock.seconds() - self._started, 1e-9)
         p99 = self.latencies.percentile(99) or 0.0
         return f"{self.messages:,} messages  {rate:,.0f}/s  p99 {p99 * 1e3:.2f} ms"
 
@@ -349,8 +362,8 @@ class StreamConnection(CheckedConnection):
     chunk = 64 * 1024
     window = 4 * 1024 * 1024  # reply bytes owed before sending pauses
 
-    def __init__(self, total: int) -> None:
-        super().__init__(1)
+    def __init__(self, total: int, clock: Optional[IReactorTime] = None) -> None:
+        super().__init__(1, clock)
         self.remaining = total
         self.total = total
         self.data = payload(self.chunk)
@@ -362,7 +375,7 @@ class StreamConnection(CheckedConnection):
     def greeted(self) -> None:
         transport = cast(IConsumer, self.transport)
         transport.registerProducer(self, True)
-        self.startedAt = perf_counter()
+        self.startedAt = self.clock.seconds()
         self.send(b"^")
         self.pump()
 
@@ -382,7 +395,7 @@ class StreamConnection(CheckedConnection):
 
     def answered(self) -> None:
         if self.ended and not self.finishedAt:
-            self.finishedAt = perf_counter()
+            self.finishedAt = self.clock.seconds()
             transport = cast(IConsumer, self.transport)
             transport.unregisterProducer()
             self.finish()
@@ -411,7 +424,7 @@ class Stream(Run):
         self.size = int(mebibytes * 1024 * 1024)
 
     def start(self) -> Deferred[Result]:
-        connection = StreamConnection(self.size)
+        connection = StreamConnection(self.size, self.clock)
 
         def result(_: Any) -> Result:
             seconds = connection.finishedAt - connection.startedAt
@@ -436,7 +449,7 @@ class BurstConnection(CheckedConnection):
     message = b"^burst$"
 
     def __init__(self, number: int, run: Burst) -> None:
-        super().__init__(number)
+        super().__init__(number, run.clock)
         self.run = run
         self.servedAt: Optional[float] = None
 
@@ -444,7 +457,7 @@ class BurstConnection(CheckedConnection):
         self.send(self.message)
 
     def answered(self) -> None:
-        self.servedAt = perf_counter()
+        self.servedAt = self.clock.seconds()
         self.run.served(self)
 
 
@@ -490,8 +503,8 @@ class Burst(Run):
     def served(self, connection: BurstConnection) -> None:
         self.servedCount += 1
         if self.servedCount == self.count:
-            self.allServed = perf_counter()
-            self.reactor.callLater(self.hold, self._release)
+            self.allServed = self.clock.seconds()
+            self.clock.callLater(self.hold, self._release)
 
     def _release(self) -> None:
         for connection in self.connections:
@@ -532,7 +545,7 @@ class Churn(Run):
         self._stop: Optional[IDelayedCall] = None
 
     def start(self) -> Deferred[Result]:
-        self._stop = self.reactor.callLater(self.duration, self.stopped)
+        self._stop = self.clock.callLater(self.duration, self.stopped)
         for _ in range(self.concurrency):
             self._next()
         return self._finished
@@ -540,7 +553,7 @@ class Churn(Run):
     def _next(self) -> None:
         self.number += 1
         self._running += 1
-        connection = ChurnConnection(self.number)
+        connection = ChurnConnection(self.number, self.clock)
         self.connections.append(connection)
         self.target.connect(connection).addCallback(self._churned)
 
@@ -555,7 +568,7 @@ class Churn(Run):
         if self.going:
             self._next()
         elif not self._running:
-            seconds = perf_counter() - self.began
+            seconds = self.clock.seconds() - self.began
             self._finished.callback(
                 {
                     "concurrency": self.concurrency,
@@ -571,5 +584,5 @@ class Churn(Run):
             self._stop.cancel()
 
     def status(self) -> str:
-        rate = self.completed / max(perf_counter() - self.began, 1e-9)
+        rate = self.completed / max(self.clock.seconds() - self.began, 1e-9)
         return f"{self.completed:,} connections  {rate:,.0f}/s"

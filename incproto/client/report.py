@@ -10,6 +10,8 @@ from typing import IO, Any, Callable, Dict, List, Optional
 
 from incproto.client.stats import Histogram
 
+# A mode's result: a flat dict (times in seconds, rates per second), as the
+# modes fire it, the report prints it and the load processes exchange it.
 Result = Dict[str, Any]
 
 _LABELS = {

@@ -58,7 +58,7 @@ def timeline_svg(
     get more numerous, so the chart stays about 700 pixels tall.
 
     @param connections: the run's connections, in the order they were opened.
-    @param origin: the run's start (C{perf_counter}); times are drawn from it.
+    @param origin: the run's start, on its clock; times are drawn from it.
     @param title: the chart's heading.
     """
     rows: List[CheckedConnection] = list(connections)

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_workers -*-
-"""C{--workers N}: N processes serve one listening socket, and the parent
-supervises them.
+"""C{--workers N}: N processes serve one listening socket, and this one,
+their supervisor, keeps them running.
 
 The parent binds the socket once (L{incproto.sharing}) and passes it to
 each worker as descriptor 3.  All workers accept from the one kernel queue,
@@ -11,8 +11,9 @@ SO_REUSEPORT would give each worker a queue of its own, filled by a hash of
 the client's address whether that worker is busy or dead, and cannot carry a
 UNIX or systemd socket.
 
-A worker runs L{worker_main} with the socket's family and the same options
-as the parent, without C{--workers}.  It writes its log events as
+A worker runs C{python -m incproto.worker} (L{incproto.worker}) with the
+socket's family and the parent's L{ServerConfig} (less C{workers} and
+C{metrics}), as JSON.  It writes its log events as
 JSON lines on its standard output; the parent publishes them into its own
 log, marked with the worker's number, so one log (text or JSON) tells all.
 A worker that dies is restarted: at once if it had run for C{threshold}
@@ -29,50 +30,61 @@ import os
 import signal
 import sys
 from collections import deque
-from pathlib import Path
 from typing import (
     Any,
-    Callable,
     Deque,
     Dict,
     List,
     Optional,
-    Sequence,
     Set,
     Union,
-    cast,
 )
 
 from twisted.application.service import Service
-from twisted.internet.defer import (
-    Deferred,
-    TimeoutError,
-    gatherResults,
-    maybeDeferred,
-    succeed,
-)
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import Factory, ProcessProtocol, connectionDone
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger, eventFromJSON
-from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
+from incproto.config import ServerConfig
 from incproto.metrics import WorkersCollector
+from incproto.reactors import global_reactor
 from incproto.service import ListeningService
 from incproto.sharing import BoundSocket, SharedSocketEndpoint
-from incproto.signals import SignalHandling, die_with_parent
+from incproto.signals import SignalHandling
+from incproto.stack import IncprotoService
+from incproto.worker import METRICS_REPLIES, METRICS_REQUESTS, WORKER_FD
 
-# The descriptor a worker finds the listening socket on, and those it
-# reads metrics requests from and writes its answers to.
-WORKER_FD = 3
-METRICS_REQUESTS = 4
-METRICS_REPLIES = 5
 METRICS_TIMEOUT = 5.0
-# A worker's program: its arguments are the socket's family, then options.
-_WORKER = (
-    "import sys; from incproto.workers import worker_main; worker_main(sys.argv[1:])"
-)
+# Seconds from SIGTERM to SIGKILL beyond the workers' own drain timeout.
+KILL_GRACE = 5.0
+
+
+def supervise(
+    config: ServerConfig, reactor: Optional[IReactorTime] = None
+) -> IncprotoService:
+    """
+    Build the service of C{--workers}: bind C{config.endpoint}, keep
+    C{config.workers} workers serving it, serve their merged metrics on
+    C{config.metrics}, and make SIGHUP a rolling restart.
+
+    @param reactor: the global reactor by default.
+    """
+    if reactor is None:
+        reactor = global_reactor()
+    service = IncprotoService(config.drain_timeout, reactor)
+    pool = WorkerPool(config, reactor)
+    pool.setServiceParent(service)
+    if config.metrics is not None:
+        from incproto.health import supervisor_readiness
+        from incproto.metrics import metrics_listener, workers_metrics_site
+
+        site = workers_metrics_site(pool.scrape, reactor, supervisor_readiness(pool))
+        metrics_listener(reactor, config.metrics, site).setServiceParent(service)
+    SignalHandling(reactor, pool.reload).setServiceParent(service)
+    return service
 
 
 class WorkerProcess(ProcessProtocol):
@@ -174,36 +186,30 @@ class WorkerPool(Service):
     @ivar socket: the shared listening socket, while the pool runs.
     """
 
+    name = "workers"
     log = Logger()
     threshold = 5.0
     minRestartDelay = 1.0
     maxRestartDelay = 60.0
 
     def __init__(
-        self,
-        description: str,
-        name: str,
-        options: Sequence[str],
-        count: int,
-        reactor: Any,
-        killTimeout: float,
-        executable: str = sys.executable,
+        self, config: ServerConfig, reactor: Any, executable: str = sys.executable
     ) -> None:
         """
-        @param description: the C{--port} endpoint description to bind.
-        @param name: how the port was given, for messages.
-        @param options: the workers' command line options.
-        @param count: how many workers to keep running.
+        @param config: what to serve: C{config.endpoint} is bound here,
+            C{config.workers} workers serve it, each with
+            C{config.for_worker()}, and any left C{KILL_GRACE} seconds
+            after its C{drain_timeout} is killed.
         @param reactor: spawns processes and keeps time.
-        @param killTimeout: seconds from SIGTERM to SIGKILL on stop.
+        @param executable: the Python that runs the workers.
         """
         self.listener = ListeningService(
-            SharedSocketEndpoint(description), Factory(), name, clock=reactor
+            SharedSocketEndpoint(config.endpoint), Factory(), config.port, clock=reactor
         )
-        self.options = list(options)
-        self.count = count
+        self.config = config.for_worker()
+        self.count = config.workers or 1
         self.reactor = reactor
-        self.killTimeout = killTimeout
+        self.killTimeout = config.drain_timeout + KILL_GRACE
         self.executable = executable
         self.workers: Dict[int, WorkerProcess] = {}
         self.retired: Set[WorkerProcess] = set()
@@ -237,15 +243,18 @@ class WorkerPool(Service):
         assert bound is not None
         worker = WorkerProcess(self, slot, self.reactor.seconds())
         self.workers[slot] = worker
-        package_root = str(Path(__file__).resolve().parent.parent)
-        path = os.environ.get("PYTHONPATH")
         # systemd's LISTEN_* variables name the parent's descriptors only.
         env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, path]))
         self.reactor.spawnProcess(
             worker,
             self.executable,
-            [self.executable, "-c", _WORKER, bound.family, *self.options],
+            [
+                self.executable,
+                "-m",
+                "incproto.worker",
+                bound.family,
+                self.config.to_json(),
+            ],
             env=env,
             childFDs={
                 0: "w",
@@ -366,29 +375,6 @@ class WorkerPool(Service):
             worker.signal("KILL")
 
 
-class MetricsAnswers(LineOnlyReceiver):
-    """
-    A worker's side of metrics: each request line gets one JSON line.  Its
-    input is a pipe from the supervisor, so its end means the supervisor is
-    gone: C{orphaned} is called.
-    """
-
-    delimiter = b"\n"
-
-    def __init__(self, registry: Any, orphaned: Callable[[], None]) -> None:
-        self.registry = registry
-        self.orphaned = orphaned
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.orphaned()
-
-    def lineReceived(self, line: bytes) -> None:
-        from prometheus_client import generate_latest
-
-        text = generate_latest(self.registry).decode("utf-8")
-        self.sendLine(json.dumps({"text": text}).encode("utf-8"))
-
-
 def _how_it_ended(reason: Failure) -> str:
     value: Any = reason.value
     if getattr(value, "signal", None):
@@ -396,97 +382,3 @@ def _how_it_ended(reason: Failure) -> str:
     if getattr(value, "exitCode", 0):
         return f"exited with status {value.exitCode}"
     return "exited"
-
-
-def worker_main(argv: Sequence[str]) -> None:
-    """
-    Run one worker: C{argv} is the socket's family name, then the options.
-    """
-    from twisted.internet import reactor
-    from twisted.internet.stdio import StandardIO
-    from twisted.logger import globalLogBeginner, jsonFileLogObserver
-    from twisted.python import usage
-
-    from incproto.metrics import registry_of
-    from incproto.sharing import FAMILIES, adopted_endpoint
-    from incproto.tap import Options, makeService
-
-    # The parent decides when workers stop: a terminal's Ctrl-C and hangup
-    # reach the whole process group, and the parent turns them into SIGTERM
-    # for each (or a reload).  If the parent dies, Linux sends SIGTERM
-    # (PR_SET_PDEATHSIG), and the pipe from it ends (see orphaned below).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    # A SIGTERM before the reactor runs (and installs its own handler) must
-    # not kill the worker at once: it listens before then, and may have
-    # accepted connections.  Stop as soon as the reactor runs instead.
-    signal.signal(
-        signal.SIGTERM, lambda signum, frame: reactor.callWhenRunning(reactor.stop)
-    )
-    die_with_parent(signal.SIGTERM)
-    globalLogBeginner.beginLoggingTo(
-        [jsonFileLogObserver(sys.stdout, recordSeparator="")],
-        redirectStandardIO=False,
-    )
-
-    class WorkerOptions(Options):
-        checkPort = False  # systemd's descriptors were the parent's
-
-    try:
-        options = WorkerOptions.parse(argv[1:])
-    except usage.UsageError as e:
-        sys.exit(f"incproto worker: {e}")
-    endpoint = adopted_endpoint(
-        reactor, options["endpoint"], WORKER_FD, FAMILIES[argv[0]]
-    )
-    service = makeService(options, reactor, endpoint=endpoint)
-    signals = cast(SignalHandling, service.getServiceNamed("signals"))
-
-    def orphaned() -> None:
-        if not signals.stopping:
-            signals.log.warn("the supervisor is gone: draining and exiting")
-            stop()
-
-    # (mypy reads the Windows signature of StandardIO.)
-    cast(Any, StandardIO)(
-        MetricsAnswers(registry_of(service.collector), orphaned),
-        stdin=METRICS_REQUESTS,
-        stdout=METRICS_REPLIES,
-        reactor=reactor,
-    )
-
-    def stop() -> None:
-        if not signals.stopping:
-            signals.stopping = True
-            reactor.stop()
-
-    signal.signal(
-        signal.SIGQUIT,
-        lambda signum, frame: cast(Any, reactor).callFromThread(
-            retire_gracefully, service, options["drain-timeout"], reactor, stop
-        ),
-    )
-    service.privilegedStartService()
-    service.startService()
-    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
-    reactor.run()
-
-
-def retire_gracefully(
-    service: Any, timeout: float, clock: Any, stop: Callable[[], None]
-) -> Deferred[None]:
-    """
-    Retire a worker replaced by a reload (SIGQUIT from the supervisor, as
-    nginx's workers take it): stop accepting, let every client finish its
-    session and close (for at most C{timeout} seconds), then C{stop} as
-    usual, which drains whatever is left.  A SIGTERM meanwhile stops at once.
-
-    @param service: the worker's service, from L{incproto.tap.makeService}.
-    """
-    listener = service.getServiceNamed("incproto")
-    d = maybeDeferred(listener.stopService)
-    d.addCallback(lambda _: service.collector.factory.whenEmpty())
-    d.addTimeout(timeout, clock)
-    d.addErrback(lambda failure: failure.trap(TimeoutError))
-    d.addCallback(lambda _: stop())
-    return d

@@ -1,0 +1,154 @@
+# -*- test-case-name: tests.test_tap -*-
+"""The serving stack of one incproto process, built from a L{ServerConfig}.
+
+A connection travels: endpoint (with the PROXY header, under C{proxy:}) ->
+L{ConnectionLimit} -> L{IncrementFactory}'s protocol -> parser -> handler,
+inline or in a handler pool -> transport.  L{serving_stack} builds those
+pieces from the inside out and returns them as one service, whose children
+stop in order: the listener first, then a graceful drain of the
+connections, then the handler pool, and the metrics listener and access log
+last.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import (
+    IProtocolFactory,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
+
+from incproto.accesslog import FileAccessLog
+from incproto.accesslog import choose as choose_access_log
+from incproto.config import ServerConfig
+from incproto.handlers import load_handler
+from incproto.limit import ConnectionLimit
+from incproto.offload import HandlerPool, ProcessHandlerPool, ThreadHandlerPool
+from incproto.protocol import IncrementFactory
+from incproto.proxy import ProxyEndpoint
+from incproto.reactors import global_reactor
+from incproto.service import (
+    DrainingService,
+    FileLimitService,
+    ListeningService,
+    SequentialMultiService,
+)
+from incproto.signals import STOP, SignalHandling
+
+# Descriptors a process needs beyond one per connection it may hold.
+SPARE_FILES = 64
+
+
+class IncprotoService(SequentialMultiService):
+    """
+    The service of an incproto server: its children stop one after the
+    other, within one C{drain_timeout}.
+
+    @ivar collector: the metrics collector of its connections (C{None} for
+        a supervisor of workers, whose metrics come from them).
+    """
+
+    collector: Optional[Any] = None
+
+
+def serving_stack(
+    config: ServerConfig,
+    reactor: Optional[IReactorTime] = None,
+    *,
+    endpoint: Optional[IStreamServerEndpoint] = None,
+    hangup: Any = STOP,
+    commandLine: Any = None,
+) -> IncprotoService:
+    """
+    Build the service that serves C{config} in this process.
+
+    @param config: what to serve, and how.
+    @param reactor: listens, keeps time and runs the handler pool; the
+        global reactor by default.
+    @param endpoint: where to listen, instead of C{config.endpoint} (a
+        worker's inherited socket).
+    @param hangup: what SIGHUP does (see L{SignalHandling}): by default a
+        graceful stop; C{None} (a worker) ignores it.
+    @param commandLine: twistd's or twist's options, which pick the
+        default access log (see L{incproto.accesslog.choose}).
+    @return: a service that listens while it runs, and raises
+        L{incproto.service.ListenError} from its start if it cannot.
+    """
+    if reactor is None:
+        reactor = global_reactor()
+    service = IncprotoService(config.drain_timeout, reactor)
+
+    # The handler, inline or in a pool of threads or processes.
+    handler = load_handler(config.handler)
+    pool: Optional[HandlerPool] = None
+    if config.pool_size:
+        kind = ThreadHandlerPool if config.threads else ProcessHandlerPool
+        pool = kind(
+            handler,
+            config.pool_size,
+            reactor=reactor,
+            drainTimeout=config.drain_timeout,
+            handlerTimeout=config.handler_timeout,
+        )
+
+    # The protocol, and the access log its connections write at close.
+    access_log = None
+    if not config.no_connection_log:
+        access_log = choose_access_log(config.access_log, commandLine, reactor)
+    increment = IncrementFactory(
+        clock=reactor,
+        handler=None if pool else handler,
+        pool=pool,
+        idleTimeout=config.idle_timeout,
+        logConnections=not config.no_connection_log,
+        accessLog=access_log,
+    )
+
+    # Admission: at most max_connections served, the rest queued or closed.
+    factory: IProtocolFactory = increment
+    limit: Optional[ConnectionLimit] = None
+    if config.max_connections is not None:
+        factory = limit = ConnectionLimit(
+            increment,
+            config.max_connections,
+            queueSize=config.queue or 0,
+            queueTimeout=config.queue_timeout,
+            maxPerPeer=config.max_per_peer,
+            clock=reactor,
+        )
+
+    # The endpoint; under proxy: it reads each PROXY header first.
+    if endpoint is None:
+        endpoint = serverFromString(reactor, config.endpoint)
+    admitted = (config.max_connections or 0) + (config.queue or 0)
+    if isinstance(endpoint, ProxyEndpoint) and limit is not None:
+        # The limit counts a connection once its header names the client;
+        # until then, hold no more than the limit would admit and queue.
+        endpoint.maxPending = admitted
+    listener = ListeningService(endpoint, factory, config.port, clock=reactor)
+    listener.setName("incproto")
+
+    # The services, in the order they start; they stop in reverse.
+    if isinstance(access_log, FileAccessLog):
+        access_log.setServiceParent(service)  # after the drain logs its closes
+    FileLimitService(admitted + SPARE_FILES if limit else 0).setServiceParent(service)
+    if pool is not None:
+        pool.setServiceParent(service)
+    drainer = DrainingService(increment, config.drain_timeout, reactor)
+    drainer.setServiceParent(service)
+    from incproto.metrics import IncprotoCollector, metrics_listener, metrics_site
+
+    service.collector = IncprotoCollector(increment, limit, pool)
+    if config.metrics is not None:
+        from incproto.health import service_readiness
+
+        site = metrics_site(
+            service.collector, reactor, service_readiness(listener, drainer)
+        )
+        service.addServiceStoppedLast(metrics_listener(reactor, config.metrics, site))
+    listener.setServiceParent(service)
+    SignalHandling(reactor, hangup).setServiceParent(service)
+    return service

@@ -1,0 +1,169 @@
+# -*- test-case-name: tests.test_workers -*-
+"""One worker of C{--workers}: C{python -m incproto.worker FAMILY CONFIG}.
+
+Its supervisor (L{incproto.supervisor}) starts it with the shared listening
+socket as descriptor C{WORKER_FD}, C{FAMILY} naming the socket's address
+family (C{inet}, C{inet6} or C{unix}) and C{CONFIG} the supervisor's
+L{ServerConfig} as JSON.  The worker serves the socket with
+L{incproto.stack.serving_stack}, writes its log events as JSON lines on
+standard output (the supervisor relays them), answers metrics requests
+(one line in on C{METRICS_REQUESTS}, one JSON line out on
+C{METRICS_REPLIES}), and exits when told to, or when its supervisor is
+gone.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from typing import Any, Callable, List, Optional, Sequence, cast
+
+from twisted.internet.defer import Deferred, TimeoutError, maybeDeferred
+from twisted.internet.protocol import connectionDone
+from twisted.protocols.basic import LineOnlyReceiver
+from twisted.python.failure import Failure
+
+from incproto.config import ServerConfig
+
+# The descriptor a worker finds the listening socket on, and those it
+# reads metrics requests from and writes its answers to.
+WORKER_FD = 3
+METRICS_REQUESTS = 4
+METRICS_REPLIES = 5
+USAGE = "usage: python -m incproto.worker inet|inet6|unix CONFIG-JSON"
+
+
+class MetricsAnswers(LineOnlyReceiver):
+    """
+    A worker's side of metrics: each request line gets one JSON line.  Its
+    input is a pipe from the supervisor, so its end means the supervisor is
+    gone: C{orphaned} is called.
+    """
+
+    delimiter = b"\n"
+
+    def __init__(self, registry: Any, orphaned: Callable[[], None]) -> None:
+        self.registry = registry
+        self.orphaned = orphaned
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """The supervisor is gone."""
+        self.orphaned()
+
+    def lineReceived(self, line: bytes) -> None:
+        """Answer a request with the metrics, as of now."""
+        from prometheus_client import generate_latest
+
+        text = generate_latest(self.registry).decode("utf-8")
+        self.sendLine(json.dumps({"text": text}).encode("utf-8"))
+
+
+def parse_arguments(argv: Sequence[str]) -> tuple[int, ServerConfig]:
+    """
+    The socket's family (a C{socket.AF_*} number) and the configuration
+    from a worker's command line.
+
+    @raise SystemExit: with a one-line usage error for anything else.
+    """
+    from incproto.sharing import FAMILIES
+
+    if len(argv) != 2 or argv[0] not in FAMILIES:
+        sys.exit(USAGE)
+    try:
+        return FAMILIES[argv[0]], ServerConfig.from_json(argv[1])
+    except (ValueError, TypeError) as e:
+        sys.exit(f"incproto worker: bad configuration: {e}")
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """
+    Run one worker until it is told to stop (or its supervisor dies).
+
+    @param argv: the arguments after the program's name; C{sys.argv}'s by
+        default.
+    """
+    family, config = parse_arguments(sys.argv[1:] if argv is None else argv)
+    from twisted.internet import reactor
+    from twisted.internet.stdio import StandardIO
+    from twisted.logger import globalLogBeginner, jsonFileLogObserver
+
+    from incproto.metrics import registry_of
+    from incproto.sharing import adopted_endpoint
+    from incproto.signals import SignalHandling, die_with_parent
+    from incproto.stack import serving_stack
+
+    # The supervisor decides when workers stop: a terminal's Ctrl-C and
+    # hangup reach the whole process group, and the supervisor turns them
+    # into SIGTERM for each (or a reload).  If it dies, Linux sends SIGTERM
+    # (PR_SET_PDEATHSIG), and the pipe from it ends (see orphaned below).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # A SIGTERM before the reactor runs (and installs its own handler) must
+    # not kill the worker at once: it listens before then, and may have
+    # accepted connections.  Stop as soon as the reactor runs instead.
+    signal.signal(
+        signal.SIGTERM, lambda signum, frame: reactor.callWhenRunning(reactor.stop)
+    )
+    die_with_parent(signal.SIGTERM)
+    globalLogBeginner.beginLoggingTo(
+        [jsonFileLogObserver(sys.stdout, recordSeparator="")],
+        redirectStandardIO=False,
+    )
+    endpoint = adopted_endpoint(reactor, config.endpoint, WORKER_FD, family)
+    # A worker's SIGHUP is its supervisor's business.
+    service = serving_stack(config, reactor, endpoint=endpoint, hangup=None)
+    signals = cast(SignalHandling, service.getServiceNamed("signals"))
+
+    def stop() -> None:
+        if not signals.stopping:
+            signals.stopping = True
+            reactor.stop()
+
+    def orphaned() -> None:
+        if not signals.stopping:
+            signals.log.warn("the supervisor is gone: draining and exiting")
+            stop()
+
+    # (mypy reads the Windows signature of StandardIO.)
+    cast(Any, StandardIO)(
+        MetricsAnswers(registry_of(service.collector), orphaned),
+        stdin=METRICS_REQUESTS,
+        stdout=METRICS_REPLIES,
+        reactor=reactor,
+    )
+    signal.signal(
+        signal.SIGQUIT,
+        lambda signum, frame: cast(Any, reactor).callFromThread(
+            retire_gracefully, service, config.drain_timeout, reactor, stop
+        ),
+    )
+    service.privilegedStartService()
+    service.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.run()
+
+
+def retire_gracefully(
+    service: Any, timeout: float, clock: Any, stop: Callable[[], None]
+) -> Deferred[None]:
+    """
+    Retire a worker replaced by a reload (SIGQUIT from the supervisor, as
+    nginx's workers take it): stop accepting, let every client finish its
+    session and close (for at most C{timeout} seconds), then C{stop} as
+    usual, which drains whatever is left.  A SIGTERM meanwhile stops at once.
+
+    @param service: the worker's service, from
+        L{incproto.stack.serving_stack}.
+    """
+    listener = service.getServiceNamed("incproto")
+    d = maybeDeferred(listener.stopService)
+    d.addCallback(lambda _: service.collector.factory.whenEmpty())
+    d.addTimeout(timeout, clock)
+    d.addErrback(lambda failure: failure.trap(TimeoutError))
+    d.addCallback(lambda _: stop())
+    return d
+
+
+if __name__ == "__main__":
+    main()
