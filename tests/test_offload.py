@@ -4,16 +4,26 @@ jobs the test finishes by hand, in any order (no threads, no reactor)."""
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, List, Optional, Tuple
+import threading
+from types import SimpleNamespace
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from incproto import IncrementFactory
+from incproto import IncrementFactory, offload
 from incproto.handlers import IncrementHandler, IPayloadHandler
-from incproto.offload import HandlerPool, Job, OrderedWork
+from incproto.offload import (
+    HandlerPool,
+    HandlerTimeoutError,
+    Job,
+    OrderedWork,
+    PoolProcessLostError,
+    ThreadHandlerPool,
+)
 from tests.fakes import connect_to
 from tests.test_parser import reference
 
@@ -35,10 +45,12 @@ class ManualPool(HandlerPool):
             handler or IncrementHandler(), 2, reactor=ImmediateReactor(), **kwargs
         )
         self.jobs: List[Tuple[bytes, Callable[[bool, Any], None]]] = []
+        self.submitted: List[Job] = []
         self.stopped: Optional[bool] = None
 
     def _call(self, job: Job, done: Callable[[bool, Any], None]) -> None:
         self.jobs.append((job.payload, done))
+        self.submitted.append(job)
 
     def finish(self, index: int = 0) -> None:
         payload, done = self.jobs.pop(index)
@@ -289,3 +301,422 @@ class ProtocolWithPoolTests(SynchronousTestCase):
             handler=IncrementHandler(),
             pool=self.pool,
         )
+
+
+class Empty:
+    """A handler that answers nothing."""
+
+    def transform(self, payload: bytes) -> bytes:
+        return b""
+
+
+class OrderedWorkEdgeTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.pool = ManualPool()
+        self.delivered: List[bytes] = []
+        self.pauses: List[bool] = []
+        self.idles = 0
+        self.failures: List[Failure] = []
+
+    def work(self, limit: int = 10) -> OrderedWork:
+        def idle() -> None:
+            self.idles += 1
+
+        return OrderedWork(
+            self.pool, self.delivered.append, self.failures.append,
+            self.pauses.append, idle, limit=limit,
+        )  # fmt: skip
+
+    def test_pauses_exactly_at_the_limit(self) -> None:
+        work = self.work()
+        work.add(b"x" * 9)  # 5 in flight, 4 waiting
+        self.assertEqual((work.carried, work.pending, self.pauses), (5, 4, []))
+        work.add(b"x")  # 5 + 5: the limit
+        self.assertEqual(self.pauses, [True])
+
+    def test_a_limit_of_one_still_makes_progress(self) -> None:
+        work = self.work(limit=1)
+        work.add(b"abc")
+        self.assertEqual([job[0] for job in self.pool.jobs], [b"a"])
+        self.assertEqual(work.pending, 2)
+
+    def test_an_empty_reply_is_not_delivered(self) -> None:
+        self.pool.handler = Empty()  # type: ignore[assignment]
+        work = self.work()
+        work.add(b"ab")
+        self.pool.finish()
+        self.assertEqual((self.delivered, self.idles), ([], 1))
+        self.assertFalse(work.busy)
+
+    def test_failure_after_cancel_is_not_reported(self) -> None:
+        self.pool.handler = Failing()  # type: ignore[assignment]
+        work = self.work()
+        work.add(b"ab")
+        work.cancel()
+        self.pool.finish()
+        self.assertEqual(self.failures, [])
+
+    def test_failure_ends_the_work(self) -> None:
+        self.pool.handler = Failing()  # type: ignore[assignment]
+        work = self.work()
+        work.add(b"abcd")
+        self.assertEqual(work.carried, 4)
+        self.pool.finish()
+        [failure] = self.failures
+        self.assertEqual(failure.getErrorMessage(), "handler broke")
+        self.assertEqual(work.carried, 0)
+        self.assertFalse(work.busy)
+
+    def test_resumed_writes_submit_waiting_payload(self) -> None:
+        work = self.work()
+        work.writesPaused(True)
+        work.add(b"x" * 10)
+        self.assertEqual((self.pool.jobs, self.pauses), ([], [True]))
+        work.writesPaused(False)
+        self.assertEqual([job[0] for job in self.pool.jobs], [b"xxxxx"])
+        self.assertEqual(self.pauses, [True])  # 5 waiting + 5 in flight
+        self.pool.finish()
+        self.assertEqual(self.pauses, [True, False])
+
+    def test_resumed_writes_after_cancel_do_nothing(self) -> None:
+        work = self.work()
+        work.add(b"ab")
+        work.writesPaused(True)
+        self.pool.finish()
+        work.cancel()
+        work.writesPaused(False)
+        self.assertEqual(self.delivered, [])
+
+    def test_a_delivery_that_cancels_stops_the_work(self) -> None:
+        work = self.work()
+        work.add(b"ab")
+        work.add(b"cd")
+        delivered: List[bytes] = []
+
+        def deliver(reply: bytes) -> None:
+            delivered.append(reply)
+            work.cancel()
+
+        work.deliver = deliver
+        self.pool.finish()
+        self.assertEqual((delivered, self.pool.jobs, self.idles), ([b"bc"], [], 0))
+
+
+class HandlerPoolTests(SynchronousTestCase):
+    def test_size_must_be_positive(self) -> None:
+        error = self.assertRaises(ValueError, HandlerPool, IncrementHandler(), 0)
+        self.assertEqual(str(error), "a pool needs at least 1 thread or process, not 0")
+
+    def test_defaults(self) -> None:
+        from twisted.internet import reactor
+
+        pool = HandlerPool(IncrementHandler(), 3)
+        self.assertIs(pool.reactor, reactor)
+        self.assertEqual((pool.backlog, pool.handlerTimeout), (6, None))
+        self.assertEqual((pool.inFlight, pool.completed, pool.timeouts, pool.lost),
+                         (0, 0, 0, 0))  # fmt: skip
+        self.assertRaises(NotImplementedError, pool.run, b"a")
+        self.assertRaises(NotImplementedError, pool._stopPool, True)
+
+    def test_default_backlog_is_twice_the_size(self) -> None:
+        pool = ManualPool()
+        for payload in b"abcde":
+            pool.run(bytes([payload]))
+        self.assertEqual((len(pool.jobs), pool.waiting), (4, 1))
+
+    def test_failures_are_counted_by_kind(self) -> None:
+        pool = ManualPool()
+        outcomes: List[Failure] = []
+        for error in (
+            HandlerTimeoutError("slow"),
+            PoolProcessLostError("gone"),
+            RuntimeError("broke"),
+        ):
+            pool.run(b"a").addErrback(outcomes.append)
+            pool.jobs.pop()[1](False, error)  # an exception, not a Failure
+        self.assertEqual(
+            [f.type for f in outcomes],
+            [HandlerTimeoutError, PoolProcessLostError, RuntimeError],
+        )
+        self.assertEqual((pool.timeouts, pool.lost, pool.completed), (1, 1, 3))
+
+    def test_finishing_cancels_the_timer(self) -> None:
+        pool = ManualPool()
+        pool.run(b"a")
+        [job] = pool.submitted
+        job.timer = pool.reactor.callLater(5.0, lambda: None)
+        pool.finish()
+        self.assertEqual(pool.reactor.getDelayedCalls(), [])
+
+    def test_an_abandoned_job_that_returns_is_dropped(self) -> None:
+        pool = ManualPool()
+        results: List[Any] = []
+        pool.run(b"a").addBoth(results.append)
+        [job] = pool.submitted
+        job.abandoned = True
+        pool.finish()
+        self.assertEqual((results, pool.inFlight, pool.completed), ([], 1, 0))
+
+    def test_when_idle(self) -> None:
+        pool = ManualPool(backlog=1)
+        self.successResultOf(pool.whenIdle())
+        pool.run(b"a")
+        pool.run(b"b")
+        idle = [pool.whenIdle(), pool.whenIdle()]
+        pool.finish()
+        self.assertNoResult(idle[0])  # b"b" was waiting, now in flight
+        pool.finish()
+        for d in idle:
+            self.successResultOf(d)
+        self.successResultOf(pool.whenIdle())
+
+    def test_stop_when_idle_stops_at_once(self) -> None:
+        pool = ManualPool()
+        pool.startService()
+        self.successResultOf(pool.stopService())
+        self.assertEqual((pool.stopped, pool.running), (True, 0))
+
+    def test_stop_warns_about_unfinished_work(self) -> None:
+        events: List[Dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        pool = ManualPool(backlog=1, drainTimeout=2.5)
+        pool.startService()
+        pool.run(b"a")
+        pool.run(b"b")
+        stopped = pool.stopService()
+        pool.reactor.advance(2.4)
+        self.assertNoResult(stopped)
+        pool.reactor.advance(0.1)
+        self.successResultOf(stopped)
+        self.assertEqual(pool.stopped, False)
+        [warning] = [e for e in events if "unfinished" in e.get("log_format", "")]
+        self.assertEqual(
+            formatEvent(warning),
+            f"stopping {pool!r} with 2 jobs unfinished after 2.5s",
+        )
+
+    def test_stop_within_the_parent_deadline(self) -> None:
+        pool = ManualPool(drainTimeout=5.0)
+        pool.parent = SimpleNamespace(stopDeadline=3.0)  # type: ignore[assignment]
+        pool.startService()
+        pool.run(b"a")
+        pool.stopService()
+        pool.reactor.advance(2.9)
+        self.assertIsNone(pool.stopped)
+        pool.reactor.advance(0.1)
+        self.assertEqual(pool.stopped, False)
+
+    def test_stop_with_no_time_left_stops_now(self) -> None:
+        pool = ManualPool(drainTimeout=5.0)
+        pool.parent = SimpleNamespace(stopDeadline=0.0)  # type: ignore[assignment]
+        pool.startService()
+        pool.run(b"a")
+        self.successResultOf(pool.stopService())
+        self.assertEqual(pool.stopped, False)
+        self.assertEqual(pool.reactor.getDelayedCalls(), [])
+
+
+class FakeThreadPool:
+    """Stands for Twisted's ThreadPool: the test runs each call by hand."""
+
+    def __init__(self, size: int) -> None:
+        self.max = size
+        self.calls: List[Tuple[Callable[[bool, Any], None], Callable[[], bytes]]] = []
+        self.sizes: List[Tuple[int, int]] = []
+        self.started = False
+        self.stops: List[str] = []
+
+    def start(self) -> None:
+        self.started = True
+
+    def callInThreadWithCallback(
+        self, done: Callable[[bool, Any], None], f: Callable[[], bytes]
+    ) -> None:
+        self.calls.append((done, f))
+
+    def adjustPoolsize(self, minthreads: int, maxthreads: int) -> None:
+        self.sizes.append((minthreads, maxthreads))
+        self.max = maxthreads
+
+    def stop(self) -> None:
+        self.stops.append(threading.current_thread().name)
+
+    def run(self, index: int = 0) -> None:
+        """Run a call's function (as its thread would) and report."""
+        done, f = self.calls.pop(index)
+        try:
+            result = f()
+        except Exception:
+            done(False, Failure())
+        else:
+            done(True, result)
+
+    def start_call(self, index: int = 0) -> Tuple[Callable[[bool, Any], None], Any]:
+        """A thread takes the call and starts it; return how to finish."""
+        done, f = self.calls.pop(index)
+        return done, f()
+
+
+class ThreadHandlerPoolTests(SynchronousTestCase):
+    """ThreadHandlerPool with its threads played by the test and
+    C{time.monotonic} by the clock."""
+
+    def setUp(self) -> None:
+        self.clock = ImmediateReactor()
+        self.patch(offload, "time", SimpleNamespace(monotonic=self.clock.seconds))
+        self.events: List[Dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def pool(
+        self, handlerTimeout: Optional[float] = 2.0, size: int = 1
+    ) -> Tuple[ThreadHandlerPool, FakeThreadPool]:
+        pool = ThreadHandlerPool(
+            IncrementHandler(), size, reactor=self.clock,
+            handlerTimeout=handlerTimeout, backlog=4,
+        )  # fmt: skip
+        threads = FakeThreadPool(size)
+        pool.executor = threads  # type: ignore[assignment]
+        return pool, threads
+
+    def test_a_dedicated_pool_of_daemon_threads(self) -> None:
+        pool = ThreadHandlerPool(IncrementHandler(), 3, reactor=self.clock)
+        executor = pool.executor
+        self.assertEqual((executor.min, executor.max, executor.name),
+                         (3, 3, "incproto"))  # fmt: skip
+        thread = executor.threadFactory(target=lambda: None)
+        self.assertTrue(thread.daemon)
+        self.assertEqual(pool.stuck, 0)
+        self.assertEqual(repr(pool), "ThreadHandlerPool(IncrementHandler(), 3)")
+
+    def test_start_starts_the_threads(self) -> None:
+        pool, threads = self.pool()
+        pool.startService()
+        self.assertTrue(pool.running)
+        self.assertTrue(threads.started)
+
+    def test_a_job_runs_in_a_thread(self) -> None:
+        pool, threads = self.pool(handlerTimeout=None)
+        results: List[bytes] = []
+        pool.run(b"abc").addCallback(results.append)
+        self.assertEqual(self.clock.getDelayedCalls(), [])  # no timeout
+        threads.run()
+        self.assertEqual((results, pool.inFlight, pool.completed), ([b"bcd"], 0, 1))
+
+    def test_a_quick_job_cancels_its_timer(self) -> None:
+        pool, threads = self.pool()
+        pool.run(b"abc")
+        [timer] = self.clock.getDelayedCalls()
+        self.assertEqual(timer.getTime(), 2.0)
+        threads.run()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_the_timeout_counts_from_when_a_thread_starts_it(self) -> None:
+        pool, threads = self.pool()
+        pool.run(b"abc")
+        self.clock.advance(1.5)  # still waiting for a thread
+        done, _ = threads.calls[0]
+        self.clock.advance(0.5)  # the check: not started, so wait on
+        self.assertEqual([c.getTime() for c in self.clock.getDelayedCalls()], [4.0])
+        self.clock.advance(1.0)
+        done, result = threads.start_call()  # started at 3.0
+        self.clock.advance(1.0)  # the check at 4.0: 1s left
+        self.assertEqual([c.getTime() for c in self.clock.getDelayedCalls()], [5.0])
+        done(True, result)
+        self.assertEqual((pool.timeouts, pool.completed), (0, 1))
+
+    def test_a_handler_past_its_timeout_fails_and_its_thread_is_replaced(
+        self,
+    ) -> None:
+        pool, threads = self.pool()
+        failures: List[Failure] = []
+        pool.run(b"abc").addErrback(failures.append)
+        done, result = threads.start_call()
+        self.clock.advance(2.0)
+        [failure] = failures
+        failure.trap(HandlerTimeoutError)
+        self.assertEqual(failure.getErrorMessage(), "the handler ran longer than 2.0s")
+        self.assertEqual((pool.timeouts, pool.stuck, pool.inFlight, pool.completed),
+                         (1, 1, 0, 1))  # fmt: skip
+        self.assertEqual(threads.sizes, [(2, 2)])
+        [warning] = [e for e in self.events if "stuck" in e.get("log_format", "")]
+        self.assertEqual(
+            formatEvent(warning),
+            "ThreadHandlerPool(IncrementHandler(), 1): a handler call ran "
+            "longer than 2.0s; 1 threads stuck",
+        )
+        done(True, result)  # the stuck thread returns at last: retired
+        self.assertEqual((pool.stuck, threads.sizes), (0, [(2, 2), (1, 1)]))
+        self.assertEqual((pool.inFlight, pool.completed), (0, 1))
+
+    def test_a_job_that_finds_no_thread_in_time_fails(self) -> None:
+        pool, threads = self.pool()
+        failures: List[Failure] = []
+        pool.run(b"a").addErrback(lambda f: None)
+        pool.run(b"b").addErrback(failures.append)
+        _first_done, _first = threads.start_call()
+        self.clock.advance(2.0)  # the first is stuck: its thread replaced
+        self.assertEqual(pool.stuck, 1)
+        threads.max = 1  # as if the replacement were lost too
+        self.clock.advance(2.0)  # the second never started: no thread
+        [failure] = failures
+        failure.trap(HandlerTimeoutError)
+        self.assertEqual(pool.stuck, 1)  # not counted stuck: it never ran
+        warnings = [
+            formatEvent(e) for e in self.events if "stuck" in e.get("log_format", "")
+        ]
+        self.assertEqual(
+            warnings[-1],
+            "ThreadHandlerPool(IncrementHandler(), 1): a handler call found no "
+            "thread in 2.0s; 1 threads stuck",
+        )
+        threads.run()  # the abandoned job reaches a thread: it does nothing
+        self.assertEqual((pool.stuck, pool.timeouts), (1, 2))
+
+    def test_an_abandoned_job_is_skipped_by_its_thread(self) -> None:
+        pool, threads = self.pool()
+        failures: List[Failure] = []
+        pool.run(b"a").addErrback(failures.append)
+        _, f = threads.calls[0]
+        self.clock.advance(2.0)  # not started: waits on while a thread is free
+        self.assertEqual(failures, [])
+        threads.max = 0  # no thread will be
+        self.clock.advance(2.0)
+        self.assertEqual(len(failures), 1)
+        self.assertEqual(f(), b"")  # a thread reaches it at last: skipped
+
+    def test_too_many_stuck_threads_is_an_error(self) -> None:
+        pool, threads = self.pool()
+        running = []
+        for payload in (b"a", b"b"):
+            pool.run(payload).addErrback(lambda f: None)
+            running.append(threads.start_call())
+            self.clock.advance(2.0)
+        self.assertEqual(pool.stuck, 2)
+        self.assertEqual(threads.sizes, [(2, 2), (2, 2)])
+        [error] = [e for e in self.events if "are replaced" in e.get("log_format", "")]
+        self.assertEqual(
+            formatEvent(error),
+            "ThreadHandlerPool(IncrementHandler(), 1): 2 threads are stuck in "
+            "the handler; only 1 are replaced",
+        )
+
+    def test_stop_when_idle_joins_on_the_reactor_thread(self) -> None:
+        pool, threads = self.pool()
+        pool.startService()
+        pool.stopService()
+        self.assertEqual(threads.stops, [threading.current_thread().name])
+
+    def test_stop_with_a_stuck_thread_joins_in_another_thread(self) -> None:
+        pool, threads = self.pool()
+        pool.startService()
+        pool.run(b"a").addErrback(lambda f: None)
+        _done, _result = threads.start_call()
+        self.clock.advance(2.0)
+        self.successResultOf(pool.stopService())
+        for thread in threading.enumerate():
+            if thread is not threading.current_thread() and thread.daemon:
+                thread.join(5.0)
+        self.assertEqual(len(threads.stops), 1)
+        self.assertNotEqual(threads.stops, [threading.current_thread().name])
