@@ -401,6 +401,49 @@ class OrderedWorkEdgeTests(SynchronousTestCase):
         self.pool.finish()
         self.assertEqual((delivered, self.pool.jobs, self.idles), ([b"bc"], [], 0))
 
+    def test_nothing_is_carried_before_the_first_job(self) -> None:
+        work = self.work()
+        work.writesPaused(True)
+        work.add(b"x" * 9)
+        self.assertEqual((work.carried, self.pauses), (0, []))
+
+    def test_resuming_with_nothing_waiting_submits_nothing(self) -> None:
+        work = self.work()
+        work.writesPaused(True)
+        work.writesPaused(False)
+        self.assertEqual((self.pool.jobs, work.busy), ([], False))
+
+    def test_nothing_runs_after_a_failure(self) -> None:
+        self.pool.handler = Failing()  # type: ignore[assignment]
+        work = self.work()
+        work.add(b"ab")
+        work.add(b"cd")
+        self.pool.finish()
+        work.writesPaused(False)
+        self.assertEqual((self.pool.jobs, len(self.failures)), ([], 1))
+
+    def test_cancel_drops_a_held_reply(self) -> None:
+        work = self.work()
+        work.add(b"ab")
+        work.writesPaused(True)
+        self.pool.finish()
+        self.assertTrue(work.busy)
+        work.cancel()
+        self.assertFalse(work.busy)
+
+    def test_a_batch_of_exactly_half_the_limit_is_one_job(self) -> None:
+        work = self.work()
+        work.add(b"x" * 5)
+        self.pool.finish()
+        self.assertEqual((self.pool.jobs, self.idles, work.busy), ([], 1, False))
+
+    def test_nothing_is_carried_after_a_delivery(self) -> None:
+        work = self.work()
+        work.add(b"ab")
+        self.assertEqual(work.carried, 2)
+        self.pool.finish()
+        self.assertEqual(work.carried, 0)
+
 
 class HandlerPoolTests(SynchronousTestCase):
     def test_size_must_be_positive(self) -> None:
@@ -515,6 +558,36 @@ class HandlerPoolTests(SynchronousTestCase):
         self.successResultOf(pool.stopService())
         self.assertEqual(pool.stopped, False)
         self.assertEqual(pool.reactor.getDelayedCalls(), [])
+
+    def test_failure_counts_add_up(self) -> None:
+        pool = ManualPool()
+        for error in (HandlerTimeoutError(), HandlerTimeoutError(),
+                      PoolProcessLostError(), PoolProcessLostError()):  # fmt: skip
+            pool.run(b"a").addErrback(lambda f: None)
+            pool.jobs.pop()[1](False, error)
+        self.assertEqual((pool.timeouts, pool.lost), (2, 2))
+
+    def test_stop_with_under_a_second_left_still_waits(self) -> None:
+        pool = ManualPool(drainTimeout=5.0)
+        pool.parent = SimpleNamespace(stopDeadline=0.5)  # type: ignore[assignment]
+        pool.startService()
+        pool.run(b"a")
+        stopped = pool.stopService()
+        self.assertNoResult(stopped)
+        pool.finish()
+        self.assertEqual(pool.stopped, True)
+
+    def test_the_warning_rounds_the_timeout_to_milliseconds(self) -> None:
+        events: List[Dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        pool = ManualPool(drainTimeout=1.23456)
+        pool.startService()
+        pool.run(b"a")
+        pool.stopService()
+        pool.reactor.advance(2.0)
+        [warning] = [e for e in events if "unfinished" in e.get("log_format", "")]
+        self.assertEqual(warning["timeout"], 1.235)
 
 
 class FakeThreadPool:
@@ -720,3 +793,46 @@ class ThreadHandlerPoolTests(SynchronousTestCase):
                 thread.join(5.0)
         self.assertEqual(len(threads.stops), 1)
         self.assertNotEqual(threads.stops, [threading.current_thread().name])
+
+    def test_a_started_job_fails_once_its_time_is_up(self) -> None:
+        pool, threads = self.pool()
+        failures: List[Failure] = []
+        pool.run(b"abc").addErrback(failures.append)
+        self.clock.advance(2.0)  # not started yet: wait on
+        threads.start_call()  # started at 2.0
+        self.clock.advance(1.0)  # nothing due at 3.0
+        self.assertEqual((failures, pool.stuck), ([], 0))
+        self.clock.advance(1.0)  # the check at 4.0: exactly the timeout
+        self.assertEqual((len(failures), pool.stuck), (1, 1))
+
+    def test_a_started_job_is_checked_again_when_its_time_is_up(self) -> None:
+        pool, threads = self.pool()
+        failures: List[Failure] = []
+        pool.run(b"abc").addErrback(failures.append)
+        self.clock.advance(1.0)
+        threads.start_call()  # started at 1.0: due at 3.0
+        self.clock.advance(1.0)  # the check at 2.0: 1s left
+        self.assertEqual(failures, [])
+        self.clock.advance(1.0)
+        self.assertEqual(len(failures), 1)
+
+    def test_the_stop_helper_is_a_daemon(self) -> None:
+        pool, threads = self.pool()
+        daemons: List[bool] = []
+        threads.stop = lambda: daemons.append(  # type: ignore[method-assign]
+            threading.current_thread().daemon
+        )
+        pool.startService()
+        pool.run(b"a").addErrback(lambda f: None)
+        threads.start_call()
+        self.clock.advance(2.0)
+        pool.stopService()
+        for thread in threading.enumerate():
+            if thread is not threading.current_thread() and thread.daemon:
+                thread.join(5.0)
+        self.assertEqual(daemons, [True])
+
+    def test_threads_keep_their_names(self) -> None:
+        pool = ThreadHandlerPool(IncrementHandler(), 1, reactor=self.clock)
+        thread = pool.executor.threadFactory(name="incproto-1", target=lambda: None)
+        self.assertEqual((thread.name, thread.daemon), ("incproto-1", True))

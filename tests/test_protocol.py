@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from incproto import IncrementFactory, IncrementProtocol
+from incproto.handlers import IncrementHandler
 from incproto.offload import HandlerTimeoutError, PoolProcessLostError
 from incproto.protocol import (
     CLIENT_CLOSED,
@@ -29,7 +30,7 @@ from incproto.protocol import (
     SHUTDOWN,
 )
 from tests.fakes import HalfCloseableTransport, SocketLikeTransport, connect_to
-from tests.test_offload import ManualPool
+from tests.test_offload import Failing, ManualPool
 
 
 class OrderedTransport(HalfCloseableTransport):
@@ -660,3 +661,153 @@ class PoolFlowTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"*")
         protocol.resumeProducing()
         self.assertEqual(transport.value(), b"*bc")
+
+
+class PausingTransport(HalfCloseableTransport):
+    """A transport whose write buffer fills at every write: it pauses its
+    producer at once, as a TCP transport does when its client stops reading."""
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if self.producer is not None:
+            self.producer.pauseProducing()
+
+
+class MoreProtocolTests(SynchronousTestCase):
+    def test_a_new_connection_is_outside_any_message(self) -> None:
+        protocol, _ = connect()
+        self.assertIs(protocol.inMessage, False)
+
+    def test_counters_add_up_over_reads(self) -> None:
+        protocol, _ = connect()
+        protocol.dataReceived(b"xx^a")
+        protocol.dataReceived(b"bc$")
+        self.assertEqual((protocol.bytesReceived, protocol.bytesSent), (7, 4))
+
+    def test_finish_cancels_the_idle_timer_at_once(self) -> None:
+        _, protocol, _, clock = idle_connection()
+        protocol.finish()
+        # only the close deadline is left
+        self.assertEqual([c.getTime() for c in clock.getDelayedCalls()], [5.0])
+
+    def test_handler_errors_are_counted(self) -> None:
+        factory = IncrementFactory(clock=Clock(), handler=Failing())  # type: ignore[arg-type]
+        for _ in range(2):
+            connect_to(factory)[0].dataReceived(b"^a")
+        self.assertEqual(factory.handlerErrors, 2)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+
+    def test_a_pool_reply_is_traffic(self) -> None:
+        """A reply written long after its request restarts the idle timeout."""
+        pool = ManualPool()
+        clock = Clock()
+        factory = IncrementFactory(clock=clock, pool=pool, idleTimeout=10.0)
+        protocol, transport = connect_to(factory)
+        protocol.dataReceived(b"^a")
+        clock.advance(5.0)
+        pool.finish()
+        clock.advance(5.0)
+        self.assertFalse(transport.write_closed)  # type: ignore[attr-defined]
+        clock.advance(5.0)
+        self.assertTrue(transport.write_closed)  # type: ignore[attr-defined]
+
+    def test_work_catching_up_does_not_resume_a_client_not_reading(self) -> None:
+        """
+        A reply that fills the write buffer pauses the protocol; the work
+        that falls under its limit in the same step must not resume reading.
+        """
+        pool = ManualPool()
+        factory = IncrementFactory(clock=Clock(), pool=pool, workBuffer=4)
+        protocol, transport = connect_to(factory, PausingTransport())
+        protocol.dataReceived(b"^abcd")  # a job of 2, 2 waiting: the limit
+        self.assertEqual(transport.producerState, "paused")
+        pool.finish()  # the reply pauses writes; the work is under its limit
+        self.assertEqual(transport.value(), b"*bc")
+        self.assertEqual(transport.producerState, "paused")
+        protocol.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_draining_does_not_resume_reading_while_work_is_left(self) -> None:
+        pool = ManualPool()
+        factory = IncrementFactory(clock=Clock(), pool=pool, workBuffer=4)
+        protocol, transport = connect_to(factory)
+        protocol.dataReceived(b"^abcd")
+        protocol.shutdown()
+        pool.finish()  # the next job goes in: under the limit, but draining
+        self.assertEqual(transport.value(), b"*bc")
+        self.assertEqual(transport.producerState, "paused")
+        self.assertFalse(transport.write_closed)  # type: ignore[attr-defined]
+        pool.finish()
+        self.assertEqual(transport.value(), b"*bcde")
+        self.assertTrue(transport.write_closed)  # type: ignore[attr-defined]
+
+    def test_bytes_read_since_an_unowed_check_are_not_traffic(self) -> None:
+        """A write at 12, read at once: the checks at 15 and 22 see it read
+        with nothing owed at 10, so only the write counts (idle at 22)."""
+        _, protocol, transport, clock = idle_connection()
+        clock.advance(5.0)
+        protocol.dataReceived(b"^a")
+        clock.advance(7.0)  # the check at 10 saw nothing owed
+        protocol.dataReceived(b"b")
+        clock.advance(9.9)
+        self.assertFalse(transport.write_closed)
+        clock.advance(0.1)
+        self.assertTrue(transport.write_closed)
+
+    def test_one_owed_byte_read_later_is_traffic(self) -> None:
+        _, protocol, transport, clock = idle_connection()
+        clock.advance(5.0)
+        protocol.dataReceived(b"^abc")
+        transport.dataBuffer = b"x"  # one byte owed at the check at 10
+        clock.advance(5.0)
+        transport.dataBuffer = b""
+        clock.advance(10.0)  # at 20 it was read: traffic
+        self.assertFalse(transport.write_closed)
+        clock.advance(10.0)
+        self.assertTrue(transport.write_closed)
+
+
+class FactoryTests(SynchronousTestCase):
+    def test_defaults(self) -> None:
+        from twisted.internet import reactor
+
+        factory = IncrementFactory()
+        self.assertIs(factory.clock, reactor)
+        self.assertEqual(
+            (factory.closeTimeout, factory.idleTimeout, factory.workBuffer),
+            (30.0, None, 256 * 1024),
+        )
+
+    def test_handler_or_pool_not_both(self) -> None:
+        error = self.assertRaises(
+            ValueError, IncrementFactory, handler=IncrementHandler(), pool=ManualPool()
+        )
+        self.assertEqual(
+            str(error), "give a handler or a pool (which has one), not both"
+        )
+
+    def test_the_pool_brings_its_handler(self) -> None:
+        handler = IncrementHandler()
+        factory = IncrementFactory(clock=Clock(), pool=ManualPool(handler))
+        self.assertIs(factory.handler, handler)
+
+    def test_closes_go_to_the_access_log_given(self) -> None:
+        records: List[Tuple[Any, ...]] = []
+
+        class Recording:
+            def record(self, *args: Any) -> None:
+                records.append(args)
+
+        clock = Clock()
+        factory = IncrementFactory(clock=clock, accessLog=Recording())
+        protocol, _ = connect_to(factory)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(records, [("192.168.1.1:54321", CLIENT_CLOSED, 0.0, 0, 1)])
+
+    def test_byte_totals_add_up_over_connections(self) -> None:
+        factory = IncrementFactory(clock=Clock())
+        for data in (b"^ab", b"^abc"):
+            protocol, _ = connect_to(factory)
+            protocol.dataReceived(data)
+            protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual((factory.bytesIn, factory.bytesOut), (7, 7))
