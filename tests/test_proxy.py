@@ -7,24 +7,31 @@ import struct
 from typing import Any, Dict, List, Tuple
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.error import ConnectionDone
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
+from twisted.internet.testing import MemoryReactor
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import providedBy
 
 from incproto import ConnectionLimit, IncrementFactory, IncrementProtocol
+from incproto.protocol import CONNECTION_LOST
 from incproto.proxy import (
     REFUSAL_CLOSE_TIMEOUT,
     V2_SIGNATURE,
     ProxyEndpoint,
+    ProxyEndpointParser,
     ProxyFactory,
     ProxyHeaderError,
     ProxyProtocol,
+    from_haproxy,
     parse_proxy_header,
+    split_proxy,
 )
 from tests.fakes import HalfCloseableTransport
+from tests.test_offload import ManualPool
 
 DONE = Failure(ConnectionDone())
 
@@ -368,3 +375,231 @@ class EndpointTests(SynchronousTestCase):
             (factory.clock, factory.headerTimeout, factory.maxPending),
             (clock, 3.0, 7),
         )
+
+
+def v2_raw(command: int, family: int, body: bytes) -> bytes:
+    """A PROXY v2 header with any version/command and family bytes."""
+    return V2_SIGNATURE + struct.pack("!BBH", command, family, len(body)) + body
+
+
+class LengthBoundaryTests(SynchronousTestCase):
+    """Where a header's length decides, on both sides of the boundary."""
+
+    def test_a_v1_crlf_beyond_the_longest_header_is_not_looked_for(self) -> None:
+        data = b"PROXY TCP4 192.0.2.1 192.0.2.2 1 2" + b" " * 80 + b"\r\n"
+        error = self.assertRaises(ProxyHeaderError, parse_proxy_header, data)
+        self.assertEqual(str(error), "PROXY v1 header too long")
+
+    def test_v1_ends_at_the_first_crlf(self) -> None:
+        parsed = parse_proxy_header(V1 + b"^a\r\n")
+        self.assertEqual(parsed and parsed.length, len(V1))
+
+    def test_v2_of_the_greatest_length(self) -> None:
+        header = v2_raw(0x20, 0x00, bytes(4096))
+        self.assertEqual(parse_proxy_header(header), (None, None, 16 + 4096))
+        self.assertRaises(
+            ProxyHeaderError, parse_proxy_header, v2_raw(0x20, 0x00, bytes(4097))
+        )
+
+    def test_v2_unknown_command(self) -> None:
+        body = bytes(12)
+        for command in (0x22, 0x2F):
+            error = self.assertRaises(
+                ProxyHeaderError, parse_proxy_header, v2_raw(command, 0x11, body)
+            )
+            self.assertEqual(str(error), "unsupported PROXY v2 version or command")
+
+    def test_v2_local_ignores_its_addresses(self) -> None:
+        header = v2("192.0.2.1", "192.0.2.2")
+        local = header[:12] + b"\x20" + header[13:]
+        self.assertEqual(parse_proxy_header(local), (None, None, 28))
+
+    def test_v2_tcp4_high_ports_and_tlvs(self) -> None:
+        header = v2("192.0.2.1", "192.0.2.2", (40000, 65535))
+        header = header[:14] + struct.pack("!H", 12 + 3) + header[16:] + b"\x04\x00\x00"
+        self.assertEqual(
+            parse_proxy_header(header),
+            (IPv4Address("TCP", "192.0.2.1", 40000),
+             IPv4Address("TCP", "192.0.2.2", 65535), 31),
+        )  # fmt: skip
+
+    def test_v2_addresses_too_short_for_their_family(self) -> None:
+        for family, length in ((0x11, 11), (0x21, 35), (0x31, 215)):
+            error = self.assertRaises(
+                ProxyHeaderError,
+                parse_proxy_header,
+                v2_raw(0x21, family, bytes(length)),
+            )
+            self.assertEqual(str(error), "unsupported PROXY v2 address family")
+
+    def test_v2_unspec_of_any_length_or_protocol(self) -> None:
+        for family in (0x00, 0x01, 0x02):
+            self.assertEqual(
+                parse_proxy_header(v2_raw(0x21, family, bytes(216))),
+                (None, None, 232),
+            )
+
+    def test_v2_unix_paths_of_the_greatest_length(self) -> None:
+        source, destination = b"/" + b"s" * 107, b"/" + b"d" * 107
+        header = v2_raw(0x21, 0x31, source + destination + b"\x04\x00\x00")
+        self.assertEqual(
+            parse_proxy_header(header),
+            (UNIXAddress(source), UNIXAddress(destination), 16 + 219),
+        )
+
+
+class RefusalTests(SynchronousTestCase):
+    """Refusals are counted and logged with the peer and the reason."""
+
+    def setUp(self) -> None:
+        self.events: List[Dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.clock = Clock()
+        self.factory = ProxyFactory(
+            IncrementFactory(clock=self.clock), self.clock, 5.0, maxPending=1
+        )
+
+    def connect(self) -> Tuple[ProxyProtocol, HalfCloseableTransport]:
+        address = IPv4Address("TCP", "127.0.0.1", 1)
+        protocol = self.factory.buildProtocol(address)
+        transport = HalfCloseableTransport(
+            peerAddress=IPv4Address("TCP", "203.0.113.9", 4567)
+        )
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def logged(self) -> List[str]:
+        return [formatEvent(e) for e in self.events if "log_format" in e]
+
+    def test_a_bad_header_is_logged_with_its_reason(self) -> None:
+        protocol, _ = self.connect()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\n")
+        self.assertEqual(self.logged(), ["closing 203.0.113.9:4567: no PROXY header"])
+
+    def test_a_missing_header_is_logged(self) -> None:
+        self.connect()
+        self.clock.advance(5.0)
+        self.assertEqual(
+            self.logged(), ["closing 203.0.113.9:4567: no PROXY header in time"]
+        )
+
+    def test_too_many_waiting_is_logged(self) -> None:
+        self.connect()
+        self.connect()
+        self.assertEqual(
+            self.logged(),
+            [
+                "closing 203.0.113.9:4567: too many connections waiting for a "
+                "PROXY header"
+            ],
+        )
+
+    def test_the_summary_says_how_many_were_not_logged(self) -> None:
+        self.factory.headerTimeout = 60.0
+        for _ in range(4):
+            self.connect()
+        self.clock.advance(10.0)
+        self.assertEqual(
+            self.logged()[1:],
+            ["2 more connections closed for their PROXY header in the last 10.0s"],
+        )
+        self.assertEqual(self.factory.refused, 3)
+
+    def test_input_after_a_refusal_is_discarded(self) -> None:
+        built: List[Any] = []
+        self.factory.wrappedFactory.buildProtocol = (  # type: ignore[method-assign]
+            lambda addr: built.append(addr)
+        )
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"^abc$")
+        protocol.dataReceived(b"junk")
+        protocol.dataReceived(V1)
+        self.assertEqual((built, transport.value(), self.factory.refused), ([], b"", 1))
+
+    def test_stop_cancels_the_summary(self) -> None:
+        for _ in range(3):
+            self.connect()
+        self.factory.doStart()
+        self.factory.doStop()
+        self.clock.advance(10.0)
+        self.assertEqual([line for line in self.logged() if "more" in line], [])
+
+
+class PassThroughTests(SynchronousTestCase):
+    def connect(self, factory: Any) -> Tuple[ProxyProtocol, HalfCloseableTransport]:
+        clock = Clock()
+        protocol = ProxyFactory(factory, clock, 5.0).buildProtocol(
+            IPv4Address("TCP", "127.0.0.1", 1)
+        )
+        transport = HalfCloseableTransport(
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 1)
+        )
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_data_after_the_header_passes_through(self) -> None:
+        protocol, transport = self.connect(IncrementFactory(clock=Clock()))
+        protocol.dataReceived(V1)
+        protocol.dataReceived(b"^abc$")
+        self.assertEqual(transport.value(), b"*bcd")
+
+    def test_the_wrapped_factory_is_asked_with_the_client_address(self) -> None:
+        asked: List[Any] = []
+        inner = IncrementFactory(clock=Clock())
+        build = inner.buildProtocol
+        inner.buildProtocol = lambda addr: (asked.append(addr), build(addr))[1]  # type: ignore[method-assign]
+        protocol, _ = self.connect(inner)
+        protocol.dataReceived(V1)
+        self.assertEqual(asked, [IPv4Address("TCP", "192.0.2.1", 56324)])
+
+    def test_the_loss_reaches_the_wrapped_protocol(self) -> None:
+        inner = IncrementFactory(clock=Clock())
+        protocol, _ = self.connect(inner)
+        protocol.dataReceived(V1)
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(inner.closedBy, {CONNECTION_LOST: 1})
+
+    def test_end_of_input_after_the_header_is_the_wrapped_protocols(self) -> None:
+        """The wrapped protocol decides: with work in its pool, it waits."""
+        pool = ManualPool()
+        inner = IncrementFactory(clock=Clock(), pool=pool)
+        protocol, transport = self.connect(inner)
+        protocol.dataReceived(V1 + b"^ab")
+        protocol.readConnectionLost()
+        self.assertFalse(transport.disconnecting)
+        pool.finish()
+        self.assertEqual(transport.value(), b"*bc")
+        self.assertTrue(transport.disconnecting)
+
+    def test_the_global_reactor_by_default(self) -> None:
+        from twisted.internet import reactor
+
+        self.assertIs(ProxyFactory(IncrementFactory(clock=Clock())).clock, reactor)
+
+
+class DescriptionTests(SynchronousTestCase):
+    def test_from_haproxy(self) -> None:
+        self.assertEqual(from_haproxy("haproxy:tcp:9090"), "proxy:tcp:9090")
+        for description in ("tcp:9090", "haproxy", "xhaproxy:tcp:1", "proxy:tcp:1"):
+            self.assertEqual(from_haproxy(description), description)
+
+    def test_split_proxy(self) -> None:
+        self.assertEqual(split_proxy("proxy:tcp:9090"), (True, "tcp:9090"))
+        for description in ("tcp:9090", "proxy", "haproxy:tcp:1", "unix:/a:proxy"):
+            self.assertEqual(split_proxy(description), (False, description))
+
+    def test_the_endpoint_parser_wraps_the_endpoint_described(self) -> None:
+        reactor = MemoryReactor()
+        endpoint = ProxyEndpointParser().parseStreamServer(
+            reactor, "tcp", "9090", interface="::1", backlog="7"
+        )
+        inner = endpoint.wrappedEndpoint
+        self.assertIsInstance(inner, TCP4ServerEndpoint)
+        self.assertEqual(
+            (inner._port, inner._interface, inner._backlog),  # type: ignore[attr-defined]
+            (9090, "::1", 7),
+        )
+        self.assertIs(endpoint.clock, reactor)
+        unix = ProxyEndpointParser().parseStreamServer(reactor, "unix", "/run/a:b")
+        self.assertEqual(unix.wrappedEndpoint._address, "/run/a:b")  # type: ignore[attr-defined]
