@@ -29,7 +29,8 @@ from contextlib import contextmanager, suppress
 from typing import Any, Callable, Deque, Iterator, List, Optional, Set, Tuple
 
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import TimeoutError as StopTimeoutError
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -553,7 +554,8 @@ class ProcessHandlerPool(HandlerPool):
                 stopped.callback(None)
 
         def late(failure: Failure) -> None:
-            failure.trap(CancelledError)
+            # addTimeout fails a Deferred it cancelled with its TimeoutError.
+            failure.trap(StopTimeoutError)
             self.log.warn(
                 "{pool}: its processes did not stop within {grace}s",
                 pool=self,
