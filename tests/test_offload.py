@@ -1110,6 +1110,13 @@ class ProcessHandlerPoolTests(SynchronousTestCase):
         self.clock.settle()
         self.assertEqual(old.calls, ["stop", "join"])
 
+    def test_each_replacement_counts(self) -> None:
+        pool = self.pool()
+        for _ in range(2):
+            pool.executor.active = False
+            pool.run(b"abc")
+        self.assertEqual((pool.replaced, len(pool.pools)), (2, 3))
+
     def test_a_pool_that_breaks_as_a_job_is_scheduled_is_replaced(self) -> None:
         pool = self.pool()
         old = pool.executor
