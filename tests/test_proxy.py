@@ -601,5 +601,9 @@ class DescriptionTests(SynchronousTestCase):
             (9090, "::1", 7),
         )
         self.assertIs(endpoint.clock, reactor)
+        endpoint.listen(IncrementFactory(clock=reactor))  # on the reactor given
+        [(port, factory, backlog, interface)] = reactor.tcpServers
+        self.assertEqual((port, backlog, interface), (9090, 7, "::1"))
+        self.assertIsInstance(factory, ProxyFactory)
         unix = ProxyEndpointParser().parseStreamServer(reactor, "unix", "/run/a:b")
         self.assertEqual(unix.wrappedEndpoint._address, "/run/a:b")  # type: ignore[attr-defined]
