@@ -11,7 +11,7 @@ side still gets every byte it is owed).
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
@@ -39,6 +39,7 @@ from incproto.offload import (
 from incproto.parser import GREETING, extract_payload
 from incproto.reactors import global_reactor
 from incproto.sockets import unacknowledged
+from incproto.writethrough import writer
 
 # Why a connection closed, as logged and counted by IncrementFactory.closedBy.
 CLIENT_CLOSED = "client closed"
@@ -94,6 +95,7 @@ class IncrementProtocol(Protocol):
         self._acknowledged = 0
         self._owed = False
         self._openedAt = 0.0
+        self._send: Optional[Callable[[bytes], None]] = None
 
     def connectionMade(self) -> None:
         """
@@ -324,7 +326,9 @@ class IncrementProtocol(Protocol):
         self.bytesSent += len(data)
         if self._idleTimer is not None:
             self._lastActivity = self.factory.clock.seconds()
-        self.transport.write(data)
+        if self._send is None:  # the greeting: see incproto.writethrough
+            self._send = writer(self.transport)
+        self._send(data)
 
 
 class IncrementFactory(Factory):
