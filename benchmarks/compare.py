@@ -23,9 +23,13 @@ interleaved across servers so that noise spreads evenly):
     incproto-pypy      twistd from a PyPy environment (--pypy-twistd, or
                        .venv-pypy/bin/twistd, made if pypy3 is installed)
     incproto-pypy-quiet  the same with --no-connection-log
+    twisted-pypy       benchmarks/servers/twisted_server.py on that PyPy
     incproto-wN        incproto-quiet with --workers N (N = 1, 2, 4)
     asyncio            benchmarks/servers/asyncio_server.py (stdlib)
     uvloop             the same on uvloop, if uvloop is installed
+    twisted            benchmarks/servers/twisted_server.py: the shortest
+                       Twisted server (the same parser, plain write, nothing
+                       else): Twisted's own floor
     threadpool         benchmarks/servers/threadpool_server.py, 256 threads
                        (the series' design; it holds a thread per client, so
                        it takes no part in burst)
@@ -176,6 +180,8 @@ def server_commands(pypy_twistd: Optional[str]) -> Dict[str, List[str]]:
                     "--backlog", BACKLOG],
         "uvloop": [PY, str(servers / "asyncio_server.py"), "0", "--uvloop",
                    "--backlog", BACKLOG],
+        "twisted": [PY, str(servers / "twisted_server.py"), "0",
+                    "--backlog", BACKLOG],
         "threadpool": [PY, str(servers / "threadpool_server.py"), "0",
                        "--threads", "256", "--backlog", BACKLOG],
     }  # fmt: skip
@@ -186,6 +192,9 @@ def server_commands(pypy_twistd: Optional[str]) -> Dict[str, List[str]]:
     if pypy_twistd:
         commands["incproto-pypy"] = incproto(pypy_twistd)
         commands["incproto-pypy-quiet"] = incproto(pypy_twistd, "--no-connection-log")
+        pypy = str(Path(pypy_twistd).parent / "python")
+        commands["twisted-pypy"] = [pypy, str(servers / "twisted_server.py"), "0",
+                                    "--backlog", BACKLOG]  # fmt: skip
     return commands
 
 
