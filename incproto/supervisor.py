@@ -82,7 +82,8 @@ def supervise(
         from incproto.metrics import metrics_listener, workers_metrics_site
 
         site = workers_metrics_site(pool.scrape, reactor, supervisor_readiness(pool))
-        metrics_listener(reactor, config.metrics, site).setServiceParent(service)
+        # Stopped last: /healthz answers 503 while the workers drain.
+        service.addServiceStoppedLast(metrics_listener(reactor, config.metrics, site))
     SignalHandling(reactor, pool.reload).setServiceParent(service)
     return service
 

@@ -18,11 +18,13 @@ import pytest
 from prometheus_client import generate_latest
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger, LogLevel, eventAsJSON, formatEvent
 from twisted.python import usage
 from twisted.python.failure import Failure
 
 from incproto.config import ServerConfig
+from incproto.health import supervisor_readiness
 from incproto.metrics import registry_of
 from incproto.supervisor import (
     METRICS_REPLIES,
@@ -300,6 +302,31 @@ def test_workers_option_builds_a_supervisor() -> None:
     options = Options.parse(["--port", "tcp:0", "--workers", "2"])
     service = makeService(options, ProcessClock())
     assert isinstance(service.getServiceNamed("workers"), WorkerPool)  # type: ignore[attr-defined]
+
+
+class ProcessReactor(MemoryReactorClock, ProcessClock):
+    """A memory reactor that also spawns fake processes."""
+
+    def __init__(self) -> None:
+        MemoryReactorClock.__init__(self)
+        self.spawned: List[Dict[str, Any]] = []
+
+
+def test_healthz_outlives_the_workers_drain() -> None:
+    """The supervisor's metrics listener stops last: while its workers drain
+    and exit, /healthz can still answer (503 stopping)."""
+    reactor = ProcessReactor()
+    options = Options.parse(["--port", "tcp:0", "--workers", "1", "--metrics", "tcp:0"])
+    service = makeService(options, reactor)
+    service.startService()
+    metrics = service.getServiceNamed("metrics")  # type: ignore[attr-defined]
+    pool = service.getServiceNamed("workers")  # type: ignore[attr-defined]
+    stopped = service.stopService()
+    assert (pool.running, metrics.running) == (False, True)
+    assert supervisor_readiness(pool)() == "stopping"
+    for worker in list(pool.workers.values()):
+        end(worker, 0)
+    assert stopped.called and not metrics.running
 
 
 # Real processes -----------------------------------------------------------------
