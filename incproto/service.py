@@ -168,6 +168,11 @@ def time_left(service: Any, timeout: float, clock: IReactorTime) -> float:
     return max(0.0, min(timeout, deadline - clock.seconds()))
 
 
+# Seconds the drain waits, after aborting what is left, for the aborts to be
+# reported (Twisted reports each on the reactor's next turn).
+ABORT_GRACE = 1.0
+
+
 class DrainingService(Service):
     """
     On stop, drain an L{IncrementFactory}'s connections gracefully (see
@@ -205,6 +210,14 @@ class DrainingService(Service):
             )
             for protocol in left:
                 protocol.transport.abortConnection()
+            # Twisted reports an abort on the reactor's next turn: wait for
+            # it (briefly), so that each close is counted and logged before
+            # a process that stops next exits without another turn.
+            return (
+                self.factory.whenEmpty()
+                .addTimeout(ABORT_GRACE, self.clock)
+                .addErrback(lambda failure: failure.trap(TimeoutError))
+            )
 
         return drained.addTimeout(timeout, self.clock).addErrback(give_up)
 

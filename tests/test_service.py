@@ -7,10 +7,12 @@ from typing import Any, Dict, List
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -86,6 +88,18 @@ class ListeningServiceTests(SynchronousTestCase):
         self.assertEqual(self.flushLoggedErrors(), [])
 
 
+class RecordingAccessLog:
+    """An access log that keeps its lines."""
+
+    def __init__(self, lines: List[str]) -> None:
+        self.lines = lines
+
+    def record(
+        self, peer: str, why: str, duration: float, bytesIn: int, bytesOut: int
+    ) -> None:
+        self.lines.append(f"{peer} ({why})")
+
+
 class OneStopDeadlineTests(SynchronousTestCase):
     def test_the_drain_and_the_pool_share_one_timeout(self) -> None:
         """
@@ -108,12 +122,57 @@ class OneStopDeadlineTests(SynchronousTestCase):
         service.startService()
         protocol, transport = connect_to(factory)
         aborted: List[bool] = []
-        transport.abortConnection = lambda: aborted.append(True)  # type: ignore[method-assign]
+
+        def abort() -> None:  # as Twisted does: reported on the next turn
+            aborted.append(True)
+            clock.callLater(0, protocol.connectionLost, Failure(ConnectionAborted()))
+
+        transport.abortConnection = abort  # type: ignore[method-assign]
         protocol.dataReceived(b"^stuck")
         stopped: List[Any] = []
         service.stopService().addCallback(stopped.append)
         clock.advance(9.9)
         self.assertEqual((stopped, pool.stopped), ([], None))
-        clock.advance(0.1)
+        clock.advance(0.1)  # abort; reported on the next turn, then the pool
         self.assertEqual(aborted, [True])
         self.assertEqual((len(stopped), pool.stopped), (1, False))
+
+    def test_the_drain_logs_what_it_aborted_before_it_ends(self) -> None:
+        """
+        A connection aborted at the drain deadline is closed (counted, and
+        its line logged) before the drain's Deferred fires, so a process
+        that exits right after the stop loses no close line.
+        """
+        from twisted.internet.task import Clock
+
+        from incproto.service import ABORT_GRACE, DrainingService
+        from tests.fakes import connect_to
+
+        clock = Clock()
+        lines: List[str] = []
+        factory = IncrementFactory(clock=clock, accessLog=RecordingAccessLog(lines))
+        drainer = DrainingService(factory, 5.0, clock)
+        drainer.startService()
+        protocol, transport = connect_to(factory)
+        transport.abortConnection = lambda: clock.callLater(  # type: ignore[method-assign]
+            0, protocol.connectionLost, Failure(ConnectionAborted())
+        )
+        protocol.dataReceived(b"^ab")
+        logged_by_then: List[int] = []
+        drainer.stopService().addCallback(lambda _: logged_by_then.append(len(lines)))
+        clock.advance(5.0)
+        self.assertEqual(logged_by_then, [1])
+        self.assertIn("(shutdown)", lines[0])
+        # An abort never reported does not hold the stop past the grace.
+        factory = IncrementFactory(clock=clock, accessLog=RecordingAccessLog(lines))
+        drainer = DrainingService(factory, 5.0, clock)
+        drainer.startService()
+        _, transport = connect_to(factory)
+        transport.abortConnection = lambda: None  # type: ignore[method-assign]
+        again: List[Any] = []
+        drainer.stopService().addCallback(again.append)
+        clock.advance(5.0)
+        clock.advance(ABORT_GRACE / 2)
+        self.assertEqual(again, [])
+        clock.advance(ABORT_GRACE / 2)
+        self.assertEqual(len(again), 1)
