@@ -200,7 +200,7 @@ class DrainingService(Service):
         if drained.called:
             return drained
 
-        def give_up(failure: Failure) -> None:
+        def give_up(failure: Failure) -> Deferred[None]:
             failure.trap(TimeoutError)
             left = list(self.factory.connections)
             self.log.warn(
@@ -213,13 +213,15 @@ class DrainingService(Service):
             # Twisted reports an abort on the reactor's next turn: wait for
             # it (briefly), so that each close is counted and logged before
             # a process that stops next exits without another turn.
-            return (
-                self.factory.whenEmpty()
-                .addTimeout(ABORT_GRACE, self.clock)
-                .addErrback(lambda failure: failure.trap(TimeoutError))
-            )
+            reported: Deferred[None] = self.factory.whenEmpty()
+            return reported.addTimeout(ABORT_GRACE, self.clock).addErrback(_unreported)
 
         return drained.addTimeout(timeout, self.clock).addErrback(give_up)
+
+
+def _unreported(failure: Failure) -> None:
+    """Some abort went unreported within C{ABORT_GRACE}: stop all the same."""
+    failure.trap(TimeoutError)
 
 
 class SequentialMultiService(MultiService):

@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from incproto import IncrementFactory
 from incproto.filelimit import raise_file_limit
-from incproto.service import DrainingService, SequentialMultiService
+from incproto.service import ABORT_GRACE, DrainingService, SequentialMultiService
 from tests.fakes import connect_to
 from tests.test_offload import ManualPool
 
@@ -140,6 +140,8 @@ class DrainTests(OperationsTestCase):
         self.assertFalse(transport.disconnected)
         self.clock.advance(0.1)
         self.assertTrue(transport.disconnected)  # aborted
+        self.assertEqual(stopped, [])  # waiting for the abort to be reported
+        self.clock.advance(ABORT_GRACE)  # a fake transport never reports it
         self.assertEqual(len(stopped), 1)
 
 
