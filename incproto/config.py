@@ -70,9 +70,14 @@ class ServerConfig:
         """
         This configuration as a worker of C{--workers} serves it: one
         process (no C{workers}), without the metrics listener, which the
-        supervisor serves for all of them.
+        supervisor serves for all of them, and with an access log to
+        standard output sent as log events instead (a worker's standard
+        output carries its log to the supervisor, which writes it).
         """
-        return dataclasses.replace(self, workers=None, metrics=None)
+        access_log = "log" if self.access_log == "-" else self.access_log
+        return dataclasses.replace(
+            self, workers=None, metrics=None, access_log=access_log
+        )
 
     def to_json(self) -> str:
         """This configuration as a JSON object (see L{from_json})."""

@@ -30,6 +30,7 @@ import os
 import signal
 import sys
 from collections import deque
+from string import Formatter
 from typing import (
     Any,
     Deque,
@@ -118,6 +119,7 @@ class WorkerProcess(ProcessProtocol):
             except ValueError:
                 self.pool.log.info("worker {slot}: {line}", slot=self.slot, line=line)
                 continue
+            _reapply_format_specs(event)
             event.update(
                 log_system=f"worker {self.slot}",
                 worker=self.slot,
@@ -374,6 +376,22 @@ class WorkerPool(Service):
                 timeout=self.killTimeout,
             )
             worker.signal("KILL")
+
+
+def _reapply_format_specs(event: Dict[str, Any]) -> None:
+    """
+    Format again the number fields of C{event}'s format that have a format
+    spec: Twisted's JSON form of an event keeps each field's C{str()} for
+    formatting and drops the spec, so C{after {duration:.3f}s} would
+    relay as C{after 0.0009124279022216797s}.
+    """
+    flattened = event.get("log_flattened")
+    if not isinstance(flattened, dict):
+        return
+    for _, field, spec, conversion in Formatter().parse(event.get("log_format") or ""):
+        value = event.get(field) if field else None
+        if spec and not conversion and isinstance(value, (int, float)):
+            flattened[f"{field}!s:{spec}"] = format(value, spec)
 
 
 def _how_it_ended(reason: Failure) -> str:

@@ -144,6 +144,32 @@ def test_worker_log_events_are_relayed_with_the_worker_number(pool: Any) -> None
     assert errors[0]["line"] == "Traceback (most recent call last):"
 
 
+def test_relayed_events_keep_their_format_specs(pool: Any) -> None:
+    """A worker's access-log event reads as a single process's does:
+    C{{duration:.3f}} survives the JSON relay (Twisted's JSON form drops
+    format specs)."""
+    _, clock, events = pool
+    worker = clock.spawned[0]["protocol"]
+    event = {
+        "log_format": "connection from {peer} closed after {duration:.3f}s",
+        "peer": "192.0.2.1:5",
+        "duration": 0.0009124279,
+        "log_level": LogLevel.info,
+        "log_namespace": "incproto.protocol",
+    }
+    worker.outReceived(eventAsJSON(event).encode() + b"\n")
+    [relayed] = [e for e in events if e.get("worker") == 1]
+    assert formatEvent(relayed) == "connection from 192.0.2.1:5 closed after 0.001s"
+
+
+def test_an_access_log_to_standard_output_reaches_workers_as_events() -> None:
+    """A worker's standard output is its log pipe: `--access-log -` becomes
+    log events there, which the supervisor writes to its own log."""
+    options = Options.parse(["--workers", "2", "--access-log", "-"])
+    assert options.config.for_worker().access_log == "log"
+    assert Options.parse(["--access-log", "-"]).config.access_log == "-"
+
+
 def test_a_dead_worker_is_restarted_with_back_off(pool: Any) -> None:
     pool_, clock, events = pool
     end(clock.spawned[0]["protocol"])  # died at once
