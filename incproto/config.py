@@ -14,24 +14,61 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Optional
+
+from incproto.limit import DEFAULT_QUEUE_SIZE
+from incproto.proxy import from_haproxy, split_proxy
 
 DEFAULT_PORT = "9090"
 DEFAULT_BACKLOG = 1024
 DEFAULT_HANDLER = "incproto.handlers:increment_handler"
 DEFAULT_DRAIN_TIMEOUT = 30.0
 
+# Endpoint kinds whose parsers accept a backlog= argument.
+_BACKLOG_KINDS = frozenset({"tcp", "tcp6", "ssl", "unix"})
+
+
+def endpoint_description(port: str, backlog: int) -> str:
+    """
+    Turn C{--port} into a Twisted server endpoint description.
+
+    A bare number listens on TCP on all interfaces.  C{haproxy:} means
+    incproto's C{proxy:} (see L{incproto.proxy}).  C{tcp:}, C{tcp6:},
+    C{ssl:} and C{unix:} descriptions, alone or under C{proxy:}, get
+    C{backlog} unless they name a backlog of their own.
+
+    @param port: a port number or an endpoint description.
+    @param backlog: the listen backlog to use where none is given.
+    @raise ValueError: if a bare number is out of range.
+    """
+    if re.fullmatch("[0-9]+", port):
+        if int(port) > 65535:
+            raise ValueError(f"--port {port}: a port number is between 0 and 65535")
+        return f"tcp:{int(port)}:backlog={backlog}"
+    port = from_haproxy(port)
+    _, inner = split_proxy(port)
+    if inner.split(":", 1)[0] in _BACKLOG_KINDS and "backlog=" not in port:
+        return f"{port}:backlog={backlog}"
+    return port
+
 
 @dataclasses.dataclass(frozen=True)
 class ServerConfig:
     """
-    The settings of an incproto server; each field is the command line
-    option of the same name (C{max_connections} is C{--max-connections}).
+    The settings of an incproto server; each field but C{endpoint} is the
+    command line option of the same name (C{max_connections} is
+    C{--max-connections}), and means what C{--help} says.  Settings that
+    exclude or need each other are checked as the command line checks
+    them, and what depends on others is filled in: C{endpoint} from
+    C{port} and C{backlog}, C{queue}'s default with C{max_connections},
+    and a C{metrics} port number on the loopback interface.
 
-    @ivar port: C{--port} as given, to name the listener in messages.
-    @ivar endpoint: the server endpoint description to listen on, built
-        from C{port} and C{backlog} (see L{incproto.tap.endpoint_description}).
-    @ivar backlog: the listen backlog, already part of C{endpoint}.
+    @ivar port: where to listen (C{--port}): a port number or an endpoint
+        description; also names the listener in messages.
+    @ivar endpoint: the server endpoint description listened on: by
+        default built from C{port} and C{backlog} (L{endpoint_description}).
+    @ivar backlog: the listen backlog, for a C{port} that sets none.
     @ivar handler: the payload handler, as C{module:name}.
     @ivar queue: with C{max_connections}, the queue's size (never C{None}
         then).
@@ -44,7 +81,7 @@ class ServerConfig:
     """
 
     port: str = DEFAULT_PORT
-    endpoint: str = f"tcp:{DEFAULT_PORT}:backlog={DEFAULT_BACKLOG}"
+    endpoint: Optional[str] = None
     backlog: int = DEFAULT_BACKLOG
     max_connections: Optional[int] = None
     queue: Optional[int] = None
@@ -60,6 +97,39 @@ class ServerConfig:
     access_log: Optional[str] = None
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     no_connection_log: bool = False
+
+    def __post_init__(self) -> None:
+        """
+        Check the settings that exclude or need each other, and fill in
+        what depends on others.
+
+        @raise ValueError: naming the command line options at fault.
+        """
+        if self.max_connections is None:
+            for option in ("queue", "queue_timeout", "max_per_peer"):
+                if getattr(self, option) is not None:
+                    raise ValueError(f"{_option(option)} needs --max-connections")
+        elif self.queue is None:
+            object.__setattr__(self, "queue", DEFAULT_QUEUE_SIZE)
+        if self.threads is not None and self.processes is not None:
+            raise ValueError("--threads and --processes exclude each other")
+        if self.handler_timeout is not None and not self.pool_size:
+            raise ValueError(
+                "--handler-timeout needs --threads or --processes (an inline "
+                "handler runs on the reactor thread, which nothing can interrupt)"
+            )
+        if self.endpoint is None:
+            endpoint = endpoint_description(self.port, self.backlog)
+            object.__setattr__(self, "endpoint", endpoint)
+        if self.metrics is not None and re.fullmatch("[0-9]+", self.metrics):
+            metrics = f"tcp:{self.metrics}:interface=127.0.0.1"
+            object.__setattr__(self, "metrics", metrics)
+
+    @property
+    def listening_on(self) -> str:
+        """The endpoint description to listen on."""
+        assert self.endpoint is not None  # filled in at construction
+        return self.endpoint
 
     @property
     def pool_size(self) -> Optional[int]:
@@ -91,3 +161,8 @@ class ServerConfig:
         @raise TypeError: if C{text} names a field this version lacks.
         """
         return cls(**json.loads(text))
+
+
+def _option(field: str) -> str:
+    """The command line option of a field."""
+    return "--" + field.replace("_", "-")

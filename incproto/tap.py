@@ -35,10 +35,7 @@ from incproto.config import (
 )
 from incproto.handlers import load_handler
 from incproto.limit import DEFAULT_QUEUE_SIZE
-from incproto.proxy import from_haproxy, split_proxy
-
-# Endpoint kinds whose parsers accept a backlog= argument.
-_BACKLOG_KINDS = frozenset({"tcp", "tcp6", "ssl", "unix"})
+from incproto.proxy import split_proxy
 
 
 def _checked(
@@ -68,32 +65,6 @@ _positive_float = _checked(
     "is not a positive number of seconds",
     "Seconds, more than 0.",
 )
-
-
-def endpoint_description(port: str, backlog: int) -> str:
-    """
-    Turn C{--port} into a Twisted server endpoint description.
-
-    A bare number listens on TCP on all interfaces.  C{haproxy:} means
-    incproto's C{proxy:} (see L{incproto.proxy}).  C{tcp:}, C{tcp6:},
-    C{ssl:} and C{unix:} descriptions, alone or under C{proxy:}, get
-    C{backlog} unless they name a backlog of their own.
-
-    @param port: a port number or an endpoint description.
-    @param backlog: the listen backlog to use where none is given.
-    @raise usage.UsageError: if a bare number is out of range.
-    """
-    if re.fullmatch("[0-9]+", port):
-        if int(port) > 65535:
-            raise usage.UsageError(
-                f"--port {port}: a port number is between 0 and 65535"
-            )
-        return f"tcp:{int(port)}:backlog={backlog}"
-    port = from_haproxy(port)
-    _, inner = split_proxy(port)
-    if inner.split(":", 1)[0] in _BACKLOG_KINDS and "backlog=" not in port:
-        return f"{port}:backlog={backlog}"
-    return port
 
 
 class Options(usage.Options):
@@ -270,21 +241,19 @@ class Options(usage.Options):
         """
         Check that C{--port} names an endpoint, without listening yet.
         """
-        if self["max-connections"] is None:
-            for option in ("queue", "queue-timeout", "max-per-peer"):
-                if self[option] is not None:
-                    raise usage.UsageError(f"--{option} needs --max-connections")
-        elif self["queue"] is None:
-            self["queue"] = DEFAULT_QUEUE_SIZE
-        if self["threads"] is not None and self["processes"] is not None:
-            raise usage.UsageError("--threads and --processes exclude each other")
-        if self["handler-timeout"] is not None and not (
-            self["threads"] or self["processes"]
-        ):
-            raise usage.UsageError(
-                "--handler-timeout needs --threads or --processes (an inline "
-                "handler runs on the reactor thread, which nothing can interrupt)"
+        self["endpoint"] = None  # derived by the configuration
+        metrics = self["metrics"]
+        try:
+            self.config = ServerConfig(
+                **{
+                    field.name: self[field.name.replace("_", "-")]
+                    for field in dataclasses.fields(ServerConfig)
+                }
             )
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        for field in ("queue", "endpoint", "metrics"):
+            self[field] = getattr(self.config, field)
         try:
             handler = load_handler(self["handler"])
         except ValueError as e:
@@ -297,11 +266,7 @@ class Options(usage.Options):
                     "--processes needs a picklable handler (a module-level "
                     f"function, or an instance of a module-level class): {_reason(e)}"
                 ) from None
-        self["endpoint"] = endpoint_description(self["port"], self["backlog"])
-        metrics = self["metrics"]
-        if metrics is not None and re.fullmatch("[0-9]+", metrics):
-            self["metrics"] = f"tcp:{metrics}:interface=127.0.0.1"
-        if metrics is not None:
+        if self["metrics"] is not None:
             _check_endpoint("--metrics", metrics, self["metrics"])
         _check_endpoint("--port", self["port"], self["endpoint"])
         if self["access-log"] not in (None, "-", "log"):
@@ -311,12 +276,6 @@ class Options(usage.Options):
                 raise usage.UsageError(
                     f"--access-log {self['access-log']}: {e.strerror}"
                 ) from None
-        self.config = ServerConfig(
-            **{
-                field.name: self[field.name.replace("_", "-")]
-                for field in dataclasses.fields(ServerConfig)
-            }
-        )
 
 
 def _check_endpoint(option: str, given: str, description: str) -> None:

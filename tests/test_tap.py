@@ -21,13 +21,14 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 import incproto
+from incproto.config import ServerConfig, endpoint_description
 from incproto.handlers import IncrementHandler, IPayloadHandler, hashing
 from incproto.limit import DEFAULT_QUEUE_SIZE, ConnectionLimit
 from incproto.offload import HandlerPool, ProcessHandlerPool, ThreadHandlerPool
 from incproto.protocol import IncrementFactory
 from incproto.proxy import ProxyEndpoint
 from incproto.service import ListenError, ListeningService
-from incproto.tap import Options, endpoint_description, makeService
+from incproto.tap import Options, makeService
 
 
 class EndpointDescriptionTests(SynchronousTestCase):
@@ -343,3 +344,45 @@ class PluginTests(SynchronousTestCase):
             [sys.executable, "-c", code], capture_output=True, text=True, check=True
         )
         self.assertEqual(out.stdout.strip(), "False")
+
+
+class ServerConfigTests(SynchronousTestCase):
+    """
+    The configuration checks and fills in as the command line does, so that
+    code building one directly cannot get what it did not ask for.
+    """
+
+    def test_the_endpoint_follows_the_port_and_backlog(self) -> None:
+        config = ServerConfig(port="9193", backlog=7)
+        self.assertEqual(config.listening_on, "tcp:9193:backlog=7")
+        self.assertEqual(ServerConfig().listening_on, "tcp:9090:backlog=1024")
+        given = ServerConfig(port="x", endpoint="unix:/run/a.sock")
+        self.assertEqual(given.listening_on, "unix:/run/a.sock")
+
+    def test_the_queue_defaults_with_a_limit(self) -> None:
+        self.assertEqual(ServerConfig(max_connections=5).queue, DEFAULT_QUEUE_SIZE)
+        self.assertEqual(ServerConfig(max_connections=5, queue=0).queue, 0)
+        self.assertIsNone(ServerConfig().queue)
+
+    def test_a_metrics_port_number_is_on_loopback(self) -> None:
+        self.assertEqual(
+            ServerConfig(metrics="9100").metrics, "tcp:9100:interface=127.0.0.1"
+        )
+
+    def test_settings_that_exclude_or_need_each_other(self) -> None:
+        for settings, message in (
+            ({"queue": 3}, "--queue needs --max-connections"),
+            ({"max_per_peer": 3}, "--max-per-peer needs --max-connections"),
+            ({"threads": 1, "processes": 1}, "--threads and --processes exclude"),
+            ({"handler_timeout": 1.0}, "--handler-timeout needs --threads"),
+            ({"port": "70000"}, "--port 70000: a port number is between"),
+        ):
+            with self.assertRaises(ValueError) as raised:
+                ServerConfig(**settings)  # type: ignore[arg-type]
+            self.assertTrue(str(raised.exception).startswith(message), settings)
+
+    def test_the_json_round_trip_is_exact(self) -> None:
+        config = ServerConfig(
+            port="proxy:tcp:0", max_connections=2, threads=3, handler_timeout=1.5
+        )
+        self.assertEqual(ServerConfig.from_json(config.to_json()), config)
