@@ -427,7 +427,13 @@ class ProxyEndpointParser:
         """
         Parse the wrapped endpoint's description, given as C{args} and
         C{kwargs}, and wrap it.
+
+        @raise ValueError: if no endpoint follows C{proxy:}.
         """
+        if not args or args == ("",):
+            raise ValueError(
+                f"{PREFIX}: needs an endpoint after it, as in {PREFIX}:tcp:9090"
+            )
         inner = ":".join(
             [quoteStringArgument(str(arg)) for arg in args]
             + [

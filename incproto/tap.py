@@ -94,7 +94,8 @@ class Options(usage.Options):
             "p",
             DEFAULT_PORT,
             "Where to listen: a TCP port number, or a Twisted server endpoint "
-            "description (tcp:, tcp6:, unix:, ssl:, haproxy:, systemd:).",
+            "description (tcp:, tcp6:, unix:, ssl:, systemd:; under proxy: "
+            "(or haproxy:) each connection starts with a PROXY header).",
         ],
         [
             "backlog",

@@ -6,6 +6,7 @@ import socket
 import struct
 from typing import Any, Dict, List, Tuple
 
+import pytest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.error import ConnectionDone, ConnectionLost
@@ -607,3 +608,11 @@ class DescriptionTests(SynchronousTestCase):
         self.assertIsInstance(factory, ProxyFactory)
         unix = ProxyEndpointParser().parseStreamServer(reactor, "unix", "/run/a:b")
         self.assertEqual(unix.wrappedEndpoint._address, "/run/a:b")  # type: ignore[attr-defined]
+
+
+def test_proxy_alone_is_a_clear_error() -> None:
+    """C{proxy:} with nothing after it names the fix."""
+    from twisted.internet.endpoints import serverFromString
+
+    with pytest.raises(ValueError, match="proxy: needs an endpoint after it"):
+        serverFromString(MemoryReactor(), "proxy:")
