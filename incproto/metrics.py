@@ -36,12 +36,13 @@ from incproto.health import HealthResource, ReadinessCheck
 from incproto.limit import ConnectionLimit
 from incproto.offload import HandlerPool
 from incproto.protocol import IncrementFactory
+from incproto.proxy import ProxyEndpoint
 
 
 class IncprotoCollector:
     """
     Reads the counters of an L{IncrementFactory} and, if given, of its
-    L{ConnectionLimit} and L{HandlerPool}, at each scrape.
+    L{ConnectionLimit}, L{HandlerPool} and L{ProxyEndpoint}, at each scrape.
     """
 
     def __init__(
@@ -49,10 +50,12 @@ class IncprotoCollector:
         factory: IncrementFactory,
         limit: Optional[ConnectionLimit] = None,
         pool: Optional[HandlerPool] = None,
+        proxy: Optional[ProxyEndpoint] = None,
     ) -> None:
         self.factory = factory
         self.limit = limit
         self.pool = pool
+        self.proxy = proxy
 
     def collect(self) -> Iterator[Metric]:
         """The metrics, as of now."""
@@ -84,6 +87,18 @@ class IncprotoCollector:
         )
         if self.limit is not None:
             yield from self._limit(self.limit)
+        if self.proxy is not None:
+            headers = self.proxy.factory
+            yield GaugeMetricFamily(
+                "incproto_proxy_pending", "Connections waiting for their PROXY header.",
+                headers.pending if headers else 0,
+            )  # fmt: skip
+            yield CounterMetricFamily(
+                "incproto_proxy_refused",
+                "Connections closed for their PROXY header: malformed, late, or "
+                "beyond the connections allowed to wait for one.",
+                headers.refused if headers else 0,
+            )
         if self.pool is not None:
             yield GaugeMetricFamily(
                 "incproto_pool_backlog", "Handler jobs in the pool or waiting for it.",

@@ -382,13 +382,17 @@ class ProxyEndpoint:
         self.clock = clock
         self.headerTimeout = headerTimeout
         self.maxPending = maxPending
+        self.factory: Optional[ProxyFactory] = None
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
-        """Listen on the wrapped endpoint with a L{ProxyFactory}."""
-        factory = ProxyFactory(
+        """
+        Listen on the wrapped endpoint with a L{ProxyFactory}, kept as
+        C{self.factory} (its counters are the endpoint's).
+        """
+        self.factory = ProxyFactory(
             protocolFactory, self.clock, self.headerTimeout, self.maxPending
         )
-        return self.wrappedEndpoint.listen(factory)
+        return self.wrappedEndpoint.listen(self.factory)
 
 
 def from_haproxy(description: str) -> str:

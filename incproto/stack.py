@@ -141,7 +141,8 @@ def serving_stack(
     drainer.setServiceParent(service)
     from incproto.metrics import IncprotoCollector, metrics_listener, metrics_site
 
-    service.collector = IncprotoCollector(increment, limit, pool)
+    proxy = endpoint if isinstance(endpoint, ProxyEndpoint) else None
+    service.collector = IncprotoCollector(increment, limit, pool, proxy)
     if config.metrics is not None:
         from incproto.health import service_readiness
 

@@ -8,7 +8,7 @@ reply waits a turn).  asyncio instead tries C{socket.send()} at once and
 buffers only what the kernel did not take.  L{writer} gives a connection
 that second behaviour where it is safe, and Twisted's own C{write} elsewhere.
 
-It is safe only on a plain Twisted TCP transport (L{twisted.internet.tcp}
+It is safe only on a plain Twisted TCP transport (C{twisted.internet.tcp}
 C{Server} or C{Client}, sending through C{Connection.writeSomeData}, TLS not
 started) and only while Twisted holds nothing unsent for it: then a direct
 send cannot overtake buffered bytes.  Whatever the kernel does not take, and

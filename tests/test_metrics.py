@@ -149,6 +149,28 @@ def test_scrapers_are_capped() -> None:
     assert transports[-1].disconnecting
 
 
+def test_proxy_header_refusals_are_counted() -> None:
+    """Connections closed for their PROXY header show in the metrics of a
+    proxy: port: two beyond the bound of one limit slot and no queue."""
+    from prometheus_client import generate_latest
+    from twisted.internet.testing import MemoryReactorClock
+
+    from incproto.metrics import registry_of
+    from tests.fakes import HalfCloseableTransport
+
+    reactor = MemoryReactorClock()
+    argv = ["--port", "proxy:tcp:0", "--max-connections", "1", "--queue", "0"]
+    service = makeService(Options.parse(argv), reactor=reactor)
+    service.startService()
+    [(_, factory, _, _)] = reactor.tcpServers
+    for _ in range(3):
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        protocol.makeConnection(HalfCloseableTransport())
+    samples = parse(generate_latest(registry_of(service.collector)).decode())
+    assert samples["incproto_proxy_pending"] == 1
+    assert samples["incproto_proxy_refused_total"] == 2
+
+
 def test_pool_faults_are_counted_by_reason() -> None:
     from prometheus_client import generate_latest
 
