@@ -15,6 +15,12 @@ parser plugin, L{ProxyEndpointParser}) gives the same endpoint:
 C{serverFromString(reactor, "proxy:tcp:9090")}.  Twisted's C{haproxy:}
 prefix still means Twisted's wrapper; incproto's C{--port} maps it to
 C{proxy:} (L{from_haproxy}).
+
+Under C{proxy:ssl:...} the header is read before TLS, as a proxy passing
+TLS through sends it (HAProxy's C{server ... ssl send-proxy}): the header
+comes first on the connection, in clear, then the TLS handshake.  So the
+layers are PROXY, then TLS, then the application (L{with_tls}); Twisted's
+own C{haproxy:ssl:} puts TLS outside and waits for the header inside it.
 """
 
 from __future__ import annotations
@@ -387,12 +393,71 @@ class ProxyEndpoint:
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         """
         Listen on the wrapped endpoint with a L{ProxyFactory}, kept as
-        C{self.factory} (its counters are the endpoint's).
+        C{self.factory} (its counters are the endpoint's).  Where the
+        wrapped endpoint does TLS itself (an C{SSL4ServerEndpoint} built
+        directly, not from a C{proxy:ssl:} description), TLS stays outside
+        the header; see L{ProxyEndpointParser}.
         """
         self.factory = ProxyFactory(
             protocolFactory, self.clock, self.headerTimeout, self.maxPending
         )
         return self.wrappedEndpoint.listen(self.factory)
+
+
+def with_tls(factory: IProtocolFactory, contextFactory: Any) -> IProtocolFactory:
+    """
+    C{factory} with TLS added, as a C{listenSSL} call would add it, but
+    inside a L{ProxyFactory}: the same L{ProxyFactory} (its settings and
+    counters stay the endpoint's), now wrapping C{TLS(inner)}, so the PROXY
+    header is read in clear before the TLS handshake.  Any other factory
+    gets TLS outside, as C{listenSSL} does.
+
+    @param contextFactory: the server's TLS context factory, as given to
+        C{listenSSL}.
+    @return: a factory to listen with over plain TCP.
+    """
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    if not isinstance(factory, ProxyFactory):
+        return TLSMemoryBIOFactory(contextFactory, False, factory)
+    factory.wrappedFactory = TLSMemoryBIOFactory(
+        contextFactory, False, factory.wrappedFactory
+    )
+    return factory
+
+
+class TLSAfterProxyReactor:
+    """
+    A reactor for the endpoint under C{proxy:}: the given reactor, except
+    that C{listenSSL} of a L{ProxyFactory} listens with C{listenTCP} and
+    does TLS inside the PROXY layer (L{with_tls}).  Any other call, and
+    C{listenSSL} of any other factory, is the given reactor's own.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+    def listenSSL(
+        self,
+        port: int,
+        factory: IProtocolFactory,
+        contextFactory: Any,
+        backlog: int = 50,
+        interface: str = "",
+    ) -> IListeningPort:
+        """Listen on plain TCP with TLS after the PROXY header."""
+        if not isinstance(factory, ProxyFactory):
+            listening: IListeningPort = self._reactor.listenSSL(
+                port, factory, contextFactory, backlog, interface
+            )
+            return listening
+        tcp: IListeningPort = self._reactor.listenTCP(
+            port, with_tls(factory, contextFactory), backlog, interface
+        )
+        return tcp
 
 
 def from_haproxy(description: str) -> str:
@@ -421,6 +486,13 @@ class ProxyEndpointParser:
     C{proxy:ssl:443:privateKey=...}) gives a L{ProxyEndpoint} around that
     endpoint, with the default header timeout and no bound on connections
     waiting for their header.
+
+    Under C{proxy:ssl:} the PROXY header comes first, in clear, and TLS
+    after it, as HAProxy sends it (C{server ... ssl send-proxy}): the
+    wrapped endpoint is built on a L{TLSAfterProxyReactor}, so it listens
+    on plain TCP with C{ProxyFactory(TLS(factory))}.  The application's
+    C{transport.getPeer()} is the proxied client (TLS asks the PROXY
+    transport under it).
     """
 
     prefix = PREFIX
@@ -445,4 +517,5 @@ class ProxyEndpointParser:
                 for k, v in sorted(kwargs.items())
             ]
         )
-        return ProxyEndpoint(serverFromString(reactor, inner), reactor)
+        wrapped = serverFromString(TLSAfterProxyReactor(reactor), inner)
+        return ProxyEndpoint(wrapped, reactor)

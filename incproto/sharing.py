@@ -9,9 +9,13 @@ L{BindingReactor} answers those calls by binding a plain socket and keeping
 it, without serving it.  In a worker, L{AdoptingReactor} answers them by
 adopting the inherited socket instead of binding, and rebuilds what the
 description layers on top: TLS (C{ssl:}) here, PROXY (C{proxy:}) in the
-endpoint around it, which its parser builds.  So every endpoint kind that
-ends in one of those four calls works with workers: C{tcp:}, C{tcp6:},
-C{ssl:}, C{unix:}, C{systemd:}, each alone or under C{proxy:}.
+endpoint around it, which its parser builds.  Under C{proxy:ssl:} the
+parser's reactor (L{incproto.proxy.TLSAfterProxyReactor}, over the
+adopting one) turns C{listenSSL} into C{listenTCP} of PROXY(TLS(factory)),
+as in one process: the header is read in clear before the TLS handshake.
+So every endpoint kind that ends in one of those four calls works with
+workers: C{tcp:}, C{tcp6:}, C{ssl:}, C{unix:}, C{systemd:}, each alone or
+under C{proxy:}.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from incproto.proxy import ProxyEndpoint, split_proxy
+from incproto.proxy import ProxyEndpoint, split_proxy, with_tls
 
 # Families by the names a worker is told on its command line.
 FAMILIES = {"inet": socket.AF_INET, "inet6": socket.AF_INET6, "unix": socket.AF_UNIX}
@@ -213,9 +217,9 @@ class AdoptingReactor:
         *args: Any,
         **kwargs: Any,
     ) -> IListeningPort:
-        from twisted.protocols.tls import TLSMemoryBIOFactory
-
-        return self._adopt(TLSMemoryBIOFactory(contextFactory, False, factory))
+        # TLS outside, or inside a PROXY layer (where the proxy: parser's
+        # reactor does not already put it there): the header comes first.
+        return self._adopt(with_tls(factory, contextFactory))
 
 
 class SharedUNIXPort(unix.Port):

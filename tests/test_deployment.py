@@ -193,3 +193,58 @@ def connect_from(port: int, address: str) -> socket.socket:
     )
     sock.settimeout(TIMEOUT)
     return sock
+
+
+HAPROXY_TLS = """\
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend incproto
+    bind 127.0.0.1:{port}
+    default_backend incproto
+backend incproto
+    server a 127.0.0.1:{backend} ssl verify none send-proxy-v2
+"""
+
+
+@pytest.mark.skipif(not shutil.which("haproxy"), reason="needs haproxy")
+def test_haproxy_sends_the_proxy_header_then_tls(tmp_path: Path) -> None:
+    """
+    HAProxy's C{server ... ssl send-proxy-v2} writes the PROXY header in
+    clear, then does TLS: C{--port haproxy:ssl:...} reads them in that
+    order, and its log names the real client.
+    """
+    from tests.certificates import make_certificate
+
+    key, certificate = make_certificate(tmp_path)
+    started: List[ServerProcess] = []
+    try:
+        backend = ServerProcess(
+            [*TWISTD, "--port",
+             f"haproxy:ssl:0:interface=127.0.0.1:privateKey={key}:certKey={certificate}"],
+            tmp_path,
+        )  # fmt: skip
+        started.append(backend)
+        config = tmp_path / "haproxy.cfg"
+        port = free_port()
+        config.write_text(HAPROXY_TLS.format(port=port, backend=backend.port))
+        started.append(
+            ServerProcess(
+                ["haproxy", "-W", "-db", "-f", str(config)],
+                tmp_path,
+                listening=re.compile(rb"Loading success()"),
+            )
+        )
+        sock = connect_from(port, "127.0.1.9")
+        with sock:
+            client_port = sock.getsockname()[1]
+            sock.sendall(b"^abc$")
+            assert receive_exactly(sock, 4) == b"*bcd"
+        closed = f"connection from 127.0.1.9:{client_port} closed"
+        wait_until(lambda: closed in backend.output, closed)
+    finally:
+        for process in reversed(started):
+            process.stop()
+    assert "Traceback" not in backend.output, backend.output

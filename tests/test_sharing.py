@@ -8,20 +8,27 @@ import os
 import socket
 import stat
 from pathlib import Path
-from typing import Any, Generator
+from typing import Any, Generator, Optional
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.protocol import Factory
 
 from incproto import IncrementFactory
 from incproto.sharing import BoundSocket, adopted_endpoint, bind
-from tests.helpers import Client, within
+from tests.helpers import Client, RecordingFactory, within
 from tests.test_limit_tcp import connect
-from tests.test_proxy import v2
+from tests.test_proxy import (
+    HEADERS,
+    client_tls,
+    connect_proxied_tls,
+    increment_over,
+    v2,
+)
 
 
 @pytest.mark.parametrize(
@@ -30,6 +37,7 @@ from tests.test_proxy import v2
         ("tcp:0:interface=127.0.0.1:backlog=7", "inet", "127.0.0.1"),
         (r"tcp6:0:interface=\:\:1", "inet6", "::1"),
         ("haproxy:tcp:0:interface=127.0.0.1", "inet", "127.0.0.1"),
+        ("proxy:tcp:0:interface=127.0.0.1", "inet", "127.0.0.1"),
     ],
 )
 def test_bind_listens_without_serving(description: str, family: str, host: str) -> None:
@@ -124,6 +132,40 @@ def test_worker_rebuilds_tls_over_the_adopted_socket(
         yield port.stopListening()
 
 
+@pytest.mark.parametrize("header", HEADERS)
+@pytest_twisted.inlineCallbacks
+def test_worker_reads_the_proxy_header_before_tls(
+    tmp_path: Path, header: bytes
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    C{proxy:ssl:} with workers: the supervisor binds plain TCP, and the
+    worker reads the PROXY header in clear, then does TLS, as HAProxy's
+    C{ssl send-proxy} sends them; the protocol sees the proxied client.
+    """
+    pytest.importorskip("twisted.internet.ssl")
+    from tests.certificates import make_certificate
+
+    key, certificate = make_certificate(tmp_path)
+    description = (
+        f"proxy:ssl:0:interface=127.0.0.1:privateKey={key}:certKey={certificate}"
+    )
+    factory = RecordingFactory()
+    bound, port = _serve_bound(bind(description), description, factory)
+    try:
+        client = yield connect_proxied_tls(
+            bound.getHost().port, header, client_tls(certificate)
+        )
+        assert (yield increment_over(client)) == b"*bcd"
+        assert client.transport.getPeerCertificate() is not None
+        protocol = yield within(factory.connected)
+        assert protocol.transport.getPeer() == IPv4Address("TCP", "192.0.2.1", 56324)
+        client.transport.loseConnection()
+        yield within(client.closed)
+    finally:
+        bound.stopListening()
+        yield port.stopListening()
+
+
 @pytest_twisted.inlineCallbacks
 def test_a_worker_stopping_leaves_the_shared_unix_socket(
     tmp_path: Path,
@@ -154,11 +196,13 @@ def test_a_worker_stopping_leaves_the_shared_unix_socket(
     assert not path.exists()  # the supervisor removes what it created
 
 
-def _serve_bound(bound: BoundSocket, description: str) -> tuple[BoundSocket, Any]:
+def _serve_bound(
+    bound: BoundSocket, description: str, factory: Optional[IncrementFactory] = None
+) -> tuple[BoundSocket, Any]:
     """Adopt and serve C{bound} like another worker."""
     endpoint = adopted_endpoint(
         reactor, description, os.dup(bound.fileno()), bound.socket.family
     )
     listening: list[Any] = []
-    endpoint.listen(IncrementFactory()).addCallback(listening.append)
+    endpoint.listen(factory or IncrementFactory()).addCallback(listening.append)
     return bound, listening[0]
