@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import struct
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, Generator, List, Tuple
 
@@ -637,8 +639,8 @@ class ParserTLSTests(SynchronousTestCase):
     def test_proxy_ssl_listens_on_tcp_with_tls_inside_the_proxy(self) -> None:
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
-        directory = Path(self.mktemp())
-        directory.mkdir(parents=True)
+        directory = Path(tempfile.mkdtemp())  # not trial's mktemp: under
+        self.addCleanup(shutil.rmtree, directory)  # pytest it writes to cwd
         key, certificate = make_certificate(directory)
         reactor = MemoryReactor()
         endpoint = ProxyEndpointParser().parseStreamServer(
