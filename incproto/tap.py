@@ -17,7 +17,7 @@ import os
 import pickle
 import re
 import sys
-from typing import Any, Callable, Optional, Sequence, cast
+from typing import Any, Callable, List, Optional, Sequence, cast
 
 from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
@@ -44,7 +44,10 @@ def _checked(
     """An option coercer: C{convert}, then reject values not C{valid}."""
 
     def coerce(value: str) -> Any:
-        number = convert(value)
+        try:
+            number = convert(value)
+        except ValueError:
+            raise ValueError(f"{value!r} {problem}") from None
         if not valid(number):
             raise ValueError(f"{value} {problem}")
         return number
@@ -65,6 +68,19 @@ _positive_float = _checked(
     "is not a positive number of seconds",
     "Seconds, more than 0.",
 )
+
+
+def _naming(option: str, coerce: Callable[[str], Any]) -> Callable[[str], Any]:
+    """C{coerce}, with errors that name C{--option} (Twisted's do not)."""
+
+    def named(value: str) -> Any:
+        try:
+            return coerce(value)
+        except ValueError as e:
+            raise ValueError(f"--{option} {e}") from None
+
+    named.coerceDoc = getattr(coerce, "coerceDoc", None)  # type: ignore[attr-defined]
+    return named
 
 
 class Options(usage.Options):
@@ -218,6 +234,10 @@ class Options(usage.Options):
             "this many seconds to finish, then abort them.",
             _positive_float,
         ],
+    ]
+    optParameters = [
+        [*option[:4], _naming(option[0], option[4])] if len(option) > 4 else option
+        for option in cast(List[List[Any]], optParameters)
     ]
 
     @classmethod

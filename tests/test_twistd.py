@@ -151,7 +151,16 @@ def test_twist_serves(tmp_path: Path) -> None:
         (["--bogus"], "option --bogus not recognized"),
         (
             ["--backlog", "0"],
-            "Parameter type enforcement failed: 0 is not a positive integer",
+            "Parameter type enforcement failed: --backlog 0 is not a positive integer",
+        ),
+        (
+            ["--idle-timeout", "soon"],
+            "Parameter type enforcement failed: --idle-timeout 'soon' is not a "
+            "positive number of seconds",
+        ),
+        (
+            ["--port", "proxy:"],
+            "--port proxy:: proxy: needs an endpoint after it, as in proxy:tcp:9090",
         ),
     ],
 )
