@@ -22,12 +22,12 @@ from incproto import IncrementFactory
 from incproto.sharing import BoundSocket, adopted_endpoint, bind
 from tests.helpers import Client, RecordingFactory, within
 from tests.test_limit_tcp import connect
-from tests.test_proxy import (
+from tests.test_proxy import v2
+from tests.test_proxy_tls import (
     HEADERS,
     client_tls,
     connect_proxied_tls,
     increment_over,
-    v2,
 )
 
 
