@@ -9,7 +9,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-import pytest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.endpoints import (
     TCP4ServerEndpoint,
@@ -598,6 +597,13 @@ class DescriptionTests(SynchronousTestCase):
         for description in ("tcp:9090", "proxy", "haproxy:tcp:1", "unix:/a:proxy"):
             self.assertEqual(split_proxy(description), (False, description))
 
+    def test_proxy_alone_is_a_clear_error(self) -> None:
+        """C{proxy:} with nothing after it names the fix (the plugin's own
+        lookup is tested by test_twistd and test_packaging)."""
+        for args in [(), ("",)]:
+            with self.assertRaisesRegex(ValueError, "proxy: needs an endpoint after"):
+                ProxyEndpointParser().parseStreamServer(MemoryReactor(), *args)
+
     def test_the_endpoint_parser_wraps_the_endpoint_described(self) -> None:
         reactor = MemoryReactor()
         endpoint = ProxyEndpointParser().parseStreamServer(
@@ -616,14 +622,6 @@ class DescriptionTests(SynchronousTestCase):
         self.assertIsInstance(factory, ProxyFactory)
         unix = ProxyEndpointParser().parseStreamServer(reactor, "unix", "/run/a:b")
         self.assertEqual(unix.wrappedEndpoint._address, "/run/a:b")  # type: ignore[attr-defined]
-
-
-def test_proxy_alone_is_a_clear_error() -> None:
-    """C{proxy:} with nothing after it names the fix (the plugin's own
-    lookup is tested by test_twistd and test_packaging)."""
-    for args in [(), ("",)]:
-        with pytest.raises(ValueError, match="proxy: needs an endpoint after it"):
-            ProxyEndpointParser().parseStreamServer(MemoryReactor(), *args)
 
 
 class ParserTLSTests(SynchronousTestCase):
