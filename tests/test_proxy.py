@@ -671,3 +671,15 @@ class ParserTLSTests(SynchronousTestCase):
         plain = with_tls(inner, CertificateOptions())
         self.assertIsInstance(plain, TLSMemoryBIOFactory)
         self.assertIs(plain.wrappedFactory, inner)  # type: ignore[attr-defined]
+
+    def test_listen_ssl_defaults_are_twisteds(self) -> None:
+        """Called without backlog and interface, as reactor.listenSSL may
+        be: Twisted's defaults, 50 and all interfaces."""
+        from twisted.internet.ssl import CertificateOptions
+
+        reactor = MemoryReactor()
+        shim = TLSAfterProxyReactor(reactor)
+        factory = ProxyFactory(IncrementFactory(clock=reactor), Clock())
+        shim.listenSSL(9443, factory, CertificateOptions())
+        [(port, _, backlog, interface)] = reactor.tcpServers
+        self.assertEqual((port, backlog, interface), (9443, 50, ""))
