@@ -139,8 +139,11 @@ def test_tls_end_to_end(tmp_path: Path, certificate: List[Path]) -> None:
     "argv, reason",
     [
         (["--port", "ssl:0:privateKey=/nonexistent.pem"], "--port ssl:0:privateKey"),
-        (["--idle-timeout", "0"], "is not a positive number of seconds"),
-        (["--drain-timeout", "never"], "could not convert string to float"),
+        (
+            ["--idle-timeout", "0"],
+            "--idle-timeout 0 is not a positive number of seconds",
+        ),
+        (["--drain-timeout", "never"], "--drain-timeout 'never' is not a positive"),
     ],
 )
 def test_bad_configuration_is_one_line(
