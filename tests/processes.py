@@ -201,6 +201,38 @@ def send_while_reading(sock: socket.socket, chunks: Iterable[bytes]) -> bytes:
     return received
 
 
+def signal_mid_message(server: ServerProcess, signum: int, after: int) -> bytes:
+    """
+    Stream one endless message to C{server} while reading its replies; once
+    C{after} bytes have arrived, send the server C{signum} and read on until
+    it closes.  Return everything received (a reset raises
+    C{ConnectionResetError}).
+    """
+    sock = connect(server.port)
+    stop_sending = threading.Event()
+
+    def send() -> None:
+        chunk = b"a" * 65536
+        try:
+            sock.sendall(b"^")
+            while not stop_sending.is_set():
+                sock.sendall(chunk)
+        except OSError:
+            pass  # the server closed: expected
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    received = bytearray(receive_exactly(sock, after))
+    server.process.send_signal(signum)
+    try:
+        received += receive_all(sock)
+    finally:
+        stop_sending.set()
+        sock.close()
+        sender.join(TIMEOUT)
+    return bytes(received)
+
+
 def memory_kib(pid: int, field: str = "VmRSS") -> Optional[int]:
     """A memory figure of a process from /proc, in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

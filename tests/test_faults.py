@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import signal
 import socket
-import threading
 from pathlib import Path
 from typing import List
 
@@ -23,6 +22,7 @@ from tests.processes import (
     receive_all,
     receive_exactly,
     script,
+    signal_mid_message,
     start_incproto,
     wait_gone,
 )
@@ -140,25 +140,7 @@ def test_sighup_drains_a_single_server() -> None:
     long message gets a correct prefix of its replies and a FIN.
     """
     server = start_incproto("--drain-timeout", "10")
-    sock = connect(server.port)
-    stop_sending = threading.Event()
-
-    def send() -> None:
-        try:
-            sock.sendall(b"^")
-            while not stop_sending.is_set():
-                sock.sendall(b"a" * 65536)
-        except OSError:
-            pass  # the server closed: expected
-
-    sender = threading.Thread(target=send, daemon=True)
-    sender.start()
-    received = bytearray(receive_exactly(sock, 1 + MiB))
-    server.process.send_signal(signal.SIGHUP)
-    received += receive_all(sock)  # raises ConnectionResetError on a reset
-    stop_sending.set()
-    sock.close()
-    sender.join(TIMEOUT)
+    received = signal_mid_message(server, signal.SIGHUP, after=1 + MiB)
     status = server.process.wait(TIMEOUT)
     server.stop()
     assert received[:1] == b"*" and received.count(b"b") == len(received) - 1

@@ -9,7 +9,6 @@ import re
 import signal
 import socket
 import ssl
-import threading
 from pathlib import Path
 from typing import List
 
@@ -23,6 +22,7 @@ from tests.processes import (
     receive_exactly,
     run_command,
     script,
+    signal_mid_message,
     start_incproto,
 )
 
@@ -37,26 +37,7 @@ def test_sigterm_mid_message_delivers_a_prefix_then_a_fin() -> None:
     exits as twistd does after SIGTERM.
     """
     server = start_incproto("--drain-timeout", "10")
-    sock = connect(server.port)
-    stop_sending = threading.Event()
-
-    def send() -> None:
-        chunk = b"a" * 65536
-        try:
-            sock.sendall(b"^")
-            while not stop_sending.is_set():
-                sock.sendall(chunk)
-        except OSError:
-            pass  # the server closed: expected
-
-    sender = threading.Thread(target=send, daemon=True)
-    sender.start()
-    received = bytearray(receive_exactly(sock, 1 + MiB))
-    server.process.send_signal(signal.SIGTERM)
-    received += receive_all(sock)  # raises ConnectionResetError on a reset
-    stop_sending.set()
-    sock.close()
-    sender.join(TIMEOUT)
+    received = signal_mid_message(server, signal.SIGTERM, after=1 + MiB)
     status = server.process.wait(TIMEOUT)
     assert received[:1] == b"*"
     assert len(received) > 1 + MiB
