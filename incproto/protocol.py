@@ -75,6 +75,8 @@ class IncrementProtocol(Protocol):
     # Twisted types this as ITransport; it is really a TCP, UNIX or TLS
     # transport that is also a consumer and a push producer.
     transport: Any
+    # Writes to the transport: set when connected (incproto.writethrough).
+    _send: Callable[[bytes], None]
     log = Logger()
 
     def __init__(self) -> None:
@@ -95,7 +97,6 @@ class IncrementProtocol(Protocol):
         self._acknowledged = 0
         self._owed = False
         self._openedAt = 0.0
-        self._send: Optional[Callable[[bytes], None]] = None
 
     def connectionMade(self) -> None:
         """
@@ -118,6 +119,7 @@ class IncrementProtocol(Protocol):
                 idle=self._workDone,
                 limit=factory.workBuffer,
             )
+        self._send = writer(self.transport)  # see incproto.writethrough
         self._write(GREETING)
         self._acknowledged = self.bytesSent  # the peer's kernel, not its reading
 
@@ -326,8 +328,6 @@ class IncrementProtocol(Protocol):
         self.bytesSent += len(data)
         if self._idleTimer is not None:
             self._lastActivity = self.factory.clock.seconds()
-        if self._send is None:  # the greeting: see incproto.writethrough
-            self._send = writer(self.transport)
         self._send(data)
 
 
