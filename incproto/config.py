@@ -17,13 +17,14 @@ import json
 import re
 from typing import Optional
 
+from incproto.accesslog import STANDARD_OUTPUT, TWISTED_LOG
 from incproto.limit import DEFAULT_QUEUE_SIZE
+from incproto.offload import DEFAULT_DRAIN_TIMEOUT
 from incproto.proxy import from_haproxy, split_proxy
 
 DEFAULT_PORT = "9090"
 DEFAULT_BACKLOG = 1024
 DEFAULT_HANDLER = "incproto.handlers:increment_handler"
-DEFAULT_DRAIN_TIMEOUT = 30.0
 
 # Endpoint kinds whose parsers accept a backlog= argument.
 _BACKLOG_KINDS = frozenset({"tcp", "tcp6", "ssl", "unix"})
@@ -144,7 +145,8 @@ class ServerConfig:
         standard output sent as log events instead (a worker's standard
         output carries its log to the supervisor, which writes it).
         """
-        access_log = "log" if self.access_log == "-" else self.access_log
+        to_stdout = self.access_log == STANDARD_OUTPUT
+        access_log = TWISTED_LOG if to_stdout else self.access_log
         return dataclasses.replace(
             self, workers=None, metrics=None, access_log=access_log
         )

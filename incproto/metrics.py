@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -37,6 +38,7 @@ from incproto.limit import ConnectionLimit
 from incproto.offload import HandlerPool
 from incproto.protocol import IncrementFactory
 from incproto.proxy import ProxyEndpoint
+from incproto.service import ListeningService
 
 
 class IncprotoCollector:
@@ -317,10 +319,6 @@ def metrics_listener(reactor: Any, description: str, site: Site) -> Any:
 
     @return: a L{incproto.service.ListeningService} named C{metrics}.
     """
-    from twisted.internet.endpoints import serverFromString
-
-    from incproto.service import ListeningService
-
     listener = ListeningService(
         serverFromString(reactor, description),
         ConnectionLimit(site, MAX_SCRAPERS, queueSize=MAX_SCRAPERS, clock=reactor),

@@ -36,11 +36,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from incproto.config import DEFAULT_DRAIN_TIMEOUT
 from incproto.handlers import IPayloadHandler
 from incproto.reactors import global_reactor
 from incproto.signals import die_with_parent
 
+DEFAULT_DRAIN_TIMEOUT = 30.0
 POOL_NICENESS = 10
 # See ProcessHandlerPool.startService.
 GIL_SWITCH_INTERVAL = 0.001

@@ -75,6 +75,12 @@ class SignalHandling(Service):
         self.hangup = hangup
         self.stopping = False
 
+    def stop(self) -> None:
+        """Stop the reactor, unless a stop was asked for already."""
+        if not self.stopping:
+            self.stopping = True
+            self.reactor.stop()
+
     def startService(self) -> None:
         """
         Install the handlers once the reactor runs (it installs its own as it

@@ -24,8 +24,10 @@ from twisted.internet.interfaces import (
 from incproto.accesslog import FileAccessLog
 from incproto.accesslog import choose as choose_access_log
 from incproto.config import ServerConfig
-from incproto.handlers import load_handler
+from incproto.handlers import IPayloadHandler, load_handler
+from incproto.health import service_readiness
 from incproto.limit import ConnectionLimit
+from incproto.metrics import IncprotoCollector, metrics_listener, metrics_site
 from incproto.offload import HandlerPool, ProcessHandlerPool, ThreadHandlerPool
 from incproto.protocol import IncrementFactory
 from incproto.proxy import ProxyEndpoint
@@ -61,6 +63,7 @@ def serving_stack(
     endpoint: Optional[IStreamServerEndpoint] = None,
     hangup: Any = STOP,
     commandLine: Any = None,
+    handler: Optional[IPayloadHandler] = None,
 ) -> IncprotoService:
     """
     Build the service that serves C{config} in this process.
@@ -74,6 +77,8 @@ def serving_stack(
         graceful stop; C{None} (a worker) ignores it.
     @param commandLine: twistd's or twist's options, which pick the
         default access log (see L{incproto.accesslog.choose}).
+    @param handler: C{config.handler}, already loaded (by L{incproto.tap},
+        which checks it): a handler factory then runs once, not twice.
     @return: a service that listens while it runs, and raises
         L{incproto.service.ListenError} from its start if it cannot.
     """
@@ -82,7 +87,8 @@ def serving_stack(
     service = IncprotoService(config.drain_timeout, reactor)
 
     # The handler, inline or in a pool of threads or processes.
-    handler = load_handler(config.handler)
+    if handler is None:
+        handler = load_handler(config.handler)
     pool: Optional[HandlerPool] = None
     if config.pool_size:
         kind = ThreadHandlerPool if config.threads else ProcessHandlerPool
@@ -139,13 +145,9 @@ def serving_stack(
         pool.setServiceParent(service)
     drainer = DrainingService(increment, config.drain_timeout, reactor)
     drainer.setServiceParent(service)
-    from incproto.metrics import IncprotoCollector, metrics_listener, metrics_site
-
     proxy = endpoint if isinstance(endpoint, ProxyEndpoint) else None
     service.collector = IncprotoCollector(increment, limit, pool, proxy)
     if config.metrics is not None:
-        from incproto.health import service_readiness
-
         site = metrics_site(
             service.collector, reactor, service_readiness(listener, drainer)
         )

@@ -50,7 +50,8 @@ from twisted.logger import Logger, eventFromJSON
 from twisted.python.failure import Failure
 
 from incproto.config import ServerConfig
-from incproto.metrics import WorkersCollector
+from incproto.health import supervisor_readiness
+from incproto.metrics import WorkersCollector, metrics_listener, workers_metrics_site
 from incproto.reactors import global_reactor
 from incproto.service import ListeningService
 from incproto.sharing import BoundSocket, SharedSocketEndpoint
@@ -79,9 +80,6 @@ def supervise(
     pool = WorkerPool(config, reactor)
     pool.setServiceParent(service)
     if config.metrics is not None:
-        from incproto.health import supervisor_readiness
-        from incproto.metrics import metrics_listener, workers_metrics_site
-
         site = workers_metrics_site(pool.scrape, reactor, supervisor_readiness(pool))
         # Stopped last: /healthz answers 503 while the workers drain.
         service.addServiceStoppedLast(metrics_listener(reactor, config.metrics, site))
@@ -96,14 +94,12 @@ class WorkerProcess(ProcessProtocol):
     @ivar slot: the worker's number, from 1; a restarted worker keeps it.
     @ivar started: when it was spawned (reactor time).
     @ivar ended: fires when the process has exited.
-    @ivar retired: replaced by a reload, and draining; not restarted.
     """
 
     def __init__(self, pool: WorkerPool, slot: int, started: float) -> None:
         self.pool = pool
         self.slot = slot
         self.started = started
-        self.retired = False
         self.ended: Deferred[None] = Deferred()
         self._lines = {1: b"", 2: b"", METRICS_REPLIES: b""}
         self._asked: Deque[Deferred[Optional[str]]] = deque()
@@ -290,7 +286,6 @@ class WorkerPool(Service):
             count=len(old),
         )
         for worker in old:
-            worker.retired = True
             self.retired.add(worker)
             self.spawn(worker.slot)
             worker.signal(signal.SIGQUIT)
@@ -300,8 +295,8 @@ class WorkerPool(Service):
         if self.workers.get(worker.slot) is worker:
             del self.workers[worker.slot]
         how = _how_it_ended(reason)
-        if worker.retired:
-            self.retired.discard(worker)
+        if worker in self.retired:
+            self.retired.remove(worker)
             self.log.info("old worker {slot} {how}", slot=worker.slot, how=how)
             return
         if not self.running:

@@ -26,15 +26,11 @@ from twisted.python import usage
 
 import twisted
 from incproto._version import __version__
-from incproto.config import (
-    DEFAULT_BACKLOG,
-    DEFAULT_DRAIN_TIMEOUT,
-    DEFAULT_HANDLER,
-    DEFAULT_PORT,
-    ServerConfig,
-)
+from incproto.accesslog import STANDARD_OUTPUT, TWISTED_LOG
+from incproto.config import DEFAULT_BACKLOG, DEFAULT_HANDLER, DEFAULT_PORT, ServerConfig
 from incproto.handlers import load_handler
 from incproto.limit import DEFAULT_QUEUE_SIZE
+from incproto.offload import DEFAULT_DRAIN_TIMEOUT
 from incproto.proxy import split_proxy
 
 
@@ -276,7 +272,7 @@ class Options(usage.Options):
         for field in ("queue", "endpoint", "metrics"):
             self[field] = getattr(self.config, field)
         try:
-            handler = load_handler(self["handler"])
+            self.handler = handler = load_handler(self["handler"])
         except ValueError as e:
             raise usage.UsageError(f"--handler {self['handler']}: {e}") from None
         if self["processes"] is not None:
@@ -290,7 +286,7 @@ class Options(usage.Options):
         if self["metrics"] is not None:
             _check_endpoint("--metrics", metrics, self["metrics"])
         _check_endpoint("--port", self["port"], self["endpoint"])
-        if self["access-log"] not in (None, "-", "log"):
+        if self["access-log"] not in (None, STANDARD_OUTPUT, TWISTED_LOG):
             try:
                 open(self["access-log"], "a").close()
             except OSError as e:
@@ -363,4 +359,6 @@ def makeService(options: Options, reactor: Optional[IReactorTime] = None) -> ISe
         return supervise(options.config, reactor)
     from incproto.stack import serving_stack
 
-    return serving_stack(options.config, reactor, commandLine=options.parent)
+    return serving_stack(
+        options.config, reactor, commandLine=options.parent, handler=options.handler
+    )

@@ -115,10 +115,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     service = serving_stack(config, reactor, endpoint=endpoint, hangup=None)
     signals = cast(SignalHandling, service.getServiceNamed("signals"))
 
-    def stop() -> None:
-        if not signals.stopping:
-            signals.stopping = True
-            reactor.stop()
+    stop = signals.stop
 
     def orphaned() -> None:
         if not signals.stopping:

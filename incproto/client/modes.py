@@ -71,7 +71,6 @@ class Run:
             the target's reactor (see L{PerfCounterClock}).
         """
         self.target = target
-        self.reactor = target.reactor
         self.clock: IReactorTime = (
             PerfCounterClock(target.reactor) if clock is None else clock
         )
@@ -79,7 +78,6 @@ class Run:
         self.progress = progress
         self.connections: List[CheckedConnection] = []
         self.began = self.clock.seconds()
-        self.failed = False
         self.failure: Optional[str] = None
         self._watchdog = LoopingCall(self._watch)
         self._watchdog.clock = self.clock
@@ -120,8 +118,7 @@ class Run:
         return done
 
     def _closed(self, connection: CheckedConnection) -> CheckedConnection:
-        if connection.error is not None and not self.failed:
-            self.failed = True
+        if connection.error is not None and self.failure is None:
             # The cause: connections aborted below fail only because of it.
             self.failure = connection.error
             self.stopped()
@@ -330,7 +327,7 @@ class Ping(Run):
 
     def greeted(self) -> None:
         self._greeted += 1
-        if self._greeted == self.count and not self.failed:
+        if self._greeted == self.count and self.failure is None:
             self.sending = True
             self._started = self.clock.seconds()
             self._stop = self.clock.callLater(self.duration, self._finish)
