@@ -249,11 +249,11 @@ class IncrementProtocol(Protocol):
     def resumeProducing(self) -> None:
         """
         The client caught up with its replies: read its requests again
-        (unless the pool is behind on this connection's work).
+        (unless the pool is behind on this connection's work, or the
+        connection is closing or draining).
         """
         self._writesBlocked = False
-        if not self._workBlocked:
-            self.transport.resumeProducing()
+        self._resumeReading()
         if self._work is not None:
             self._work.writesPaused(False)
 
@@ -266,7 +266,13 @@ class IncrementProtocol(Protocol):
         self._workBlocked = paused
         if paused:
             self.transport.pauseProducing()
-        elif not (self._writesBlocked or self._closing or self._draining):
+        else:
+            self._resumeReading()
+
+    def _resumeReading(self) -> None:
+        """Read again, unless something still holds reading paused."""
+        blocked = self._writesBlocked or self._workBlocked
+        if not (blocked or self._closing or self._draining):
             self.transport.resumeProducing()
 
     def _workDone(self) -> None:

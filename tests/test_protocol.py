@@ -741,6 +741,21 @@ class MoreProtocolTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"*bcde")
         self.assertTrue(transport.write_closed)  # type: ignore[attr-defined]
 
+    def test_draining_does_not_resume_reading_when_the_client_catches_up(
+        self,
+    ) -> None:
+        """The pool caught up but still has work; the client then reads its
+        replies: while draining, nothing more is read all the same."""
+        pool = ManualPool()
+        factory = IncrementFactory(clock=Clock(), pool=pool, workBuffer=4)
+        protocol, transport = connect_to(factory)
+        protocol.dataReceived(b"^abcd")
+        protocol.shutdown()
+        pool.finish()  # work no longer blocks reading; one more job left
+        protocol.pauseProducing()  # the client stops reading ...
+        protocol.resumeProducing()  # ... and catches up
+        self.assertEqual(transport.producerState, "paused")
+
     def test_bytes_read_since_an_unowed_check_are_not_traffic(self) -> None:
         """A write at 12, read at once: the checks at 15 and 22 see it read
         with nothing owed at 10, so only the write counts (idle at 22)."""
