@@ -81,7 +81,6 @@ class AcceptControl:
         self.clock = clock
         self.perTurn = perTurn
         self.backoff = backoff
-        self.logInterval = logInterval
         self.acceptErrors = 0
         self.pauses = 0
         self._pausedFor: Set[str] = set()

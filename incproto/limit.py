@@ -292,13 +292,7 @@ class ConnectionLimit(FactoryWrapper):
         if full and self.accepting is not None and self._pacing is None:
             self.accepting.pause(FULL)
             self._pacing = self.clock.callLater(self.rejectPause, self._acceptAgain)
-        self._refusals.warn(
-            "{what} {peer}: {why}",
-            what="rejected",
-            peer=describe(connection.peer),
-            why=why,
-        )
-        connection.refuse()
+        self._refuse(connection, "rejected", why)
 
     def _acceptAgain(self) -> None:
         """The pause after a rejection is over, or room freed: accept."""
@@ -311,11 +305,12 @@ class ConnectionLimit(FactoryWrapper):
         self._leaveQueue(connection)
         self._acceptAgain()
         self.timedOut += 1
+        self._refuse(connection, "timed out", "queue timeout")
+
+    def _refuse(self, connection: LimitedConnection, what: str, why: str) -> None:
+        """Log (rate-limited) and close a connection without serving it."""
         self._refusals.warn(
-            "{what} {peer}: {why}",
-            what="timed out",
-            peer=describe(connection.peer),
-            why="queue timeout",
+            "{what} {peer}: {why}", what=what, peer=describe(connection.peer), why=why
         )
         connection.refuse()
 
@@ -410,13 +405,6 @@ class LimitedConnection(PassThrough):
             self.transport.loseConnection()
         else:
             self.transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        """
-        Forwarded once admitted.
-        """
-        if self.state == self.ACTIVE:
-            super().writeConnectionLost()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """

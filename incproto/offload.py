@@ -36,6 +36,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from incproto.closing import cancel
 from incproto.handlers import IPayloadHandler
 from incproto.reactors import global_reactor
 from incproto.signals import die_with_parent
@@ -200,8 +201,7 @@ class HandlerPool(Service):
             self._finished, job, ok, result))  # fmt: skip
 
     def _finished(self, job: Job, ok: bool, result: Any) -> None:
-        if job.timer is not None and job.timer.active():
-            job.timer.cancel()
+        cancel(job.timer)
         if job.abandoned:
             self._returned(job)  # its slot was given back when it timed out
             return

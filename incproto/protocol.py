@@ -77,6 +77,8 @@ class IncrementProtocol(Protocol):
     transport: Any
     # Writes to the transport: set when connected (incproto.writethrough).
     _send: Callable[[bytes], None]
+    # The inline handler's transform: set when connected.
+    _transform: Callable[[bytes], bytes]
     log = Logger()
 
     def __init__(self) -> None:
@@ -120,6 +122,7 @@ class IncrementProtocol(Protocol):
                 limit=factory.workBuffer,
             )
         self._send = writer(self.transport)  # see incproto.writethrough
+        self._transform = factory.handler.transform
         self._write(GREETING)
         self._acknowledged = self.bytesSent  # the peer's kernel, not its reading
 
@@ -149,7 +152,7 @@ class IncrementProtocol(Protocol):
             self._work.add(payload)
             return
         try:
-            reply = self.factory.handler.transform(payload)
+            reply = self._transform(payload)
         except Exception:
             self._handlerFailed(Failure())
         else:

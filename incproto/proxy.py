@@ -301,16 +301,6 @@ class ProxyProtocol(PassThrough):
         if not self.startWrapped(transport.getPeer(), transport, data):
             self._close()
 
-    def readConnectionLost(self) -> None:
-        """
-        End of input before the header (or after a refusal): close; after
-        it: pass through.
-        """
-        if self.wrapped is None:
-            self.transport.loseConnection()
-        else:
-            super().readConnectionLost()
-
 
 class ProxyFactory(FactoryWrapper):
     """
