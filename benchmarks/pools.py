@@ -183,7 +183,7 @@ def executor_rate(kind: str, handler: Any, jobs: int, size: int) -> float:
     queue to this thread (as C{callFromThread} hands them to the reactor)."""
     import queue
 
-    from incproto.offload import _transform
+    from incproto.pools import _transform
 
     submit, close = _submitter(kind, 2)
     results: queue.Queue[Any] = queue.Queue()

@@ -44,7 +44,7 @@ class AccessLog(Protocol):
         """
         Log one closed connection.
 
-        @param peer: the client's address, as L{incproto.addresses.describe}
+        @param peer: the client's address, as L{incproto._kernel.addresses.describe}
             writes it.
         @param why: why it closed (C{client closed}, C{shutdown}, ...).
         @param duration: how long it was open, in seconds.

@@ -3,8 +3,8 @@
 
 L{ServerConfig} holds every setting of the command line (L{incproto.tap}
 checks and fills it in), so that the serving stack
-(L{incproto.stack.serving_stack}) and the supervisor of C{--workers}
-(L{incproto.supervisor.supervise}) read one object, and a worker process
+(L{incproto.serving.stack.serving_stack}) and the supervisor of C{--workers}
+(L{incproto.workers.supervisor.supervise}) read one object, and a worker process
 receives the very same object (as JSON on its command line), not a command
 line rebuilt from it: every option reaches the workers because every field
 does.
@@ -19,7 +19,7 @@ from typing import Optional
 
 from incproto.accesslog import STANDARD_OUTPUT, TWISTED_LOG
 from incproto.limit import DEFAULT_QUEUE_SIZE
-from incproto.offload import DEFAULT_DRAIN_TIMEOUT
+from incproto.pools import DEFAULT_DRAIN_TIMEOUT
 from incproto.proxy import from_haproxy, split_proxy
 
 DEFAULT_PORT = "9090"

@@ -27,13 +27,13 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from incproto.accepting import AcceptControl
-from incproto.addresses import describe
-from incproto.closing import CloseDeadline, cancel, close_politely
-from incproto.quietlog import RateLimitedLog
-from incproto.reactors import global_reactor
-from incproto.sockets import reset_by_peer
-from incproto.wrapping import FactoryWrapper, PassThrough
+from incproto._kernel.accepting import AcceptControl
+from incproto._kernel.addresses import describe
+from incproto._kernel.closing import CloseDeadline, cancel, close_politely
+from incproto._kernel.ratelimit import RateLimitedLog
+from incproto._kernel.reactors import global_reactor
+from incproto._kernel.sockets import reset_by_peer
+from incproto._kernel.wrapping import FactoryWrapper, PassThrough
 
 UNIX_PEERS = "unix"
 DEFAULT_QUEUE_SIZE = 1024
@@ -85,7 +85,7 @@ class ConnectionLimit(FactoryWrapper):
     close), so a flood against a full limit would still take the reactor
     from the admitted clients.  Given its listening port's
     L{AcceptControl} (L{watchAccepting}; incproto's
-    L{incproto.service.ListeningService} does this), the limit paces its
+    L{incproto.serving.service.ListeningService} does this), the limit paces its
     rejections while full: after each, accepting stops for C{rejectPause}
     seconds, or until a slot or queue place frees.  Meanwhile new clients
     wait, ungreeted, in the kernel's listen queue (at most the listen

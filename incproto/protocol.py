@@ -3,7 +3,7 @@
 
 L{IncrementProtocol} is thin glue between a transport, the parser
 (L{incproto.parser.extract_payload}) and a payload handler, run inline or in
-a pool (L{incproto.offload}).  It is honest about flow control (it registers
+a pool (L{incproto.pools}).  It is honest about flow control (it registers
 as a streaming producer, so a client that does not read its replies stops
 being read from) and about half-close (a client that shuts down its sending
 side still gets every byte it is owed).
@@ -26,20 +26,20 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from incproto._kernel.addresses import describe
+from incproto._kernel.closing import CloseDeadline, cancel, close_politely
+from incproto._kernel.reactors import global_reactor
+from incproto._kernel.sockets import unacknowledged
+from incproto._kernel.writethrough import writer
 from incproto.accesslog import AccessLog, EventAccessLog
-from incproto.addresses import describe
-from incproto.closing import CloseDeadline, cancel, close_politely
 from incproto.handlers import IncrementHandler, IPayloadHandler
-from incproto.offload import (
+from incproto.parser import GREETING, extract_payload
+from incproto.pools import (
     HandlerPool,
     HandlerTimeoutError,
     OrderedWork,
     PoolProcessLostError,
 )
-from incproto.parser import GREETING, extract_payload
-from incproto.reactors import global_reactor
-from incproto.sockets import unacknowledged
-from incproto.writethrough import writer
 
 # Why a connection closed, as logged and counted by IncrementFactory.closedBy.
 CLIENT_CLOSED = "client closed"
@@ -75,7 +75,7 @@ class IncrementProtocol(Protocol):
     # Twisted types this as ITransport; it is really a TCP, UNIX or TLS
     # transport that is also a consumer and a push producer.
     transport: Any
-    # Writes to the transport: set when connected (incproto.writethrough).
+    # Writes to the transport: set when connected (incproto._kernel.writethrough).
     _send: Callable[[bytes], None]
     # The inline handler's transform: set when connected.
     _transform: Callable[[bytes], bytes]
@@ -121,7 +121,7 @@ class IncrementProtocol(Protocol):
                 idle=self._workDone,
                 limit=factory.workBuffer,
             )
-        self._send = writer(self.transport)  # see incproto.writethrough
+        self._send = writer(self.transport)  # see incproto._kernel.writethrough
         self._transform = factory.handler.transform
         self._write(GREETING)
         self._acknowledged = self.bytesSent  # the peer's kernel, not its reading
@@ -213,7 +213,7 @@ class IncrementProtocol(Protocol):
         The producer is unregistered first: Twisted's C{loseConnection()}
         waits for the write buffer to drain, and while a paused producer is
         registered a drained buffer resumes the producer instead of closing.
-        If the client is still sending, see L{incproto.closing}: the sending
+        If the client is still sending, see L{incproto._kernel.closing}: the sending
         side is shut down and input discarded until the client closes.  A
         client that neither reads what it is owed nor closes for
         C{factory.closeTimeout} seconds is aborted.

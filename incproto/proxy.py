@@ -8,7 +8,7 @@ proxy's address; it closes connections whose first read is shorter than a
 header; and it drops half-close.  L{ProxyEndpoint} instead starts the
 wrapped protocol only once the header is parsed, with C{getPeer()} and
 C{getHost()} already answering the proxied addresses, and forwards
-half-close like every incproto wrapper (L{incproto.wrapping.PassThrough}).
+half-close like every incproto wrapper (L{incproto._kernel.wrapping.PassThrough}).
 
 From an endpoint description, the C{proxy:} prefix (a Twisted endpoint
 parser plugin, L{ProxyEndpointParser}) gives the same endpoint:
@@ -47,11 +47,11 @@ from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
-from incproto.addresses import describe
-from incproto.closing import CloseDeadline, cancel, close_politely
-from incproto.quietlog import RateLimitedLog
-from incproto.reactors import global_reactor
-from incproto.wrapping import FactoryWrapper, PassThrough
+from incproto._kernel.addresses import describe
+from incproto._kernel.closing import CloseDeadline, cancel, close_politely
+from incproto._kernel.ratelimit import RateLimitedLog
+from incproto._kernel.reactors import global_reactor
+from incproto._kernel.wrapping import FactoryWrapper, PassThrough
 
 V1_PREFIX = b"PROXY "
 V1_MAX_LENGTH = 107  # the longest v1 header, CRLF included

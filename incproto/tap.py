@@ -3,8 +3,8 @@
 
 L{Options} checks the command line (bad input is a one-line usage error)
 and turns it into a L{ServerConfig}; L{makeService} hands that to the
-serving stack (L{incproto.stack.serving_stack}) or, with C{--workers}, to
-their supervisor (L{incproto.supervisor.supervise}).  The same works from
+serving stack (L{incproto.serving.stack.serving_stack}) or, with C{--workers}, to
+their supervisor (L{incproto.workers.supervisor.supervise}).  The same works from
 code::
 
     service = makeService(Options.parse(["--port", "9090"]))
@@ -30,7 +30,7 @@ from incproto.accesslog import STANDARD_OUTPUT, TWISTED_LOG
 from incproto.config import DEFAULT_BACKLOG, DEFAULT_HANDLER, DEFAULT_PORT, ServerConfig
 from incproto.handlers import load_handler
 from incproto.limit import DEFAULT_QUEUE_SIZE
-from incproto.offload import DEFAULT_DRAIN_TIMEOUT
+from incproto.pools import DEFAULT_DRAIN_TIMEOUT
 from incproto.proxy import split_proxy
 
 
@@ -344,20 +344,20 @@ def makeService(options: Options, reactor: Optional[IReactorTime] = None) -> ISe
     @param options: parsed L{Options}.
     @param reactor: the reactor to listen with and to time connections by;
         the global one by default.
-    @return: the serving stack (L{incproto.stack.serving_stack}), which
-        listens while it runs and raises L{incproto.service.ListenError}
+    @return: the serving stack (L{incproto.serving.stack.serving_stack}), which
+        listens while it runs and raises L{incproto.serving.service.ListenError}
         from its start if it cannot; with C{--workers}, their supervisor
-        (L{incproto.supervisor.supervise}), which binds the port and runs
+        (L{incproto.workers.supervisor.supervise}), which binds the port and runs
         that stack in each worker process.  Its children stop in order,
         within one C{--drain-timeout}; once the reactor runs, repeated stop
         signals are quiet and SIGHUP is graceful (a stop; with C{--workers}
         a rolling restart of the workers).
     """
     if options.config.workers is not None:
-        from incproto.supervisor import supervise
+        from incproto.workers.supervisor import supervise
 
         return supervise(options.config, reactor)
-    from incproto.stack import serving_stack
+    from incproto.serving.stack import serving_stack
 
     return serving_stack(
         options.config, reactor, commandLine=options.parent, handler=options.handler

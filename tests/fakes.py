@@ -52,7 +52,7 @@ def connect_to(
 class SocketLikeTransport(HalfCloseableTransport):
     """
     A half-closeable StringTransport with the write buffer attributes of a
-    Twisted socket transport, so that L{incproto.sockets.unacknowledged}
+    Twisted socket transport, so that L{incproto._kernel.sockets.unacknowledged}
     reads C{len(dataBuffer)} as the bytes the client has not acknowledged
     (set it to play a client that reads slowly, or not at all).
     """

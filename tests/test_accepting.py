@@ -1,4 +1,4 @@
-"""Tests for incproto.accepting: accepts per reactor turn on a real port,
+"""Tests for incproto._kernel.accepting: accepts per reactor turn on a real port,
 and accept errors (EMFILE) turned into a quiet pause."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.logger import Logger, globalLogPublisher
 
-from incproto.accepting import AcceptControl
+from incproto._kernel.accepting import AcceptControl
 from tests.helpers import listen
 
 

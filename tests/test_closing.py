@@ -1,4 +1,4 @@
-"""Tests for incproto.closing: the FIN-first close and its progress deadline,
+"""Tests for incproto._kernel.closing: the FIN-first close and its progress deadline,
 on a fake socket transport whose unacknowledged bytes a test sets."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from incproto.closing import CloseDeadline, cancel, close_politely
+from incproto._kernel.closing import CloseDeadline, cancel, close_politely
 from tests.fakes import SocketLikeTransport
 
 

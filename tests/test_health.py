@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.client import Agent, readBody
 
-from incproto.health import supervisor_readiness
+from incproto.serving.health import supervisor_readiness
 from incproto.tap import Options, makeService
 from tests.helpers import Client, connect, within
 from tests.processes import TIMEOUT, ServerProcess, script, wait_until

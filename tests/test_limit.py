@@ -20,9 +20,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from incproto import ConnectionLimit, IncrementFactory, IncrementProtocol
-from incproto.accepting import AcceptControl
+from incproto._kernel.accepting import AcceptControl
+from incproto._kernel.sockets import TCP_CLOSE
 from incproto.limit import LimitedConnection, peer_group
-from incproto.sockets import TCP_CLOSE
 from tests.fakes import HalfCloseableTransport, SocketLikeTransport
 from tests.test_accepting import FakePort
 
@@ -418,7 +418,7 @@ class NamedAddress:
 class ResettableTransport(SocketLikeTransport):
     """
     A socket-like transport whose kernel, asked for TCP_INFO, says whether
-    the client reset the connection (L{incproto.sockets.reset_by_peer}).
+    the client reset the connection (L{incproto._kernel.sockets.reset_by_peer}).
     """
 
     reset = False

@@ -23,7 +23,7 @@ from twisted.web.client import Agent, readBody
 from twisted.web.server import Site
 
 from incproto import IncrementFactory
-from incproto.metrics import (
+from incproto.serving.metrics import (
     FAILED_BODY,
     MAX_SCRAPERS,
     REQUEST_TIMEOUT,
@@ -155,7 +155,7 @@ def test_proxy_header_refusals_are_counted() -> None:
     from prometheus_client import generate_latest
     from twisted.internet.testing import MemoryReactorClock
 
-    from incproto.metrics import registry_of
+    from incproto.serving.metrics import registry_of
     from tests.fakes import HalfCloseableTransport
 
     reactor = MemoryReactorClock()
@@ -175,7 +175,7 @@ def test_pool_faults_are_counted_by_reason() -> None:
     from prometheus_client import generate_latest
 
     from incproto import IncrementFactory
-    from incproto.metrics import IncprotoCollector, registry_of
+    from incproto.serving.metrics import IncprotoCollector, registry_of
     from tests.test_offload import ManualPool
 
     pool = ManualPool()

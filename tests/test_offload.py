@@ -1,4 +1,4 @@
-"""Tests for incproto.offload and the protocol with a pool, on a pool whose
+"""Tests for incproto.pools and the protocol with a pool, on a pool whose
 jobs the test finishes by hand, in any order (no threads, no reactor)."""
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from incproto import IncrementFactory, offload
+from incproto import IncrementFactory, pools
 from incproto.handlers import IncrementHandler, IPayloadHandler
-from incproto.offload import (
+from incproto.pools import (
     HandlerPool,
     HandlerTimeoutError,
     Job,
@@ -648,7 +648,7 @@ class ThreadHandlerPoolTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = ImmediateReactor()
-        self.patch(offload, "time", SimpleNamespace(monotonic=self.clock.seconds))
+        self.patch(pools, "time", SimpleNamespace(monotonic=self.clock.seconds))
         self.events: List[Dict[str, Any]] = []
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
@@ -969,7 +969,7 @@ class ProcessHandlerPoolTests(SynchronousTestCase):
         fake_sys = SimpleNamespace(
             getswitchinterval=lambda: 0.005, setswitchinterval=intervals.append
         )
-        self.patch(offload, "sys", fake_sys)
+        self.patch(pools, "sys", fake_sys)
         pool = self.pool()
         self.assertTrue(pool.running)
         self.assertEqual(pool.pools, [pool.executor])
@@ -982,7 +982,7 @@ class ProcessHandlerPoolTests(SynchronousTestCase):
         pool = self.pool()
         d = pool.run(b"abc")
         [(function, args, timeout, future)] = pool.executor.scheduled
-        self.assertIs(function, offload._transform)
+        self.assertIs(function, pools._transform)
         self.assertEqual((args, timeout), ((pool.handler, b"abc"), 2.0))
         [job] = pool._jobs
         self.assertEqual(job.handle, (pool.executor, future))
@@ -1126,7 +1126,7 @@ class ProcessHandlerPoolTests(SynchronousTestCase):
         self.assertEqual(pool.pools, [old, new])
         self.assertEqual((pool.replaced, old.scheduled), (1, []))
         [(function, args, timeout, future)] = new.scheduled
-        self.assertIs(function, offload._transform)
+        self.assertIs(function, pools._transform)
         self.assertEqual((args, timeout), ((pool.handler, b"abc"), 2.0))
         [job] = pool._jobs
         self.assertEqual(job.handle, (new, future))
@@ -1290,7 +1290,7 @@ class ProcessHandlerPoolTests(SynchronousTestCase):
         executor.release = threading.Event()
         self.addCleanup(executor.release.set)
         d = pool.stopService()
-        self.clock.advance(offload.STOP_GRACE - 0.001)
+        self.clock.advance(pools.STOP_GRACE - 0.001)
         self.assertNoResult(d)
         self.clock.advance(0.001)
         self.assertIsNone(self.successResultOf(d))
@@ -1341,17 +1341,17 @@ class ProcessHelperTests(SynchronousTestCase):
     """The process pool's helpers, called directly."""
 
     def test_transform_runs_the_handler(self) -> None:
-        self.assertEqual(offload._transform(IncrementHandler(), b"abc"), b"bcd")
+        self.assertEqual(pools._transform(IncrementHandler(), b"abc"), b"bcd")
 
     def started(self, parent: int) -> List[Tuple[str, Any]]:
         calls: List[Tuple[str, Any]] = []
-        self.patch(offload, "os", SimpleNamespace(
+        self.patch(pools, "os", SimpleNamespace(
             nice=lambda n: calls.append(("nice", n)),
             getppid=lambda: 42,
             _exit=lambda code: calls.append(("exit", code)),
         ))  # fmt: skip
-        self.patch(offload, "die_with_parent", lambda s: calls.append(("die", s)))
-        offload._pool_process_started(parent)
+        self.patch(pools, "die_with_parent", lambda s: calls.append(("die", s)))
+        pools._pool_process_started(parent)
         return calls
 
     def test_a_pool_process_lowers_its_priority_and_dies_with_its_parent(
@@ -1373,21 +1373,21 @@ class ProcessHelperTests(SynchronousTestCase):
                 worker_manager=SimpleNamespace(workers={1: first, 2: second})
             ),
         )
-        offload._terminate_processes(pool)
+        pools._terminate_processes(pool)
         self.assertEqual(joins, [10.0])
         self.assertEqual((first.terminated, second.terminated), (True, True))
 
     def test_terminate_processes_of_a_pool_without_them(self) -> None:
-        offload._terminate_processes(object())
-        offload._terminate_processes(SimpleNamespace(_pool_manager=object()))
-        offload._terminate_processes(
+        pools._terminate_processes(object())
+        pools._terminate_processes(SimpleNamespace(_pool_manager=object()))
+        pools._terminate_processes(
             SimpleNamespace(_pool_manager=SimpleNamespace(worker_manager=object()))
         )
 
     def stderr_within(self, fd: Any) -> Tuple[Any, Any]:
         stderr = FakeStderr(fd)
         self.patch(sys, "stderr", stderr)
-        with offload._real_stderr():
+        with pools._real_stderr():
             inside = sys.stderr
         self.assertIs(sys.stderr, stderr)
         return stderr, inside
@@ -1411,7 +1411,7 @@ class ProcessHelperTests(SynchronousTestCase):
         stderr = FakeStderr(-1)
         self.patch(sys, "stderr", stderr)
         with self.assertRaises(ZeroDivisionError):
-            with offload._real_stderr():
+            with pools._real_stderr():
                 raise ZeroDivisionError
         self.assertIs(sys.stderr, stderr)
 
@@ -1439,7 +1439,7 @@ class ProcessHelperTests(SynchronousTestCase):
         [(size, kwargs, stderr)] = made
         self.assertEqual(size, 3)
         self.assertEqual(kwargs, {
-            "initializer": offload._pool_process_started,
+            "initializer": pools._pool_process_started,
             "initargs": (os.getpid(),),
             "context": multiprocessing.get_context("spawn"),
         })  # fmt: skip

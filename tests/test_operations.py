@@ -16,8 +16,12 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from incproto import IncrementFactory
-from incproto.filelimit import raise_file_limit
-from incproto.service import ABORT_GRACE, DrainingService, SequentialMultiService
+from incproto._kernel.filelimit import raise_file_limit
+from incproto.serving.service import (
+    ABORT_GRACE,
+    DrainingService,
+    SequentialMultiService,
+)
 from tests.fakes import connect_to
 from tests.test_offload import ManualPool
 

@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred
 
 from incproto import IncrementFactory, IncrementProtocol
 from incproto.handlers import HashingHandler, PurePythonHandler
-from incproto.offload import (
+from incproto.pools import (
     HandlerPool,
     HandlerTimeoutError,
     PoolProcessLostError,

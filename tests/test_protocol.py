@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from incproto import IncrementFactory, IncrementProtocol
 from incproto.handlers import IncrementHandler
-from incproto.offload import HandlerTimeoutError, PoolProcessLostError
+from incproto.pools import HandlerTimeoutError, PoolProcessLostError
 from incproto.protocol import (
     CLIENT_CLOSED,
     CLOSE_TIMEOUT,

@@ -643,7 +643,7 @@ class ParserTLSTests(SynchronousTestCase):
             privateKey=str(key),
             certKey=str(certificate),
         )
-        endpoint.maxPending = 3  # as incproto.stack sets it, before listening
+        endpoint.maxPending = 3  # as incproto.serving.stack sets it, before listening
         inner = IncrementFactory(clock=reactor)
         endpoint.listen(inner)
         self.assertEqual(reactor.sslServers, [])

@@ -1,4 +1,4 @@
-"""Tests for incproto.service.ListeningService."""
+"""Tests for incproto.serving.service.ListeningService."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from incproto import IncrementFactory
-from incproto.service import ListeningService
+from incproto.serving.service import ListeningService
 
 
 @implementer(IStreamServerEndpoint)
@@ -109,7 +109,7 @@ class OneStopDeadlineTests(SynchronousTestCase):
         """
         from twisted.internet.task import Clock
 
-        from incproto.service import DrainingService, SequentialMultiService
+        from incproto.serving.service import DrainingService, SequentialMultiService
         from tests.fakes import connect_to
         from tests.test_offload import ManualPool
 
@@ -145,7 +145,7 @@ class OneStopDeadlineTests(SynchronousTestCase):
         """
         from twisted.internet.task import Clock
 
-        from incproto.service import ABORT_GRACE, DrainingService
+        from incproto.serving.service import ABORT_GRACE, DrainingService
         from tests.fakes import connect_to
 
         clock = Clock()

@@ -19,7 +19,7 @@ from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.protocol import Factory
 
 from incproto import IncrementFactory
-from incproto.sharing import BoundSocket, adopted_endpoint, bind
+from incproto.workers.sharing import BoundSocket, adopted_endpoint, bind
 from tests.helpers import Client, RecordingFactory, within
 from tests.test_limit_tcp import connect
 from tests.test_proxy import v2

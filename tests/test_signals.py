@@ -8,7 +8,7 @@ from typing import Any, Callable, List
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from incproto.signals import STOP, SignalHandling
+from incproto.serving.signals import STOP, SignalHandling
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 

@@ -24,10 +24,10 @@ import incproto
 from incproto.config import ServerConfig, endpoint_description
 from incproto.handlers import IncrementHandler, IPayloadHandler, hashing
 from incproto.limit import DEFAULT_QUEUE_SIZE, ConnectionLimit
-from incproto.offload import HandlerPool, ProcessHandlerPool, ThreadHandlerPool
+from incproto.pools import HandlerPool, ProcessHandlerPool, ThreadHandlerPool
 from incproto.protocol import IncrementFactory
 from incproto.proxy import ProxyEndpoint
-from incproto.service import ListenError, ListeningService
+from incproto.serving.service import ListenError, ListeningService
 from incproto.tap import Options, makeService
 
 

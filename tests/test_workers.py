@@ -24,9 +24,10 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from incproto.config import ServerConfig
-from incproto.health import supervisor_readiness
-from incproto.metrics import registry_of
-from incproto.supervisor import (
+from incproto.serving.health import supervisor_readiness
+from incproto.serving.metrics import registry_of
+from incproto.tap import Options, makeService
+from incproto.workers.supervisor import (
     METRICS_REPLIES,
     METRICS_REQUESTS,
     METRICS_TIMEOUT,
@@ -34,7 +35,6 @@ from incproto.supervisor import (
     WorkerPool,
     WorkerProcess,
 )
-from incproto.tap import Options, makeService
 from tests.processes import (
     TIMEOUT,
     ServerProcess,
@@ -112,7 +112,7 @@ def test_workers_get_the_socket_as_fd_3_and_the_options(pool: Any) -> None:
     assert len(clock.spawned) == 2
     for spawn in clock.spawned:
         assert spawn["childFDs"][WORKER_FD] == pool_.socket.fileno()
-        assert spawn["args"][1:4] == ["-m", "incproto.worker", "inet"]
+        assert spawn["args"][1:4] == ["-m", "incproto.workers.worker", "inet"]
         config = ServerConfig.from_json(spawn["args"][4])
         assert (config.idle_timeout, config.workers) == (5.0, None)
         assert config.metrics is None

@@ -1,4 +1,4 @@
-"""Tests for incproto.wrapping: the pass-through every wrapper shares, on its
+"""Tests for incproto._kernel.wrapping: the pass-through every wrapper shares, on its
 own (ConnectionLimit and the PROXY wrapper test it in their settings)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from incproto.wrapping import FactoryWrapper, PassThrough
+from incproto._kernel.wrapping import FactoryWrapper, PassThrough
 from tests.fakes import HalfCloseableTransport
 
 ADDRESS = IPv4Address("TCP", "10.0.0.3", 40000)

@@ -1,4 +1,4 @@
-"""Tests for incproto.writethrough: replies sent at once on plain TCP, through
+"""Tests for incproto._kernel.writethrough: replies sent at once on plain TCP, through
 Twisted's buffer when the kernel or Twisted holds bytes already, and the
 transport's own write everywhere else."""
 
@@ -19,9 +19,9 @@ from twisted.internet.testing import StringTransport
 
 import incproto.protocol
 from incproto import ConnectionLimit, IncrementFactory, IncrementProtocol
+from incproto._kernel.sockets import _socket_transport
+from incproto._kernel.writethrough import writer
 from incproto.proxy import ProxyFactory
-from incproto.sockets import _socket_transport
-from incproto.writethrough import writer
 from tests.helpers import Client, connect, within
 from tests.test_limit_tcp import connect as connect_tls
 from tests.test_proxy import V1

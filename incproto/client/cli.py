@@ -400,7 +400,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from twisted.internet import reactor
     from twisted.logger import ILogObserver, Logger
 
-    from incproto.filelimit import raise_file_limit
+    from incproto._kernel.filelimit import raise_file_limit
 
     raise_file_limit(0, Logger(observer=cast(ILogObserver, lambda event: None)))
     outcome: List[int] = []

@@ -18,7 +18,7 @@ from typing import Any, Callable, List, Optional
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from zope.interface import implementer
 
-from incproto.reactors import global_reactor
+from incproto._kernel.reactors import global_reactor
 
 
 @implementer(IReactorTime)

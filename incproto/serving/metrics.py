@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_metrics -*-
 """Prometheus metrics for one incproto service, at /metrics (and its
-health, at /healthz: see L{incproto.health}).
+health, at /healthz: see L{incproto.serving.health}).
 
 Not C{prometheus_client.twisted.MetricsResource}: that imports the global
 reactor, renders in the reactor's shared thread pool, and reads the global
@@ -33,12 +33,12 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from incproto.health import HealthResource, ReadinessCheck
 from incproto.limit import ConnectionLimit
-from incproto.offload import HandlerPool
+from incproto.pools import HandlerPool
 from incproto.protocol import IncrementFactory
 from incproto.proxy import ProxyEndpoint
-from incproto.service import ListeningService
+from incproto.serving.health import HealthResource, ReadinessCheck
+from incproto.serving.service import ListeningService
 
 
 class IncprotoCollector:
@@ -214,7 +214,7 @@ def metrics_site(
     @param reactor: the time source for request timeouts; the global
         reactor by default.
     @param ready: if given, /healthz answers with it (see
-        L{incproto.health.HealthResource}).
+        L{incproto.serving.health.HealthResource}).
     """
     return _site(MetricsResource(registry_of(collector)), reactor, ready)
 
@@ -317,7 +317,7 @@ def metrics_listener(reactor: Any, description: str, site: Site) -> Any:
     The C{--metrics} listener: C{site} on the endpoint C{description},
     serving at most C{MAX_SCRAPERS} scrapers at once and queueing as many.
 
-    @return: a L{incproto.service.ListeningService} named C{metrics}.
+    @return: a L{incproto.serving.service.ListeningService} named C{metrics}.
     """
     listener = ListeningService(
         serverFromString(reactor, description),

@@ -52,8 +52,8 @@ def service_readiness(listener: Any, drainer: Any) -> ReadinessCheck:
     Readiness of one incproto process: its listener is listening and its
     drain has not begun (the listener stops first, then the drain runs).
 
-    @param listener: the L{incproto.service.ListeningService} of the port.
-    @param drainer: the L{incproto.service.DrainingService} of its
+    @param listener: the L{incproto.serving.service.ListeningService} of the port.
+    @param drainer: the L{incproto.serving.service.DrainingService} of its
         connections.
     """
 
@@ -72,7 +72,7 @@ def supervisor_readiness(pool: Any) -> ReadinessCheck:
     Readiness of a supervisor of workers: it is bound, not stopping, and
     has at least one live worker.
 
-    @param pool: the L{incproto.supervisor.WorkerPool}.
+    @param pool: the L{incproto.workers.supervisor.WorkerPool}.
     """
 
     def check() -> Optional[str]:

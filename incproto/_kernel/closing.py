@@ -16,7 +16,7 @@ from typing import Any, Union
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from incproto.sockets import unacknowledged
+from incproto._kernel.sockets import unacknowledged
 
 
 class CloseDeadline:

@@ -17,7 +17,7 @@ buffers it, pauses a streaming producer when its buffer fills, and reports
 errors the usual way.  While the connection is closing or half-closed, or a
 producer is paused, every write goes through Twisted, whose state machine
 owns those phases.  Bytes sent directly sit in the kernel's send queue, where
-L{incproto.sockets.unacknowledged} counts them as it counts Twisted's own.
+L{incproto._kernel.sockets.unacknowledged} counts them as it counts Twisted's own.
 
 Every other transport (TLS, UNIX sockets, which may carry file descriptors,
 a wrapper whose C{write} is not the TCP transport's own, a test's

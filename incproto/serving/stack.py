@@ -21,24 +21,24 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 
+from incproto._kernel.reactors import global_reactor
 from incproto.accesslog import FileAccessLog
 from incproto.accesslog import choose as choose_access_log
 from incproto.config import ServerConfig
 from incproto.handlers import IPayloadHandler, load_handler
-from incproto.health import service_readiness
 from incproto.limit import ConnectionLimit
-from incproto.metrics import IncprotoCollector, metrics_listener, metrics_site
-from incproto.offload import HandlerPool, ProcessHandlerPool, ThreadHandlerPool
+from incproto.pools import HandlerPool, ProcessHandlerPool, ThreadHandlerPool
 from incproto.protocol import IncrementFactory
 from incproto.proxy import ProxyEndpoint
-from incproto.reactors import global_reactor
-from incproto.service import (
+from incproto.serving.health import service_readiness
+from incproto.serving.metrics import IncprotoCollector, metrics_listener, metrics_site
+from incproto.serving.service import (
     DrainingService,
     FileLimitService,
     ListeningService,
     SequentialMultiService,
 )
-from incproto.signals import STOP, SignalHandling
+from incproto.serving.signals import STOP, SignalHandling
 
 # Descriptors a process needs beyond one per connection it may hold.
 SPARE_FILES = 64
@@ -80,7 +80,7 @@ def serving_stack(
     @param handler: C{config.handler}, already loaded (by L{incproto.tap},
         which checks it): a handler factory then runs once, not twice.
     @return: a service that listens while it runs, and raises
-        L{incproto.service.ListenError} from its start if it cannot.
+        L{incproto.serving.service.ListenError} from its start if it cannot.
     """
     if reactor is None:
         reactor = global_reactor()

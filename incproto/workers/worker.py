@@ -1,11 +1,11 @@
 # -*- test-case-name: tests.test_workers -*-
-"""One worker of C{--workers}: C{python -m incproto.worker FAMILY CONFIG}.
+"""One worker of C{--workers}: C{python -m incproto.workers.worker FAMILY CONFIG}.
 
-Its supervisor (L{incproto.supervisor}) starts it with the shared listening
+Its supervisor (L{incproto.workers.supervisor}) starts it with the shared listening
 socket as descriptor C{WORKER_FD}, C{FAMILY} naming the socket's address
 family (C{inet}, C{inet6} or C{unix}) and C{CONFIG} the supervisor's
 L{ServerConfig} as JSON.  The worker serves the socket with
-L{incproto.stack.serving_stack}, writes its log events as JSON lines on
+L{incproto.serving.stack.serving_stack}, writes its log events as JSON lines on
 standard output (the supervisor relays them), answers metrics requests
 (one line in on C{METRICS_REQUESTS}, one JSON line out on
 C{METRICS_REPLIES}), and exits when told to, or when its supervisor is
@@ -31,7 +31,7 @@ from incproto.config import ServerConfig
 WORKER_FD = 3
 METRICS_REQUESTS = 4
 METRICS_REPLIES = 5
-USAGE = "usage: python -m incproto.worker inet|inet6|unix CONFIG-JSON"
+USAGE = "usage: python -m incproto.workers.worker inet|inet6|unix CONFIG-JSON"
 
 
 class MetricsAnswers(LineOnlyReceiver):
@@ -66,7 +66,7 @@ def parse_arguments(argv: Sequence[str]) -> tuple[int, ServerConfig]:
 
     @raise SystemExit: with a one-line usage error for anything else.
     """
-    from incproto.sharing import FAMILIES
+    from incproto.workers.sharing import FAMILIES
 
     if len(argv) != 2 or argv[0] not in FAMILIES:
         sys.exit(USAGE)
@@ -88,10 +88,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     from twisted.internet.stdio import StandardIO
     from twisted.logger import globalLogBeginner, jsonFileLogObserver
 
-    from incproto.metrics import registry_of
-    from incproto.sharing import adopted_endpoint
-    from incproto.signals import SignalHandling, die_with_parent
-    from incproto.stack import serving_stack
+    from incproto.serving.metrics import registry_of
+    from incproto.serving.signals import SignalHandling, die_with_parent
+    from incproto.serving.stack import serving_stack
+    from incproto.workers.sharing import adopted_endpoint
 
     # The supervisor decides when workers stop: a terminal's Ctrl-C and
     # hangup reach the whole process group, and the supervisor turns them
@@ -151,7 +151,7 @@ def retire_gracefully(
     usual, which drains whatever is left.  A SIGTERM meanwhile stops at once.
 
     @param service: the worker's service, from
-        L{incproto.stack.serving_stack}.
+        L{incproto.serving.stack.serving_stack}.
     """
     listener = service.getServiceNamed("incproto")
     d = maybeDeferred(listener.stopService)

@@ -24,10 +24,10 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from incproto.accepting import DEFAULT_ACCEPTS_PER_TURN, AcceptControl
-from incproto.addresses import describe
-from incproto.filelimit import raise_file_limit
-from incproto.reactors import global_reactor
+from incproto._kernel.accepting import DEFAULT_ACCEPTS_PER_TURN, AcceptControl
+from incproto._kernel.addresses import describe
+from incproto._kernel.filelimit import raise_file_limit
+from incproto._kernel.reactors import global_reactor
 
 
 class ListenError(SystemExit, Exception):
@@ -231,7 +231,7 @@ class SequentialMultiService(MultiService):
     incproto, the listener first, then the connections' drain, then pools.
 
     Given a C{stopTimeout}, the whole stop has one deadline: children that
-    wait (L{DrainingService}, L{incproto.offload.HandlerPool}) wait only for
+    wait (L{DrainingService}, L{incproto.pools.HandlerPool}) wait only for
     what is left of it (L{time_left}), not each for a timeout of its own.
 
     @ivar stopDeadline: when the stop must be over (clock time), once

@@ -11,7 +11,7 @@ they stop.  A job that runs longer than C{handlerTimeout} fails with
 L{HandlerTimeoutError}; a job whose process died fails with
 L{PoolProcessLostError}; either way only that job's connection is affected.
 ("Worker" in incproto always means a serving process of C{--workers}, see
-L{incproto.supervisor}; these are handler pools.)  L{OrderedWork} keeps one job
+L{incproto.workers.supervisor}; these are handler pools.)  L{OrderedWork} keeps one job
 per connection in flight, so replies keep their order although pools finish
 jobs in any order.
 """
@@ -36,10 +36,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from incproto.closing import cancel
+from incproto._kernel.closing import cancel
+from incproto._kernel.reactors import global_reactor
 from incproto.handlers import IPayloadHandler
-from incproto.reactors import global_reactor
-from incproto.signals import die_with_parent
+from incproto.serving.signals import die_with_parent
 
 DEFAULT_DRAIN_TIMEOUT = 30.0
 POOL_NICENESS = 10
@@ -254,9 +254,9 @@ class HandlerPool(Service):
         """
         Wait for the work in flight (at most C{drainTimeout} seconds, or what
         is left of the stop deadline of the service this one belongs to:
-        see L{incproto.service.time_left}), then stop the pool.
+        see L{incproto.serving.service.time_left}), then stop the pool.
         """
-        from incproto.service import time_left
+        from incproto.serving.service import time_left
 
         super().stopService()
         timeout = time_left(self, self.drainTimeout, self.reactor)

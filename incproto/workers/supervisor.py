@@ -2,7 +2,7 @@
 """C{--workers N}: N processes serve one listening socket, and this one,
 their supervisor, keeps them running.
 
-The parent binds the socket once (L{incproto.sharing}) and passes it to
+The parent binds the socket once (L{incproto.workers.sharing}) and passes it to
 each worker as descriptor 3.  All workers accept from the one kernel queue,
 so a connection waits for whichever worker is free, a worker's death loses
 no queued connection, and any socket the parent can get works: one it bound
@@ -11,7 +11,7 @@ SO_REUSEPORT would give each worker a queue of its own, filled by a hash of
 the client's address whether that worker is busy or dead, and cannot carry a
 UNIX or systemd socket.
 
-A worker runs C{python -m incproto.worker} (L{incproto.worker}) with the
+A worker runs C{python -m incproto.workers.worker} (L{incproto.workers.worker}) with the
 socket's family and the parent's L{ServerConfig} (less C{workers} and
 C{metrics}), as JSON.  It writes its log events as
 JSON lines on its standard output; the parent publishes them into its own
@@ -49,15 +49,19 @@ from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger, eventFromJSON
 from twisted.python.failure import Failure
 
+from incproto._kernel.reactors import global_reactor
 from incproto.config import ServerConfig
-from incproto.health import supervisor_readiness
-from incproto.metrics import WorkersCollector, metrics_listener, workers_metrics_site
-from incproto.reactors import global_reactor
-from incproto.service import ListeningService
-from incproto.sharing import BoundSocket, SharedSocketEndpoint
-from incproto.signals import SignalHandling
-from incproto.stack import IncprotoService
-from incproto.worker import METRICS_REPLIES, METRICS_REQUESTS, WORKER_FD
+from incproto.serving.health import supervisor_readiness
+from incproto.serving.metrics import (
+    WorkersCollector,
+    metrics_listener,
+    workers_metrics_site,
+)
+from incproto.serving.service import ListeningService
+from incproto.serving.signals import SignalHandling
+from incproto.serving.stack import IncprotoService
+from incproto.workers.sharing import BoundSocket, SharedSocketEndpoint
+from incproto.workers.worker import METRICS_REPLIES, METRICS_REQUESTS, WORKER_FD
 
 METRICS_TIMEOUT = 5.0
 # Seconds from SIGTERM to SIGKILL beyond the workers' own drain timeout.
@@ -253,7 +257,7 @@ class WorkerPool(Service):
             [
                 self.executable,
                 "-m",
-                "incproto.worker",
+                "incproto.workers.worker",
                 bound.family,
                 self.config.to_json(),
             ],
