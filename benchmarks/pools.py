@@ -182,26 +182,25 @@ def executor_rate(kind: str, handler: Any, jobs: int, size: int) -> float:
     """Jobs per second through one pool, 4 in flight, results handed over a
     queue to this thread (as C{callFromThread} hands them to the reactor)."""
     import queue
-
-    from incproto.pools import _transform
+    from operator import methodcaller
 
     submit, close = _submitter(kind, 2)
     results: queue.Queue[Any] = queue.Queue()
     payload = b"a" * size
     try:
         for _ in range(8):  # warm up: every worker started and imported
-            submit(_transform, (handler, b"a"), results.put)
+            submit(methodcaller("transform", b"a"), (handler,), results.put)
         for _ in range(8):
             results.get(timeout=60)
         start = time.perf_counter()
         submitted = 0
         for _ in range(4):
-            submit(_transform, (handler, payload), results.put)
+            submit(methodcaller("transform", payload), (handler,), results.put)
             submitted += 1
         for _ in range(jobs):
             assert results.get(timeout=60)[:1] == b"b"
             if submitted < jobs:
-                submit(_transform, (handler, payload), results.put)
+                submit(methodcaller("transform", payload), (handler,), results.put)
                 submitted += 1
         return jobs / (time.perf_counter() - start)
     finally:

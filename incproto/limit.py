@@ -29,10 +29,11 @@ from twisted.python.failure import Failure
 
 from incproto._kernel.accepting import AcceptControl
 from incproto._kernel.addresses import describe
-from incproto._kernel.closing import CloseDeadline, cancel, close_politely
+from incproto._kernel.closing import CloseDeadline, close_politely
 from incproto._kernel.ratelimit import RateLimitedLog
 from incproto._kernel.reactors import global_reactor
 from incproto._kernel.sockets import reset_by_peer
+from incproto._kernel.timers import cancel
 from incproto._kernel.wrapping import FactoryWrapper, PassThrough
 
 UNIX_PEERS = "unix"

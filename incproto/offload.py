@@ -3,10 +3,10 @@ incproto 0.1 keep working; it goes in 1.0."""
 
 import warnings
 
+from incproto.ordered import OrderedWork  # noqa: F401
 from incproto.pools import (  # noqa: F401
     HandlerPool,
     HandlerTimeoutError,
-    OrderedWork,
     PoolProcessLostError,
     ProcessHandlerPool,
     ThreadHandlerPool,

@@ -27,19 +27,16 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from incproto._kernel.addresses import describe
-from incproto._kernel.closing import CloseDeadline, cancel, close_politely
+from incproto._kernel.closing import CloseDeadline, close_politely
 from incproto._kernel.reactors import global_reactor
 from incproto._kernel.sockets import unacknowledged
+from incproto._kernel.timers import cancel
 from incproto._kernel.writethrough import writer
 from incproto.accesslog import AccessLog, EventAccessLog
 from incproto.handlers import IncrementHandler, IPayloadHandler
+from incproto.ordered import OrderedWork
 from incproto.parser import GREETING, extract_payload
-from incproto.pools import (
-    HandlerPool,
-    HandlerTimeoutError,
-    OrderedWork,
-    PoolProcessLostError,
-)
+from incproto.pools import HandlerPool, HandlerTimeoutError, PoolProcessLostError
 
 # Why a connection closed, as logged and counted by IncrementFactory.closedBy.
 CLIENT_CLOSED = "client closed"
@@ -51,6 +48,13 @@ HANDLER_TIMEOUT = "handler timeout"
 POOL_PROCESS_LOST = "pool process lost"
 SHUTDOWN = "shutdown"
 SERVER_CLOSED = "server closed"
+
+# Why reading from the client is paused: bits of IncrementProtocol._readPauses.
+# Reading resumes only once none is left.
+WRITES_BLOCKED = 1  # the client is not reading its replies
+WORK_BEHIND = 2  # the pool is behind on this connection's work
+DRAINING = 4  # the server is stopping: answer what was read, read no more
+CLOSING = 8  # closing (incproto._kernel.closing reads only to discard)
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
@@ -87,10 +91,7 @@ class IncrementProtocol(Protocol):
         self.bytesSent = 0
         self._work: Optional[OrderedWork] = None
         self._producing = False
-        self._writesBlocked = False
-        self._workBlocked = False
-        self._closing = False
-        self._draining = False
+        self._readPauses = 0
         self._inputEnded = False
         self._closeReason: Optional[str] = None
         self._linger: Optional[CloseDeadline] = None
@@ -113,14 +114,7 @@ class IncrementProtocol(Protocol):
             )
         pool = factory.pool
         if pool is not None:
-            self._work = OrderedWork(
-                pool,
-                deliver=self._write,
-                failed=self._handlerFailed,
-                pause=self._pauseForWork,
-                idle=self._workDone,
-                limit=factory.workBuffer,
-            )
+            self._work = OrderedWork(pool, self, limit=factory.workBuffer)
         self._send = writer(self.transport)  # see incproto._kernel.writethrough
         self._transform = factory.handler.transform
         self._write(GREETING)
@@ -143,7 +137,7 @@ class IncrementProtocol(Protocol):
         self.bytesReceived += len(data)
         if self._idleTimer is not None:
             self._lastActivity = self.factory.clock.seconds()
-        if self._closing:
+        if self._readPauses & CLOSING:
             return
         payload, self.inMessage = extract_payload(data, self.inMessage)
         if not payload:
@@ -164,9 +158,9 @@ class IncrementProtocol(Protocol):
         the pool has answered, if there is one), then close.
         """
         self._inputEnded = True
-        if self._closing:
+        if self._readPauses & CLOSING:
             self.transport.loseConnection()
-        elif self._work is None or not self._work.busy:
+        elif not self._workBusy:
             self.finish(CLIENT_CLOSED)
 
     def writeConnectionLost(self) -> None:
@@ -182,8 +176,7 @@ class IncrementProtocol(Protocol):
         """
         cancel(self._linger)
         cancel(self._idleTimer)
-        if self._work is not None:
-            self._work.cancel()
+        self._dropWork()
         why = self._closeReason
         if self._linger is not None and self._linger.expired:
             why = CLOSE_TIMEOUT
@@ -198,9 +191,8 @@ class IncrementProtocol(Protocol):
         pool if it has work of this connection), read nothing more, then
         L{finish}.
         """
-        if self._work is not None and self._work.busy:
-            self._draining = True
-            self._pauseForWork(True)
+        if self._workBusy:
+            self._pauseReading(DRAINING)
         else:
             self.finish(SHUTDOWN)
 
@@ -220,13 +212,13 @@ class IncrementProtocol(Protocol):
 
         @param why: the reason, logged and counted when the connection closes.
         """
-        if self._closing or self.transport is None:
+        if self._readPauses & CLOSING or self.transport is None:
             return
-        self._closing = True
+        # No pauseProducing: the close reads on, only to discard.
+        self._readPauses |= CLOSING
         self._closeReason = why
         cancel(self._idleTimer)
-        if self._work is not None:
-            self._work.cancel()
+        self._dropWork()
         if self._producing:
             self.transport.unregisterProducer()
         clock, timeout = self.factory.clock, self.factory.closeTimeout
@@ -244,10 +236,7 @@ class IncrementProtocol(Protocol):
         The client is not reading its replies: stop reading its requests
         (and, with a pool, submitting its work or writing its results).
         """
-        self._writesBlocked = True
-        self.transport.pauseProducing()
-        if self._work is not None:
-            self._work.writesPaused(True)
+        self._pauseReading(WRITES_BLOCKED)
 
     def resumeProducing(self) -> None:
         """
@@ -255,34 +244,64 @@ class IncrementProtocol(Protocol):
         (unless the pool is behind on this connection's work, or the
         connection is closing or draining).
         """
-        self._writesBlocked = False
-        self._resumeReading()
+        self._resumeReading(WRITES_BLOCKED)
         if self._work is not None:
-            self._work.writesPaused(False)
+            self._work.writesResumed()
 
     def stopProducing(self) -> None:
         """
         The transport is going away; there is nothing of ours to stop.
         """
 
-    def _pauseForWork(self, paused: bool) -> None:
-        self._workBlocked = paused
-        if paused:
+    def _pauseReading(self, reason: int) -> None:
+        """Stop reading from the client, for C{reason} (a bit)."""
+        if not self._readPauses:
             self.transport.pauseProducing()
+        self._readPauses |= reason
+
+    def _resumeReading(self, reason: int) -> None:
+        """C{reason} no longer holds: read again unless another does."""
+        if self._readPauses & reason:
+            self._readPauses &= ~reason
+            if not self._readPauses:
+                self.transport.resumeProducing()
+
+    # What OrderedWork needs of its connection (incproto.ordered).
+
+    @property
+    def writesPaused(self) -> bool:
+        """Whether the client is not reading its replies now."""
+        return bool(self._readPauses & WRITES_BLOCKED)
+
+    def deliver(self, reply: bytes) -> None:
+        """Write a reply of the pool's."""
+        self._write(reply)
+
+    def workFailed(self, failure: Failure) -> None:
+        """A job of this connection's failed in the pool: close."""
+        self._handlerFailed(failure)
+
+    def workBehind(self, behind: bool) -> None:
+        """Pause reading while the pool is behind on this connection."""
+        if behind:
+            self._pauseReading(WORK_BEHIND)
         else:
-            self._resumeReading()
+            self._resumeReading(WORK_BEHIND)
 
-    def _resumeReading(self) -> None:
-        """Read again, unless something still holds reading paused."""
-        blocked = self._writesBlocked or self._workBlocked
-        if not (blocked or self._closing or self._draining):
-            self.transport.resumeProducing()
-
-    def _workDone(self) -> None:
+    def workDone(self) -> None:
+        """Every reply of the pool's is written: finish a close that waited."""
         if self._inputEnded:
             self.finish(CLIENT_CLOSED)
-        elif self._draining:
+        elif self._readPauses & DRAINING:
             self.finish(SHUTDOWN)
+
+    @property
+    def _workBusy(self) -> bool:
+        return self._work is not None and self._work.busy
+
+    def _dropWork(self) -> None:
+        if self._work is not None:
+            self._work.cancel()
 
     def _checkIdle(self) -> None:
         """

@@ -48,9 +48,10 @@ from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
 from incproto._kernel.addresses import describe
-from incproto._kernel.closing import CloseDeadline, cancel, close_politely
+from incproto._kernel.closing import CloseDeadline, close_politely
 from incproto._kernel.ratelimit import RateLimitedLog
 from incproto._kernel.reactors import global_reactor
+from incproto._kernel.timers import cancel
 from incproto._kernel.wrapping import FactoryWrapper, PassThrough
 
 V1_PREFIX = b"PROXY "

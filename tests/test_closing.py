@@ -7,7 +7,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from incproto._kernel.closing import CloseDeadline, cancel, close_politely
+from incproto._kernel.closing import CloseDeadline, close_politely
+from incproto._kernel.timers import cancel
 from tests.fakes import SocketLikeTransport
 
 

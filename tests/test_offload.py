@@ -24,16 +24,18 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from incproto import IncrementFactory, pools
+from incproto import IncrementFactory
 from incproto.handlers import IncrementHandler, IPayloadHandler
+from incproto.ordered import OrderedWork
 from incproto.pools import (
     HandlerPool,
     HandlerTimeoutError,
     Job,
-    OrderedWork,
     PoolProcessLostError,
     ProcessHandlerPool,
     ThreadHandlerPool,
+    _processes,
+    _threads,
 )
 from tests.fakes import connect_to
 from tests.test_parser import reference
@@ -81,6 +83,33 @@ class Failing:
         raise RuntimeError("handler broke")
 
 
+class RecordingConnection:
+    """The connection an OrderedWork works for, recording into a test's lists."""
+
+    def __init__(self, test: Any) -> None:
+        self.test = test
+        self.writesPaused = False
+
+    def deliver(self, reply: bytes) -> None:
+        self.test.delivered.append(reply)
+
+    def workFailed(self, failure: Failure) -> None:
+        self.test.failures.append(failure)
+
+    def workBehind(self, behind: bool) -> None:
+        self.test.pauses.append(behind)
+
+    def workDone(self) -> None:
+        self.test.idles += 1
+
+
+def writes_paused(work: OrderedWork, paused: bool) -> None:
+    """The connection's writes pause or resume, as its protocol reports them."""
+    work.connection.writesPaused = paused  # type: ignore[misc]
+    if not paused:
+        work.writesResumed()
+
+
 class OrderedWorkTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.pool = ManualPool()
@@ -88,14 +117,7 @@ class OrderedWorkTests(SynchronousTestCase):
         self.pauses: List[bool] = []
         self.idles = 0
         self.failures: List[Failure] = []
-
-        def idle() -> None:
-            self.idles += 1
-
-        self.work = OrderedWork(
-            self.pool, self.delivered.append, self.failures.append,
-            self.pauses.append, idle, limit=10,
-        )  # fmt: skip
+        self.work = OrderedWork(self.pool, RecordingConnection(self), limit=10)
 
     def test_one_job_at_a_time_batching_the_rest(self) -> None:
         self.work.add(b"ab")
@@ -125,12 +147,12 @@ class OrderedWorkTests(SynchronousTestCase):
 
     def test_nothing_submitted_or_written_while_writes_are_paused(self) -> None:
         self.work.add(b"ab")
-        self.work.writesPaused(True)
+        writes_paused(self.work, True)
         self.work.add(b"cd")
         self.pool.finish()
         self.assertEqual((self.delivered, self.pool.jobs), ([], []))
         self.assertTrue(self.work.busy)  # the reply is held
-        self.work.writesPaused(False)
+        writes_paused(self.work, False)
         self.assertEqual(self.delivered, [b"bc"])
         self.assertEqual([job[0] for job in self.pool.jobs], [b"cd"])
         self.pool.finish()
@@ -139,10 +161,12 @@ class OrderedWorkTests(SynchronousTestCase):
     def test_writes_paused_by_a_delivery_hold_the_next_job(self) -> None:
         self.work.add(b"ab")
         self.work.add(b"cd")
-        self.work.deliver = lambda reply: self.work.writesPaused(True)
+        self.work.connection.deliver = (  # type: ignore[method-assign]
+            lambda reply: writes_paused(self.work, True)
+        )
         self.pool.finish()
         self.assertEqual(self.pool.jobs, [])
-        self.work.writesPaused(False)
+        writes_paused(self.work, False)
         self.assertEqual([job[0] for job in self.pool.jobs], [b"cd"])
 
     def test_cancel_drops_results_quietly(self) -> None:
@@ -330,13 +354,7 @@ class OrderedWorkEdgeTests(SynchronousTestCase):
         self.failures: List[Failure] = []
 
     def work(self, limit: int = 10) -> OrderedWork:
-        def idle() -> None:
-            self.idles += 1
-
-        return OrderedWork(
-            self.pool, self.delivered.append, self.failures.append,
-            self.pauses.append, idle, limit=limit,
-        )  # fmt: skip
+        return OrderedWork(self.pool, RecordingConnection(self), limit=limit)
 
     def test_pauses_exactly_at_the_limit(self) -> None:
         work = self.work()
@@ -380,10 +398,10 @@ class OrderedWorkEdgeTests(SynchronousTestCase):
 
     def test_resumed_writes_submit_waiting_payload(self) -> None:
         work = self.work()
-        work.writesPaused(True)
+        writes_paused(work, True)
         work.add(b"x" * 10)
         self.assertEqual((self.pool.jobs, self.pauses), ([], [True]))
-        work.writesPaused(False)
+        writes_paused(work, False)
         self.assertEqual([job[0] for job in self.pool.jobs], [b"xxxxx"])
         self.assertEqual(self.pauses, [True])  # 5 waiting + 5 in flight
         self.pool.finish()
@@ -392,10 +410,10 @@ class OrderedWorkEdgeTests(SynchronousTestCase):
     def test_resumed_writes_after_cancel_do_nothing(self) -> None:
         work = self.work()
         work.add(b"ab")
-        work.writesPaused(True)
+        writes_paused(work, True)
         self.pool.finish()
         work.cancel()
-        work.writesPaused(False)
+        writes_paused(work, False)
         self.assertEqual(self.delivered, [])
 
     def test_a_delivery_that_cancels_stops_the_work(self) -> None:
@@ -408,20 +426,20 @@ class OrderedWorkEdgeTests(SynchronousTestCase):
             delivered.append(reply)
             work.cancel()
 
-        work.deliver = deliver
+        work.connection.deliver = deliver  # type: ignore[method-assign]
         self.pool.finish()
         self.assertEqual((delivered, self.pool.jobs, self.idles), ([b"bc"], [], 0))
 
     def test_nothing_is_carried_before_the_first_job(self) -> None:
         work = self.work()
-        work.writesPaused(True)
+        writes_paused(work, True)
         work.add(b"x" * 9)
         self.assertEqual((work.carried, self.pauses), (0, []))
 
     def test_resuming_with_nothing_waiting_submits_nothing(self) -> None:
         work = self.work()
-        work.writesPaused(True)
-        work.writesPaused(False)
+        writes_paused(work, True)
+        writes_paused(work, False)
         self.assertEqual((self.pool.jobs, work.busy), ([], False))
 
     def test_nothing_runs_after_a_failure(self) -> None:
@@ -430,13 +448,13 @@ class OrderedWorkEdgeTests(SynchronousTestCase):
         work.add(b"ab")
         work.add(b"cd")
         self.pool.finish()
-        work.writesPaused(False)
+        writes_paused(work, False)
         self.assertEqual((self.pool.jobs, len(self.failures)), ([], 1))
 
     def test_cancel_drops_a_held_reply(self) -> None:
         work = self.work()
         work.add(b"ab")
-        work.writesPaused(True)
+        writes_paused(work, True)
         self.pool.finish()
         self.assertTrue(work.busy)
         work.cancel()
@@ -648,7 +666,7 @@ class ThreadHandlerPoolTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = ImmediateReactor()
-        self.patch(pools, "time", SimpleNamespace(monotonic=self.clock.seconds))
+        self.patch(_threads, "time", SimpleNamespace(monotonic=self.clock.seconds))
         self.events: List[Dict[str, Any]] = []
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
@@ -969,7 +987,7 @@ class ProcessHandlerPoolTests(SynchronousTestCase):
         fake_sys = SimpleNamespace(
             getswitchinterval=lambda: 0.005, setswitchinterval=intervals.append
         )
-        self.patch(pools, "sys", fake_sys)
+        self.patch(_processes, "sys", fake_sys)
         pool = self.pool()
         self.assertTrue(pool.running)
         self.assertEqual(pool.pools, [pool.executor])
@@ -982,10 +1000,10 @@ class ProcessHandlerPoolTests(SynchronousTestCase):
         pool = self.pool()
         d = pool.run(b"abc")
         [(function, args, timeout, future)] = pool.executor.scheduled
-        self.assertIs(function, pools._transform)
+        self.assertIs(function, _processes._transform)
         self.assertEqual((args, timeout), ((pool.handler, b"abc"), 2.0))
         [job] = pool._jobs
-        self.assertEqual(job.handle, (pool.executor, future))
+        self.assertEqual((job.executor, job.future), (pool.executor, future))
         self.assertEqual((pool.inFlight, pool.completed), (1, 0))
         future.set_result(function(*args))
         self.assertEqual(self.successResultOf(d), b"bcd")
@@ -1104,7 +1122,7 @@ class ProcessHandlerPoolTests(SynchronousTestCase):
             [f"{pool!r}: replacing the process pool, because it broke"],
         )
         [job] = pool._jobs
-        self.assertEqual(job.handle, (new, new.future()))
+        self.assertEqual((job.executor, job.future), (new, new.future()))
         new.future().set_result(b"bcd")
         self.assertEqual(self.successResultOf(d), b"bcd")
         self.clock.settle()
@@ -1126,10 +1144,10 @@ class ProcessHandlerPoolTests(SynchronousTestCase):
         self.assertEqual(pool.pools, [old, new])
         self.assertEqual((pool.replaced, old.scheduled), (1, []))
         [(function, args, timeout, future)] = new.scheduled
-        self.assertIs(function, pools._transform)
+        self.assertIs(function, _processes._transform)
         self.assertEqual((args, timeout), ((pool.handler, b"abc"), 2.0))
         [job] = pool._jobs
-        self.assertEqual(job.handle, (new, future))
+        self.assertEqual((job.executor, job.future), (new, future))
         self.assertEqual(
             self.warnings(),
             [f"{pool!r}: replacing the process pool, because it broke"],
@@ -1154,7 +1172,7 @@ class ProcessHandlerPoolTests(SynchronousTestCase):
         self.assertEqual((args, timeout), ((pool.handler, b"abc"), 2.0))
         [job] = pool._jobs
         self.assertTrue(job.retried)
-        self.assertEqual(job.handle, (new, future))
+        self.assertEqual((job.executor, job.future), (new, future))
         self.assertEqual((pool.inFlight, pool.completed), (1, 0))
         future.set_result(b"bcd")
         self.assertEqual(self.successResultOf(d), b"bcd")
@@ -1290,7 +1308,7 @@ class ProcessHandlerPoolTests(SynchronousTestCase):
         executor.release = threading.Event()
         self.addCleanup(executor.release.set)
         d = pool.stopService()
-        self.clock.advance(pools.STOP_GRACE - 0.001)
+        self.clock.advance(_processes.STOP_GRACE - 0.001)
         self.assertNoResult(d)
         self.clock.advance(0.001)
         self.assertIsNone(self.successResultOf(d))
@@ -1341,17 +1359,17 @@ class ProcessHelperTests(SynchronousTestCase):
     """The process pool's helpers, called directly."""
 
     def test_transform_runs_the_handler(self) -> None:
-        self.assertEqual(pools._transform(IncrementHandler(), b"abc"), b"bcd")
+        self.assertEqual(_processes._transform(IncrementHandler(), b"abc"), b"bcd")
 
     def started(self, parent: int) -> List[Tuple[str, Any]]:
         calls: List[Tuple[str, Any]] = []
-        self.patch(pools, "os", SimpleNamespace(
+        self.patch(_processes, "os", SimpleNamespace(
             nice=lambda n: calls.append(("nice", n)),
             getppid=lambda: 42,
             _exit=lambda code: calls.append(("exit", code)),
         ))  # fmt: skip
-        self.patch(pools, "die_with_parent", lambda s: calls.append(("die", s)))
-        pools._pool_process_started(parent)
+        self.patch(_processes, "die_with_parent", lambda s: calls.append(("die", s)))
+        _processes._pool_process_started(parent)
         return calls
 
     def test_a_pool_process_lowers_its_priority_and_dies_with_its_parent(
@@ -1373,21 +1391,21 @@ class ProcessHelperTests(SynchronousTestCase):
                 worker_manager=SimpleNamespace(workers={1: first, 2: second})
             ),
         )
-        pools._terminate_processes(pool)
+        _processes._terminate_processes(pool)
         self.assertEqual(joins, [10.0])
         self.assertEqual((first.terminated, second.terminated), (True, True))
 
     def test_terminate_processes_of_a_pool_without_them(self) -> None:
-        pools._terminate_processes(object())
-        pools._terminate_processes(SimpleNamespace(_pool_manager=object()))
-        pools._terminate_processes(
+        _processes._terminate_processes(object())
+        _processes._terminate_processes(SimpleNamespace(_pool_manager=object()))
+        _processes._terminate_processes(
             SimpleNamespace(_pool_manager=SimpleNamespace(worker_manager=object()))
         )
 
     def stderr_within(self, fd: Any) -> Tuple[Any, Any]:
         stderr = FakeStderr(fd)
         self.patch(sys, "stderr", stderr)
-        with pools._real_stderr():
+        with _processes._real_stderr():
             inside = sys.stderr
         self.assertIs(sys.stderr, stderr)
         return stderr, inside
@@ -1411,7 +1429,7 @@ class ProcessHelperTests(SynchronousTestCase):
         stderr = FakeStderr(-1)
         self.patch(sys, "stderr", stderr)
         with self.assertRaises(ZeroDivisionError):
-            with pools._real_stderr():
+            with _processes._real_stderr():
                 raise ZeroDivisionError
         self.assertIs(sys.stderr, stderr)
 
@@ -1439,7 +1457,7 @@ class ProcessHelperTests(SynchronousTestCase):
         [(size, kwargs, stderr)] = made
         self.assertEqual(size, 3)
         self.assertEqual(kwargs, {
-            "initializer": pools._pool_process_started,
+            "initializer": _processes._pool_process_started,
             "initargs": (os.getpid(),),
             "context": multiprocessing.get_context("spawn"),
         })  # fmt: skip

@@ -21,6 +21,7 @@ from incproto.pools import HandlerTimeoutError, PoolProcessLostError
 from incproto.protocol import (
     CLIENT_CLOSED,
     CLOSE_TIMEOUT,
+    CLOSING,
     CONNECTION_LOST,
     HANDLER_ERROR,
     HANDLER_TIMEOUT,
@@ -507,7 +508,7 @@ class CloseAccountingTests(SynchronousTestCase):
         protocol = IncrementProtocol()
         protocol.factory = IncrementFactory(clock=Clock())
         protocol.finish()
-        self.assertFalse(protocol._closing)
+        self.assertFalse(protocol._readPauses & CLOSING)
 
 
 class HandlerFailureTests(SynchronousTestCase):

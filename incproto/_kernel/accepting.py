@@ -29,8 +29,8 @@ from typing import Any, Dict, Optional, Set, cast
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger, globalLogPublisher
 
-from incproto._kernel.closing import cancel
 from incproto._kernel.ratelimit import RateLimitedLog
+from incproto._kernel.timers import cancel
 
 DEFAULT_ACCEPTS_PER_TURN = 8
 ACCEPT_ERROR_BACKOFF = 1.0

@@ -12,9 +12,9 @@ of its replies, however slowly, is not cut off.
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 
 from incproto._kernel.sockets import unacknowledged
 
@@ -25,7 +25,7 @@ class CloseDeadline:
     seconds.  Progress is the peer acknowledging bytes sent to it (see
     L{unacknowledged}); once nothing is left to send, the deadline is final.
 
-    It can be cancelled like an C{IDelayedCall} (see L{cancel}).
+    It can be cancelled like an C{IDelayedCall} (see L{incproto._kernel.timers.cancel}).
 
     @ivar expired: whether the deadline passed and the connection was
         aborted.
@@ -83,11 +83,3 @@ def close_politely(
         shut_down_writing()
         transport.resumeProducing()
     return CloseDeadline(transport, clock, timeout)
-
-
-def cancel(timer: Union[IDelayedCall, CloseDeadline, None]) -> None:
-    """
-    Cancel C{timer} if it is still pending.
-    """
-    if timer is not None and timer.active():
-        timer.cancel()

@@ -8,7 +8,7 @@ from typing import Any, Optional
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from incproto._kernel.closing import cancel
+from incproto._kernel.timers import cancel
 
 
 class RateLimitedLog:

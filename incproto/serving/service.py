@@ -28,6 +28,7 @@ from incproto._kernel.accepting import DEFAULT_ACCEPTS_PER_TURN, AcceptControl
 from incproto._kernel.addresses import describe
 from incproto._kernel.filelimit import raise_file_limit
 from incproto._kernel.reactors import global_reactor
+from incproto._kernel.timers import time_left
 
 
 class ListenError(SystemExit, Exception):
@@ -154,20 +155,6 @@ class ListeningService(Service):
         return port
 
 
-def time_left(service: Any, timeout: float, clock: IReactorTime) -> float:
-    """
-    How long a stopping C{service} may wait: C{timeout} seconds, or, if its
-    parent has a stop deadline (L{SequentialMultiService.stopDeadline}), what
-    is left of it, so that one timeout bounds the whole stop.
-    """
-    deadline: Optional[float] = getattr(
-        getattr(service, "parent", None), "stopDeadline", None
-    )
-    if deadline is None or not IReactorTime.providedBy(clock):
-        return timeout
-    return max(0.0, min(timeout, deadline - clock.seconds()))
-
-
 # Seconds the drain waits, after aborting what is left, for the aborts to be
 # reported (Twisted reports each on the reactor's next turn).
 ABORT_GRACE = 1.0
@@ -232,7 +219,8 @@ class SequentialMultiService(MultiService):
 
     Given a C{stopTimeout}, the whole stop has one deadline: children that
     wait (L{DrainingService}, L{incproto.pools.HandlerPool}) wait only for
-    what is left of it (L{time_left}), not each for a timeout of its own.
+    what is left of it (L{incproto._kernel.timers.time_left}), not each for
+    a timeout of its own.
 
     @ivar stopDeadline: when the stop must be over (clock time), once
         stopping with a C{stopTimeout}; C{None} otherwise.

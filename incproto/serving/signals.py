@@ -18,16 +18,12 @@ SIGHUP a meaning:
   - in a worker, nothing: the supervisor decides.
 
 A SIGHUP that was ignored when the process started (C{nohup}) stays
-ignored.  L{die_with_parent} asks Linux for a signal when the parent goes:
-pool processes and C{--workers} workers use it so as never to outlive the
-process that started them.
+ignored.
 """
 
 from __future__ import annotations
 
-import ctypes
 import signal
-import sys
 from typing import Any, Callable
 
 from twisted.application.service import Service
@@ -35,27 +31,9 @@ from twisted.logger import Logger
 
 # What SIGHUP does: stop like SIGTERM (this), call a function, or nothing.
 STOP = "stop"
+
+
 # <linux/prctl.h>
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(signum: int) -> bool:
-    """
-    Ask Linux to send this process C{signum} when its parent exits
-    (C{prctl(PR_SET_PDEATHSIG)}; strictly, when the parent's thread that
-    started it exits).
-
-    @return: whether it was set (C{False} off Linux).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
-
-
 class SignalHandling(Service):
     """
     Install incproto's signal handling when the reactor runs.

@@ -88,8 +88,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     from twisted.internet.stdio import StandardIO
     from twisted.logger import globalLogBeginner, jsonFileLogObserver
 
+    from incproto._kernel.parentdeath import die_with_parent
     from incproto.serving.metrics import registry_of
-    from incproto.serving.signals import SignalHandling, die_with_parent
+    from incproto.serving.signals import SignalHandling
     from incproto.serving.stack import serving_stack
     from incproto.workers.sharing import adopted_endpoint
 

@@ -1,0 +1,284 @@
+# -*- test-case-name: tests.test_offload -*-
+"""L{ProcessHandlerPool}: a handler pool of processes (a C{pebble} pool), for
+handlers that hold the GIL, which survives its processes and kills a
+handler that runs too long."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+from contextlib import contextmanager, suppress
+from typing import Any, Callable, Iterator, Set, Tuple
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import TimeoutError as StopTimeoutError
+from twisted.python.failure import Failure
+
+from incproto._kernel.parentdeath import die_with_parent
+from incproto.handlers import IPayloadHandler
+from incproto.pools._base import (
+    HandlerPool,
+    HandlerTimeoutError,
+    Job,
+    PoolProcessLostError,
+)
+
+POOL_NICENESS = 10
+# See ProcessHandlerPool.startService.
+GIL_SWITCH_INTERVAL = 0.001
+# Seconds to wait for a pool's processes to stop, beyond the drain.
+STOP_GRACE = 10.0
+
+
+class _PoolBrokeError(Exception):
+    """A process pool failed a job that none of its processes held."""
+
+
+def _transform(handler: IPayloadHandler, payload: bytes) -> bytes:
+    """Run in a pool process: the handler arrives pickled."""
+    return handler.transform(payload)
+
+
+def _pool_process_started(parent: int) -> None:
+    """
+    Run in each pool process as it starts.
+
+    Lower its scheduling priority: every job crosses a few threads of the
+    reactor's process (hand-off, results, the reactor itself); when pool processes
+    keep every core busy, those latency-bound threads would otherwise wait a
+    time slice for each job.
+
+    Then make sure it cannot outlive the server: on Linux the kernel kills
+    it when its parent goes (C{PR_SET_PDEATHSIG}), and if the parent went
+    before that was set, it exits now.  (A process blocked on its task pipe
+    also sees end of file when the server dies; one busy in a handler would
+    not.)
+    """
+    os.nice(POOL_NICENESS)
+    die_with_parent(signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+class ProcessHandlerPool(HandlerPool):
+    """
+    A pool of C{size} processes, for handlers that hold the GIL: a
+    C{pebble.ProcessPool}, which knows which job each process holds, so a
+    process that dies fails only its job, and kills a process whose job runs
+    past C{handlerTimeout}; either way it starts a replacement.  A pool that
+    breaks as a whole (all processes gone, no new one can start) is replaced
+    by a new one at the next job.
+
+    Processes are started with C{spawn}: a forked one would inherit the
+    listening and client sockets (a close would send no FIN, a drained
+    server would still accept in the child), and a C{forkserver}'s
+    children outlive the server when the forkserver is killed, and look dead
+    to the pool while they still run.  Spawned processes are the server's
+    own children, and die with it (see L{_pool_process_started}).  The handler is
+    pickled with each job.
+
+    @ivar replaced: how many times a broken pool was replaced.
+    """
+
+    def __init__(self, handler: IPayloadHandler, size: int, **kwargs: Any) -> None:
+        super().__init__(handler, size, **kwargs)
+        self.executor: Any = None
+        self.replaced = 0
+        self._jobs: Set[Job] = set()
+
+    def startService(self) -> None:
+        """
+        Start the processes.
+
+        Also shorten this process's GIL switch interval (to at most 1 ms, from
+        Python's 5 ms): each job crosses several threads here (the reactor
+        and pebble's scheduling and result threads), and with the default
+        interval each hand-off can wait up to 5 ms for the GIL, which on a
+        64 KiB job costs more than the parallelism gains.  (The effect was
+        measured before pebble replaced C{multiprocessing.Pool}, which hands
+        jobs across the same kind of threads; C{benchmarks/pools.py}
+        measures the pools as they are.)
+        """
+        super().startService()
+        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL))
+        self.executor = self._newPool()
+
+    def _newPool(self) -> Any:
+        import pebble
+
+        with _real_stderr():
+            pool = pebble.ProcessPool(
+                self.size,
+                initializer=_pool_process_started,
+                initargs=(os.getpid(),),
+                context=multiprocessing.get_context("spawn"),
+            )
+            # Start the processes now, from this thread (the reactor's):
+            # their death signal follows the thread that started them.
+            if not pool.active:
+                raise RuntimeError("the process pool did not start")
+        return pool
+
+    def _call(self, job: Job, done: Callable[[bool, Any], None]) -> None:
+        pool = self.executor
+        if not pool.active:
+            pool = self._replace(pool, "it broke")
+        try:
+            future = pool.schedule(
+                _transform, (self.handler, job.payload), timeout=self.handlerTimeout
+            )
+        except RuntimeError:  # it broke just now
+            pool = self._replace(pool, "it broke")
+            future = pool.schedule(
+                _transform, (self.handler, job.payload), timeout=self.handlerTimeout
+            )
+        job.executor, job.future = pool, future
+        self._jobs.add(job)
+        future.add_done_callback(lambda f: done(*self._outcome(f)))
+
+    def _outcome(self, future: Any) -> Tuple[bool, Any]:
+        """Translate a finished pebble future (in any thread)."""
+        from concurrent.futures import CancelledError, TimeoutError
+        from concurrent.futures.process import BrokenProcessPool
+
+        import pebble
+
+        try:
+            return True, future.result()
+        except TimeoutError:
+            return False, HandlerTimeoutError(
+                f"the handler ran longer than {self.handlerTimeout}s; "
+                "its process was killed"
+            )
+        except pebble.ProcessExpired as e:
+            return False, PoolProcessLostError(
+                f"the process running the handler died ({e}, exit code {e.exitcode})"
+            )
+        except (BrokenProcessPool, CancelledError) as e:
+            return False, _PoolBrokeError(str(e) or type(e).__name__)
+        except BaseException as e:
+            return False, e
+
+    def _finished(self, job: Job, ok: bool, result: Any) -> None:
+        self._jobs.discard(job)
+        pool = job.executor
+        if isinstance(result, _PoolBrokeError):
+            # No process held this job: the pool broke around it (all its
+            # processes gone, or it was replaced).  Run it once more.
+            if self.running and not job.retried:
+                job.retried = True
+                if pool is self.executor and not pool.active:
+                    self._replace(pool, f"it broke ({result})")
+                self.inFlight -= 1
+                self._submit(job)
+                return
+            result = PoolProcessLostError(f"the process pool broke: {result}")
+        if isinstance(result, (PoolProcessLostError, HandlerTimeoutError)):
+            self.log.warn("{pool}: {error}", pool=self, error=str(result))
+            if self.running and pool is self.executor and not pool.active:
+                self._replace(pool, "its processes could not be replaced")
+        super()._finished(job, ok, result)
+
+    def _replace(self, broken: Any, why: str) -> Any:
+        """
+        Put a new pool in place of C{broken} (unless that was done already)
+        and stop the old one in a helper thread; the jobs it never answered
+        are run once more in the new one (see L{_finished}).
+        """
+        if broken is not self.executor:
+            return self.executor
+        self.replaced += 1
+        self.log.warn(
+            "{pool}: replacing the process pool, because {why}", pool=self, why=why
+        )
+        self.executor = self._newPool()
+        self._stopInThread(broken)
+        return self.executor
+
+    def _stopPool(self, idle: bool) -> Deferred[None]:
+        pool, self.executor = self.executor, None
+        if pool is None:
+            return succeed(None)
+        return self._stopInThread(pool)
+
+    def _stopInThread(self, pool: Any) -> Deferred[None]:
+        """
+        Stop a pebble pool (it terminates its processes, then kills those
+        that linger) and join its threads, in a daemon thread: never on the
+        reactor's.  Then fail the jobs it never answered.  Fires on the
+        reactor thread once done, or after C{STOP_GRACE} seconds.
+        """
+        stopped: Deferred[None] = Deferred()
+
+        def stop() -> None:
+            try:
+                pool.stop()
+                _terminate_processes(pool)
+                pool.join()
+            finally:
+                self.reactor.callFromThread(done)
+
+        def done() -> None:
+            thread.join(1.0)  # it ends as it hands this over
+            for job in list(self._jobs):
+                if job.executor is pool and not job.future.done():
+                    job.future.set_exception(_PoolBrokeError("its pool was stopped"))
+            if not stopped.called:
+                stopped.callback(None)
+
+        def late(failure: Failure) -> None:
+            # addTimeout fails a Deferred it cancelled with its TimeoutError.
+            failure.trap(StopTimeoutError)
+            self.log.warn(
+                "{pool}: its processes did not stop within {grace}s",
+                pool=self,
+                grace=STOP_GRACE,
+            )
+
+        thread = threading.Thread(target=stop, name="incproto pool stop", daemon=True)
+        thread.start()
+        return stopped.addTimeout(STOP_GRACE, self.reactor).addErrback(late)
+
+    def __repr__(self) -> str:
+        return f"ProcessHandlerPool({self.handler!r}, {self.size})"
+
+
+def _terminate_processes(pool: Any) -> None:
+    """
+    Terminate a stopped pebble pool's processes before it closes its
+    channels.  pebble closes them first, and a process still starting then
+    fails to unpickle the channel's lock and prints a traceback (seen when a
+    server stops within a second of starting).  Waits for the pool's manager
+    thread first, so that no process is started afterwards.
+    """
+    manager_loop = getattr(pool, "_pool_manager_loop", None)
+    if manager_loop is not None:
+        manager_loop.join(STOP_GRACE)
+    manager = getattr(getattr(pool, "_pool_manager", None), "worker_manager", None)
+    for process in list(getattr(manager, "workers", {}).values()):
+        with suppress(Exception):
+            process.terminate()
+
+
+@contextmanager
+def _real_stderr() -> Iterator[None]:
+    """
+    While starting helper processes, let C{sys.stderr} be the real one.
+    multiprocessing hands its helper processes C{sys.stderr}'s descriptor;
+    twistd replaces C{sys.stderr} with a log file whose C{fileno()} is -1,
+    which PyPy's C{spawnv_passfds} rejects ("bad value(s) in fds_to_keep").
+    """
+    stderr = sys.stderr
+    try:
+        usable = stderr.fileno() >= 0
+    except Exception:
+        usable = False
+    if not usable and sys.__stderr__ is not None:
+        sys.stderr = sys.__stderr__
+    try:
+        yield
+    finally:
+        sys.stderr = stderr
