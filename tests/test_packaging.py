@@ -22,7 +22,9 @@ FIND_PLUGIN = (
 PLUGIN_FILE = "import twisted.plugins.incproto_plugin as p; print(p.__file__)"
 PROXY_ENDPOINT = (
     "from twisted.internet.endpoints import serverFromString; "
-    "print(type(serverFromString(None, 'proxy:tcp:0')).__module__)"
+    "import incproto.proxy; "
+    "endpoint = serverFromString(None, 'proxy:tcp:0'); "
+    "print(type(endpoint) is incproto.proxy.ProxyEndpoint and 'incproto.proxy')"
 )
 
 
