@@ -23,17 +23,16 @@ from twisted.web.client import Agent, readBody
 from twisted.web.server import Site
 
 from incproto import IncrementFactory
-from incproto.serving.metrics import (
+from incproto.serving.metrics import IncprotoCollector
+from incproto.serving.web import (
     FAILED_BODY,
     MAX_SCRAPERS,
     REQUEST_TIMEOUT,
     SCRAPE_FAILED,
-    IncprotoCollector,
-    WorkersCollector,
     metrics_site,
-    workers_metrics_site,
 )
 from incproto.tap import Options, makeService
+from incproto.workers.metrics import WorkersCollector, workers_metrics_site
 from tests.helpers import Client, connect, within
 from tests.processes import run_command, script
 

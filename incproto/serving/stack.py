@@ -31,7 +31,7 @@ from incproto.pools import HandlerPool, ProcessHandlerPool, ThreadHandlerPool
 from incproto.protocol import IncrementFactory
 from incproto.proxy import ProxyEndpoint
 from incproto.serving.health import service_readiness
-from incproto.serving.metrics import IncprotoCollector, metrics_listener, metrics_site
+from incproto.serving.metrics import IncprotoCollector
 from incproto.serving.service import (
     DrainingService,
     FileLimitService,
@@ -39,6 +39,7 @@ from incproto.serving.service import (
     SequentialMultiService,
 )
 from incproto.serving.signals import STOP, SignalHandling
+from incproto.serving.web import metrics_listener, metrics_site
 
 # Descriptors a process needs beyond one per connection it may hold.
 SPARE_FILES = 64

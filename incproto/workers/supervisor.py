@@ -52,14 +52,11 @@ from twisted.python.failure import Failure
 from incproto._kernel.reactors import global_reactor
 from incproto.config import ServerConfig
 from incproto.serving.health import supervisor_readiness
-from incproto.serving.metrics import (
-    WorkersCollector,
-    metrics_listener,
-    workers_metrics_site,
-)
 from incproto.serving.service import ListeningService
 from incproto.serving.signals import SignalHandling
 from incproto.serving.stack import IncprotoService
+from incproto.serving.web import metrics_listener
+from incproto.workers.metrics import WorkersCollector, workers_metrics_site
 from incproto.workers.sharing import BoundSocket, SharedSocketEndpoint
 from incproto.workers.worker import METRICS_REPLIES, METRICS_REQUESTS, WORKER_FD
 

@@ -1,0 +1,113 @@
+# -*- test-case-name: tests.test_workers,tests.test_metrics -*-
+"""The metrics of a C{--workers} supervisor: each worker's, asked for at
+each scrape and merged with a C{worker} label (L{WorkersCollector}), and
+the supervisor's own."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterator, List, Optional, cast
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from incproto.serving.health import ReadinessCheck
+from incproto.serving.web import SCRAPE_FAILED, failed_scrape, site_of
+
+
+class WorkersCollector:
+    """
+    The metrics of several worker processes as one scrape: each worker's
+    samples with a C{worker} label (sum them in PromQL for the service), and
+    the supervisor's own.
+
+    @ivar texts: each worker's metrics in Prometheus's text format, by its
+        number, as of this scrape.
+    """
+
+    def __init__(self, texts: Dict[int, str], workers: int, restarts: int) -> None:
+        self.texts = texts
+        self.workers = workers
+        self.restarts = restarts
+
+    def collect(self) -> Iterator[Metric]:
+        """The merged metrics."""
+        yield GaugeMetricFamily(
+            "incproto_workers", "Worker processes running.", self.workers
+        )
+        yield CounterMetricFamily(
+            "incproto_worker_restarts", "Worker processes restarted.", self.restarts
+        )
+        families: Dict[str, Metric] = {}
+        for worker, text in sorted(self.texts.items()):
+            for family in text_string_to_metric_families(text):
+                merged = families.setdefault(
+                    family.name,
+                    Metric(family.name, family.documentation, family.type),
+                )
+                for sample in family.samples:
+                    labels = {**sample.labels, "worker": str(worker)}
+                    merged.samples.append(sample._replace(labels=labels))
+        yield from families.values()
+
+
+class WorkersMetricsResource(Resource):
+    """
+    Renders the workers' metrics, asked for at each scrape with C{scrape},
+    which fires with the L{WorkersCollector} to render.
+
+    Every scrape is answered, once C{scrape} has fired: if it fails, or
+    rendering its collector fails, with status 500 and a short text body,
+    the error being logged once.  A scraper that went away meanwhile gets
+    nothing written.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, scrape: Callable[[], Deferred[WorkersCollector]]) -> None:
+        super().__init__()
+        self.scrape = scrape
+
+    def render_GET(self, request: Request) -> Any:
+        """The merged metrics, once every worker has answered (or timed out)."""
+        lost: List[Failure] = []
+        request.notifyFinish().addErrback(lost.append)
+
+        def render(collector: WorkersCollector) -> bytes:
+            # Rendered straight from the collector: a registry would collect
+            # (and parse every worker's answer) once more to describe it.
+            return generate_latest(cast(CollectorRegistry, collector))
+
+        def answer(body: bytes) -> None:
+            if lost:
+                return
+            request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
+            request.write(body)
+            request.finish()
+
+        def fail(failure: Failure) -> None:
+            self.log.failure(SCRAPE_FAILED, failure)
+            if not lost:
+                request.write(failed_scrape(request))
+                request.finish()
+
+        maybeDeferred(self.scrape).addCallback(render).addCallbacks(answer, fail)
+        return NOT_DONE_YET
+
+
+def workers_metrics_site(
+    scrape: Callable[[], Deferred[WorkersCollector]],
+    reactor: Any = None,
+    ready: Optional[ReadinessCheck] = None,
+) -> Site:
+    """
+    A web site serving the workers' merged metrics at /metrics (and, if
+    C{ready} is given, the supervisor's health at /healthz).
+    """
+    return site_of(WorkersMetricsResource(scrape), reactor, ready)
