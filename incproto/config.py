@@ -67,8 +67,8 @@ class ServerConfig:
 
     @ivar port: where to listen (C{--port}): a port number or an endpoint
         description; also names the listener in messages.
-    @ivar endpoint: the server endpoint description listened on: by
-        default built from C{port} and C{backlog} (L{endpoint_description}).
+    @ivar endpoint: the server endpoint description listened on: unless
+        given, built from C{port} and C{backlog} (L{endpoint_description}).
     @ivar backlog: the listen backlog, for a C{port} that sets none.
     @ivar handler: the payload handler, as C{module:name}.
     @ivar queue: with C{max_connections}, the queue's size (never C{None}
@@ -82,7 +82,7 @@ class ServerConfig:
     """
 
     port: str = DEFAULT_PORT
-    endpoint: Optional[str] = None
+    endpoint: str = ""
     backlog: int = DEFAULT_BACKLOG
     max_connections: Optional[int] = None
     queue: Optional[int] = None
@@ -119,18 +119,12 @@ class ServerConfig:
                 "--handler-timeout needs --threads or --processes (an inline "
                 "handler runs on the reactor thread, which nothing can interrupt)"
             )
-        if self.endpoint is None:
+        if not self.endpoint:
             endpoint = endpoint_description(self.port, self.backlog)
             object.__setattr__(self, "endpoint", endpoint)
         if self.metrics is not None and re.fullmatch("[0-9]+", self.metrics):
             metrics = f"tcp:{self.metrics}:interface=127.0.0.1"
             object.__setattr__(self, "metrics", metrics)
-
-    @property
-    def listening_on(self) -> str:
-        """The endpoint description to listen on."""
-        assert self.endpoint is not None  # filled in at construction
-        return self.endpoint
 
     @property
     def pool_size(self) -> Optional[int]:

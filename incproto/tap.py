@@ -12,7 +12,6 @@ code::
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pickle
 import re
@@ -79,12 +78,21 @@ def _naming(option: str, coerce: Callable[[str], Any]) -> Callable[[str], Any]:
     return named
 
 
+def _with_named_errors(parameters: List[List[Any]]) -> List[List[Any]]:
+    """C{optParameters} whose coercers' errors name their option."""
+    return [
+        [*option[:4], _naming(option[0], option[4])] if len(option) > 4 else option
+        for option in parameters
+    ]
+
+
 class Options(usage.Options):
     """
     The command line of C{twistd incproto} and C{twist incproto}.
 
-    After parsing, C{self.config} holds what the options say, and
-    C{self["endpoint"]} the endpoint description to listen on.
+    After parsing, C{self.config} holds what the options say (a
+    L{ServerConfig}, with what derives from them filled in), and
+    C{self.handler} the handler loaded.
     """
 
     synopsis = "[options]"
@@ -100,141 +108,139 @@ class Options(usage.Options):
             "bytes); counters and metrics still count every connection.",
         ],
     ]
-    optParameters = [
+    optParameters = _with_named_errors(
         [
-            "port",
-            "p",
-            DEFAULT_PORT,
-            "Where to listen: a TCP port number, or a Twisted server endpoint "
-            "description (tcp:, tcp6:, unix:, ssl:, systemd:; under proxy: "
-            "(or haproxy:) each connection starts with a PROXY header).",
-        ],
-        [
-            "backlog",
-            None,
-            DEFAULT_BACKLOG,
-            "Listen backlog for tcp:, tcp6:, ssl: and unix: ports that do not "
-            "set backlog= themselves.",
-            _positive_int,
-        ],
-        [
-            "max-connections",
-            None,
-            None,
-            "Serve at most this many connections at once; hold the rest in a "
-            "queue (see --queue). No limit by default",
-            _positive_int,
-        ],
-        [
-            "queue",
-            None,
-            None,
-            "With --max-connections: how many connections may wait, accepted "
-            "but not greeted, for a free slot; beyond it they are closed. 0 "
-            f"rejects at once. {DEFAULT_QUEUE_SIZE} by default",
-            _non_negative_int,
-        ],
-        [
-            "queue-timeout",
-            None,
-            None,
-            "With --max-connections: close a connection that waited this long "
-            "in the queue. No timeout by default",
-            _positive_float,
-        ],
-        [
-            "max-per-peer",
-            None,
-            None,
-            "With --max-connections: at most this many connections (served and "
-            "waiting) from one client address",
-            _positive_int,
-        ],
-        [
-            "handler",
-            None,
-            DEFAULT_HANDLER,
-            "The payload handler, as module:name: a function bytes -> bytes, an "
-            "IPayloadHandler, or a callable that returns one. The module is "
-            "imported from sys.path or the current directory. "
-            "incproto.handlers:hashing and incproto.handlers:pure_python are "
-            "CPU-heavy demos.",
-        ],
-        [
-            "threads",
-            None,
-            None,
-            "Run the handler in a dedicated pool of this many threads (for "
-            "handlers that release the GIL). Inline on the reactor by default",
-            _positive_int,
-        ],
-        [
-            "processes",
-            None,
-            None,
-            "Run the handler in a pool of this many processes (for handlers "
-            "that hold the GIL). Inline on the reactor by default",
-            _positive_int,
-        ],
-        [
-            "handler-timeout",
-            None,
-            None,
-            "With --threads or --processes: close the connection of a handler "
-            "call that runs longer than this many seconds (a process running "
-            "it is killed and replaced; a thread cannot be: see docs/pools.md). "
-            "No limit by default",
-            _positive_float,
-        ],
-        [
-            "metrics",
-            None,
-            None,
-            "Serve Prometheus metrics at /metrics and health at /healthz "
-            "(200 while listening and not draining, else 503) on this "
-            "endpoint (a port number means tcp:PORT:interface=127.0.0.1). "
-            "Off by default.",
-        ],
-        [
-            "idle-timeout",
-            None,
-            None,
-            "Close connections with no traffic either way for this many "
-            "seconds. Off by default",
-            _positive_float,
-        ],
-        [
-            "workers",
-            None,
-            None,
-            "Serve the port from this many worker processes, supervised by "
-            "this one (restarted if they die, drained on shutdown). Limits "
-            "apply per worker. One process by default",
-            _positive_int,
-        ],
-        [
-            "access-log",
-            None,
-            None,
-            "Where each connection's close is logged: - (standard output) or "
-            "a file to append to, buffered and written at least once a "
-            "second; or log (an event in twistd's or twist's log, with "
-            "fields, at several times the CPU). Default: standard output when "
-            "the log is text there (twistd -n, twist on a terminal), else log.",
-        ],
-        [
-            "drain-timeout",
-            None,
-            DEFAULT_DRAIN_TIMEOUT,
-            "On shutdown (SIGTERM, SIGINT), give connections and handler work "
-            "this many seconds to finish, then abort them.",
-            _positive_float,
-        ],
-    ]
-    optParameters = [
-        [*option[:4], _naming(option[0], option[4])] if len(option) > 4 else option
-        for option in cast(List[List[Any]], optParameters)
-    ]
+            [
+                "port",
+                "p",
+                DEFAULT_PORT,
+                "Where to listen: a TCP port number, or a Twisted server endpoint "
+                "description (tcp:, tcp6:, unix:, ssl:, systemd:; under proxy: "
+                "(or haproxy:) each connection starts with a PROXY header).",
+            ],
+            [
+                "backlog",
+                None,
+                DEFAULT_BACKLOG,
+                "Listen backlog for tcp:, tcp6:, ssl: and unix: ports that do not "
+                "set backlog= themselves.",
+                _positive_int,
+            ],
+            [
+                "max-connections",
+                None,
+                None,
+                "Serve at most this many connections at once; hold the rest in a "
+                "queue (see --queue). No limit by default",
+                _positive_int,
+            ],
+            [
+                "queue",
+                None,
+                None,
+                "With --max-connections: how many connections may wait, accepted "
+                "but not greeted, for a free slot; beyond it they are closed. 0 "
+                f"rejects at once. {DEFAULT_QUEUE_SIZE} by default",
+                _non_negative_int,
+            ],
+            [
+                "queue-timeout",
+                None,
+                None,
+                "With --max-connections: close a connection that waited this long "
+                "in the queue. No timeout by default",
+                _positive_float,
+            ],
+            [
+                "max-per-peer",
+                None,
+                None,
+                "With --max-connections: at most this many connections (served and "
+                "waiting) from one client address",
+                _positive_int,
+            ],
+            [
+                "handler",
+                None,
+                DEFAULT_HANDLER,
+                "The payload handler, as module:name: a function bytes -> bytes, an "
+                "IPayloadHandler, or a callable that returns one. The module is "
+                "imported from sys.path or the current directory. "
+                "incproto.handlers:hashing and incproto.handlers:pure_python are "
+                "CPU-heavy demos.",
+            ],
+            [
+                "threads",
+                None,
+                None,
+                "Run the handler in a dedicated pool of this many threads (for "
+                "handlers that release the GIL). Inline on the reactor by default",
+                _positive_int,
+            ],
+            [
+                "processes",
+                None,
+                None,
+                "Run the handler in a pool of this many processes (for handlers "
+                "that hold the GIL). Inline on the reactor by default",
+                _positive_int,
+            ],
+            [
+                "handler-timeout",
+                None,
+                None,
+                "With --threads or --processes: close the connection of a handler "
+                "call that runs longer than this many seconds (a process running "
+                "it is killed and replaced; a thread cannot be: see docs/pools.md). "
+                "No limit by default",
+                _positive_float,
+            ],
+            [
+                "metrics",
+                None,
+                None,
+                "Serve Prometheus metrics at /metrics and health at /healthz "
+                "(200 while listening and not draining, else 503) on this "
+                "endpoint (a port number means tcp:PORT:interface=127.0.0.1). "
+                "Off by default.",
+            ],
+            [
+                "idle-timeout",
+                None,
+                None,
+                "Close connections with no traffic either way for this many "
+                "seconds. Off by default",
+                _positive_float,
+            ],
+            [
+                "workers",
+                None,
+                None,
+                "Serve the port from this many worker processes, supervised by "
+                "this one (restarted if they die, drained on shutdown). Limits "
+                "apply per worker. One process by default",
+                _positive_int,
+            ],
+            [
+                "access-log",
+                None,
+                None,
+                "Where each connection's close is logged: - (standard output) or "
+                "a file to append to, buffered and written at least once a "
+                "second; or log (an event in twistd's or twist's log, with "
+                "fields, at several times the CPU). Default: standard output when "
+                "the log is text there (twistd -n, twist on a terminal), else log.",
+            ],
+            [
+                "drain-timeout",
+                None,
+                DEFAULT_DRAIN_TIMEOUT,
+                "On shutdown (SIGTERM, SIGINT), give connections and handler work "
+                "this many seconds to finish, then abort them.",
+                _positive_float,
+            ],
+        ]
+    )
 
     @classmethod
     def parse(cls, argv: Sequence[str]) -> Options:
@@ -258,19 +264,14 @@ class Options(usage.Options):
         """
         Check that C{--port} names an endpoint, without listening yet.
         """
-        self["endpoint"] = None  # derived by the configuration
-        metrics = self["metrics"]
         try:
+            declared = [option[0] for option in self.optParameters + self.optFlags]
             self.config = ServerConfig(
-                **{
-                    field.name: self[field.name.replace("_", "-")]
-                    for field in dataclasses.fields(ServerConfig)
-                }
+                **{name.replace("-", "_"): self[name] for name in declared}
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
-        for field in ("queue", "endpoint", "metrics"):
-            self[field] = getattr(self.config, field)
+        config = self.config
         try:
             self.handler = handler = load_handler(self["handler"])
         except ValueError as e:
@@ -283,9 +284,9 @@ class Options(usage.Options):
                     "--processes needs a picklable handler (a module-level "
                     f"function, or an instance of a module-level class): {_reason(e)}"
                 ) from None
-        if self["metrics"] is not None:
-            _check_endpoint("--metrics", metrics, self["metrics"])
-        _check_endpoint("--port", self["port"], self["endpoint"])
+        if config.metrics is not None:
+            _check_endpoint("--metrics", self["metrics"], config.metrics)
+        _check_endpoint("--port", self["port"], config.endpoint)
         if self["access-log"] not in (None, STANDARD_OUTPUT, TWISTED_LOG):
             try:
                 open(self["access-log"], "a").close()

@@ -66,13 +66,13 @@ class OptionsTests(SynchronousTestCase):
         options = Options.parse([])
         self.assertEqual(options["port"], "9090")
         self.assertEqual(options["backlog"], 1024)
-        self.assertEqual(options["endpoint"], "tcp:9090:backlog=1024")
+        self.assertEqual(options.config.endpoint, "tcp:9090:backlog=1024")
 
     def test_port_and_backlog(self) -> None:
         options = Options.parse(
             ["--port", "tcp:0:interface=127.0.0.1", "--backlog", "9"]
         )
-        self.assertEqual(options["endpoint"], "tcp:0:interface=127.0.0.1:backlog=9")
+        self.assertEqual(options.config.endpoint, "tcp:0:interface=127.0.0.1:backlog=9")
 
     def assertUsageError(self, argv: list[str], message: str) -> None:
         error = self.assertRaises(usage.UsageError, Options.parse, argv)
@@ -236,7 +236,7 @@ class LimitOptionsTests(SynchronousTestCase):
 
     def test_queue_default_with_max_connections(self) -> None:
         options = Options.parse(["--max-connections", "2"])
-        self.assertEqual(options["queue"], DEFAULT_QUEUE_SIZE)
+        self.assertEqual(options.config.queue, DEFAULT_QUEUE_SIZE)
         self.assertEqual(options.config.queue, DEFAULT_QUEUE_SIZE)
 
     def test_bad_limit_values(self) -> None:
@@ -354,10 +354,10 @@ class ServerConfigTests(SynchronousTestCase):
 
     def test_the_endpoint_follows_the_port_and_backlog(self) -> None:
         config = ServerConfig(port="9193", backlog=7)
-        self.assertEqual(config.listening_on, "tcp:9193:backlog=7")
-        self.assertEqual(ServerConfig().listening_on, "tcp:9090:backlog=1024")
+        self.assertEqual(config.endpoint, "tcp:9193:backlog=7")
+        self.assertEqual(ServerConfig().endpoint, "tcp:9090:backlog=1024")
         given = ServerConfig(port="x", endpoint="unix:/run/a.sock")
-        self.assertEqual(given.listening_on, "unix:/run/a.sock")
+        self.assertEqual(given.endpoint, "unix:/run/a.sock")
 
     def test_the_queue_defaults_with_a_limit(self) -> None:
         self.assertEqual(ServerConfig(max_connections=5).queue, DEFAULT_QUEUE_SIZE)

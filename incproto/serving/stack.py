@@ -72,7 +72,7 @@ def serving_stack(
     @param config: what to serve, and how.
     @param reactor: listens, keeps time and runs the handler pool; the
         global reactor by default.
-    @param endpoint: where to listen, instead of C{config.listening_on} (a
+    @param endpoint: where to listen, instead of C{config.endpoint} (a
         worker's inherited socket).
     @param hangup: what SIGHUP does (see L{SignalHandling}): by default a
         graceful stop; C{None} (a worker) ignores it.
@@ -129,7 +129,7 @@ def serving_stack(
 
     # The endpoint; under proxy: it reads each PROXY header first.
     if endpoint is None:
-        endpoint = serverFromString(reactor, config.listening_on)
+        endpoint = serverFromString(reactor, config.endpoint)
     admitted = (config.max_connections or 0) + (config.queue or 0)
     if isinstance(endpoint, ProxyEndpoint) and limit is not None:
         # The limit counts a connection once its header names the client;

@@ -69,7 +69,7 @@ def supervise(
     config: ServerConfig, reactor: Optional[IReactorTime] = None
 ) -> IncprotoService:
     """
-    Build the service of C{--workers}: bind C{config.listening_on}, keep
+    Build the service of C{--workers}: bind C{config.endpoint}, keep
     C{config.workers} workers serving it, serve their merged metrics on
     C{config.metrics}, and make SIGHUP a rolling restart.
 
@@ -196,7 +196,7 @@ class WorkerPool(Service):
         self, config: ServerConfig, reactor: Any, executable: str = sys.executable
     ) -> None:
         """
-        @param config: what to serve: C{config.listening_on} is bound here,
+        @param config: what to serve: C{config.endpoint} is bound here,
             C{config.workers} workers serve it, each with
             C{config.for_worker()}, and any left C{KILL_GRACE} seconds
             after its C{drain_timeout} is killed.
@@ -204,7 +204,7 @@ class WorkerPool(Service):
         @param executable: the Python that runs the workers.
         """
         self.listener = ListeningService(
-            SharedSocketEndpoint(config.listening_on),
+            SharedSocketEndpoint(config.endpoint),
             Factory(),
             config.port,
             clock=reactor,

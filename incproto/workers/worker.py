@@ -111,7 +111,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         [jsonFileLogObserver(sys.stdout, recordSeparator="")],
         redirectStandardIO=False,
     )
-    endpoint = adopted_endpoint(reactor, config.listening_on, WORKER_FD, family)
+    endpoint = adopted_endpoint(reactor, config.endpoint, WORKER_FD, family)
     # A worker's SIGHUP is its supervisor's business.
     service = serving_stack(config, reactor, endpoint=endpoint, hangup=None)
     signals = cast(SignalHandling, service.getServiceNamed("signals"))
