@@ -48,13 +48,23 @@ SPARE_FILES = 64
 class IncprotoService(SequentialMultiService):
     """
     The service of an incproto server: its children stop one after the
-    other, within one C{drain_timeout}.
+    other, within one C{drain_timeout}.  L{serving_stack} gives it its
+    parts, for code that runs it (a C{--workers} worker) to reach them.
 
-    @ivar collector: the metrics collector of its connections (C{None} for
-        a supervisor of workers, whose metrics come from them).
+    @ivar factory: the protocol factory its connections are served by.
+    @ivar limit: the L{ConnectionLimit} around it, if any.
+    @ivar pool: the handler pool, if any.
+    @ivar listener: the listening service.
+    @ivar signals: its signal handling.
+    @ivar collector: the metrics collector of its connections.
     """
 
-    collector: Optional[Any] = None
+    factory: IncrementFactory
+    limit: Optional[ConnectionLimit] = None
+    pool: Optional[HandlerPool] = None
+    listener: ListeningService
+    signals: SignalHandling
+    collector: IncprotoCollector
 
 
 def serving_stack(
@@ -130,18 +140,18 @@ def serving_stack(
     # The endpoint; under proxy: it reads each PROXY header first.
     if endpoint is None:
         endpoint = serverFromString(reactor, config.endpoint)
-    admitted = (config.max_connections or 0) + (config.queue or 0)
+    held = (config.max_connections or 0) + (config.queue or 0)  # served + queued
     if isinstance(endpoint, ProxyEndpoint) and limit is not None:
         # The limit counts a connection once its header names the client;
-        # until then, hold no more than the limit would admit and queue.
-        endpoint.maxPending = admitted
+        # until then, hold no more than the limit would serve and queue.
+        endpoint.maxPending = held
     listener = ListeningService(endpoint, factory, config.port, clock=reactor)
     listener.setName("incproto")
 
     # The services, in the order they start; they stop in reverse.
     if isinstance(access_log, FileAccessLog):
         access_log.setServiceParent(service)  # after the drain logs its closes
-    FileLimitService(admitted + SPARE_FILES if limit else 0).setServiceParent(service)
+    FileLimitService(held + SPARE_FILES if limit else 0).setServiceParent(service)
     if pool is not None:
         pool.setServiceParent(service)
     drainer = DrainingService(increment, config.drain_timeout, reactor)
@@ -154,5 +164,8 @@ def serving_stack(
         )
         service.addServiceStoppedLast(metrics_listener(reactor, config.metrics, site))
     listener.setServiceParent(service)
-    SignalHandling(reactor, hangup).setServiceParent(service)
+    signals = SignalHandling(reactor, hangup)
+    signals.setServiceParent(service)
+    service.factory, service.limit, service.pool = increment, limit, pool
+    service.listener, service.signals = listener, signals
     return service

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from typing import Any, Callable, List, Optional, Sequence, cast
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, cast
 
 from twisted.internet.defer import Deferred, TimeoutError, maybeDeferred
 from twisted.internet.protocol import connectionDone
@@ -25,6 +25,9 @@ from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
 from incproto.config import ServerConfig
+
+if TYPE_CHECKING:
+    from incproto.serving.stack import IncprotoService
 
 # The descriptor a worker finds the listening socket on, and those it
 # reads metrics requests from and writes its answers to.
@@ -90,7 +93,6 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     from incproto._kernel.parentdeath import die_with_parent
     from incproto.serving.metrics import registry_of
-    from incproto.serving.signals import SignalHandling
     from incproto.serving.stack import serving_stack
     from incproto.workers.sharing import adopted_endpoint
 
@@ -114,8 +116,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     endpoint = adopted_endpoint(reactor, config.endpoint, WORKER_FD, family)
     # A worker's SIGHUP is its supervisor's business.
     service = serving_stack(config, reactor, endpoint=endpoint, hangup=None)
-    signals = cast(SignalHandling, service.getServiceNamed("signals"))
-
+    signals = service.signals
     stop = signals.stop
 
     def orphaned() -> None:
@@ -143,7 +144,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 def retire_gracefully(
-    service: Any, timeout: float, clock: Any, stop: Callable[[], None]
+    service: IncprotoService, timeout: float, clock: Any, stop: Callable[[], None]
 ) -> Deferred[None]:
     """
     Retire a worker replaced by a reload (SIGQUIT from the supervisor, as
@@ -154,9 +155,8 @@ def retire_gracefully(
     @param service: the worker's service, from
         L{incproto.serving.stack.serving_stack}.
     """
-    listener = service.getServiceNamed("incproto")
-    d = maybeDeferred(listener.stopService)
-    d.addCallback(lambda _: service.collector.factory.whenEmpty())
+    d: Deferred[Any] = maybeDeferred(service.listener.stopService)
+    d.addCallback(lambda _: service.factory.whenEmpty())
     d.addTimeout(timeout, clock)
     d.addErrback(lambda failure: failure.trap(TimeoutError))
     d.addCallback(lambda _: stop())
