@@ -164,7 +164,7 @@ def _import(module_name: str) -> Any:
     """
     Import C{module_name} from C{sys.path} or, failing that, from the
     current directory, which is then appended to C{sys.path} (so that
-    process-pool workers, which inherit C{sys.path}, find it too).
+    pool processes, which inherit C{sys.path}, find it too).
 
     @raise ValueError: with a one-line reason if it cannot be imported.
     """
