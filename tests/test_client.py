@@ -145,6 +145,7 @@ def test_the_mode_comes_first_and_defaults_to_series() -> None:
      (["flood", "127.0.0.1", "9090"],
       "unknown mode 'flood' (choose from series, ping, stream, burst, churn)"),
      (["ping", "h", "1", "2"], "expected HOST PORT, got h 1 2"),
+     (["ping", "--count", "5", "127.0.0.1", "9090"], "ping has no --count option"),
      (["stream", "--timeline", "t.svg", "127.0.0.1", "9090"],
       "stream has no --timeline option (it goes with series, burst)"),
      (["ping", "--timeline=t.svg", "127.0.0.1", "9090"],

@@ -112,6 +112,22 @@ _MODE_OPTIONS: List[Tuple[Tuple[str, ...], Tuple[str, ...], Dict[str, Any]]] = [
 ]  # fmt: skip
 
 
+# The options every mode takes (see _add_common), and help.
+_COMMON_OPTIONS = frozenset(
+    {
+        "--timeout",
+        "--json",
+        "--tls",
+        "--ca",
+        "--insecure",
+        "--quiet",
+        "-h",
+        "--help",
+        "--version",
+    }
+)
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("host", help="the server's name or address")
     p.add_argument("port", type=_port, help="the server's TCP port")
@@ -205,6 +221,8 @@ def _check_shape(argv: List[str], implied: bool) -> None:
             others = [m for m in MODES if name in _options_of(m)]
             if others and mode not in others:
                 fail(f"{mode} has no {name} option (it goes with {', '.join(others)})")
+            if not others and name not in _COMMON_OPTIONS:
+                fail(f"{mode} has no {name} option")
             skip = name in values and "=" not in token
         else:
             positional.append(token)
