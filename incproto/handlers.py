@@ -242,8 +242,10 @@ def load_handler(name: str) -> IPayloadHandler:
     if IPayloadHandler.providedBy(found):
         return found
     if not callable(found):
+        kind = type(found).__name__
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
         raise ValueError(
-            f"{name} is a {type(found).__name__}, not a handler: give a "
+            f"{name} is {article} {kind}, not a handler: give a "
             "function bytes -> bytes or an IPayloadHandler"
         )
     arity = 0 if isinstance(found, type) else _arity(found)

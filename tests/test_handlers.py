@@ -116,7 +116,7 @@ class LoadTests(SynchronousTestCase):
                 "tests.test_handlers:two_arguments",
                 "takes neither one argument (the payload bytes) nor none",
             ),
-            ("tests.test_handlers:not_callable", "is a int, not a handler"),
+            ("tests.test_handlers:not_callable", "is an int, not a handler"),
             ("incproto.no_such:x", "No module named 'incproto.no_such'"),
         ]:
             error = self.assertRaises(ValueError, load_handler, name)
