@@ -303,16 +303,39 @@ def _check_endpoint(option: str, given: str, description: str) -> None:
         # checks the description (and loads TLS keys) before twistd
         # daemonizes, without importing the global reactor here.
         serverFromString(cast(Any, None), description)
+        _check_unix_directory(description)
     except Exception as e:
         raise usage.UsageError(
             f"{option} {given}: {_explain(description, e)}"
         ) from None
 
 
+def _check_unix_directory(description: str) -> None:
+    """
+    A C{unix:} socket's directory must exist: Twisted would fail only when
+    listening, and then with the internals of its lock file.
+    """
+    kind, _, rest = split_proxy(description)[1].partition(":")
+    if kind != "unix":
+        return
+    path = rest.split(":", 1)[0]
+    if path.startswith("address="):
+        path = path[len("address=") :]
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise ValueError(f"no such directory: {directory}")
+
+
 def _explain(description: str, error: Exception) -> str:
     """Why an endpoint description failed to parse, in one line that names
     the fix where incproto knows it."""
-    kind = split_proxy(description)[1].split(":", 1)[0]
+    inner = split_proxy(description)[1]
+    kind = inner.split(":", 1)[0]
+    if "got multiple values for argument" in str(error):
+        return (
+            "a colon inside a value must be escaped with a backslash, as in "
+            "tcp6:9090:interface=\\:\\:1 (an IPv6 address)"
+        )
     if kind == "ssl" and isinstance(error, ImportError):
         return (
             "TLS needs pyOpenSSL, which is not installed: "

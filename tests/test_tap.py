@@ -79,6 +79,19 @@ class OptionsTests(SynchronousTestCase):
         self.assertIn(message, str(error))
         self.assertNotIn("\n", str(error))
 
+    def test_unix_socket_in_a_missing_directory(self) -> None:
+        self.assertUsageError(
+            ["--port", "unix:/nonexistent/x.sock"],
+            "--port unix:/nonexistent/x.sock: no such directory: /nonexistent",
+        )
+
+    def test_unescaped_ipv6_interface_names_the_escaping(self) -> None:
+        self.assertUsageError(
+            ["--port", "tcp6:9090:interface=::1"],
+            "a colon inside a value must be escaped with a backslash, as in "
+            "tcp6:9090:interface=\\:\\:1",
+        )
+
     def test_unknown_endpoint_type(self) -> None:
         self.assertUsageError(
             ["--port", "banana"], "--port banana: Unknown endpoint type: 'banana'"
