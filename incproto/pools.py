@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_offload -*-
+# -*- test-case-name: tests.unit.test_pools,tests.integration.test_pools -*-
 """Running payload handlers off the reactor thread: a bounded pool of
 threads or processes, and each connection's ordered stream of work.
 

@@ -16,6 +16,7 @@ from typing import Iterator, List, Tuple
 
 import pytest
 
+from tests.support.formats import reference
 from tests.support.netns import Namespace, impaired_namespace
 from tests.support.processes import (
     TIMEOUT,
@@ -25,7 +26,6 @@ from tests.support.processes import (
     script,
     send_while_reading,
 )
-from tests.unit.test_parser import reference
 
 STREAMS = 8
 STREAM_BYTES = (32 * 1024, 192 * 1024)

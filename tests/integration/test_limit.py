@@ -4,100 +4,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Generator, List, Optional, Tuple
+from typing import Any, Generator
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import (
-    TCP4ClientEndpoint,
-    UNIXClientEndpoint,
-    serverFromString,
-    wrapClientTLS,
-)
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory
 
-from incproto import ConnectionLimit, IncrementFactory
-from incproto.limit import LimitedConnection
 from incproto.tap import Options, makeService
-from tests.support.helpers import Client, within
-from tests.unit.test_proxy import V1, v2
-
-Pending = List[Tuple[Callable[[], bool], "Deferred[None]"]]
-
-
-class ObservedLimit(ConnectionLimit):
-    """A ConnectionLimit whose state changes can be waited for."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(IncrementFactory(), *args, **kwargs)
-        self._pending: Pending = []
-
-    def until(self, predicate: Callable[[], bool]) -> Deferred[None]:
-        """Fire once C{predicate()} holds after a connection arrives or leaves."""
-        if predicate():
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._pending.append((predicate, d))
-        return within(d)
-
-    def _changed(self) -> None:
-        ready = [(p, d) for p, d in self._pending if p()]
-        self._pending = [pd for pd in self._pending if pd not in ready]
-        for _, d in ready:
-            d.callback(None)
-
-    def arrived(self, connection: LimitedConnection) -> None:
-        super().arrived(connection)
-        self._changed()
-
-    def left(self, connection: LimitedConnection, wasActive: bool) -> None:
-        super().left(connection, wasActive)
-        self._changed()
-
-    def readingPaused(self) -> None:
-        super().readingPaused()
-        self._changed()
-
-    @property
-    def readingPausedCount(self) -> int:
-        """Held connections whose reading is paused by the hold buffer."""
-        return sum(c.readingPaused for c in self._queue)
-
-
-def listen(
-    factory: Any, description: str = "tcp:0:interface=127.0.0.1"
-) -> IListeningPort:
-    ports: List[IListeningPort] = []
-    serverFromString(reactor, description).listen(factory).addCallback(ports.append)
-    return ports[0]
-
-
-def connect(port: int, bind: Optional[str] = None, tls: Any = None) -> Deferred[Client]:
-    client = Client()
-    endpoint: Any = TCP4ClientEndpoint(
-        reactor, "127.0.0.1", port, bindAddress=(bind, 0) if bind else None
-    )
-    if tls is not None:
-        endpoint = wrapClientTLS(tls, endpoint)
-    return within(endpoint.connect(Factory.forProtocol(lambda: client)))
-
-
-@pytest.fixture
-def limited() -> Generator[Callable[..., Tuple[ObservedLimit, int]], None, None]:
-    ports: List[IListeningPort] = []
-
-    def start(*args: Any, **kwargs: Any) -> Tuple[ObservedLimit, int]:
-        limit = ObservedLimit(*args, **kwargs)
-        ports.append(listen(limit))
-        return limit, ports[-1].getHost().port
-
-    yield start
-    for port in ports:
-        port.stopListening()
+from tests.support.formats import V1, v2
+from tests.support.helpers import (
+    Client,
+    ObservedLimit,
+    connect_port,
+    listen_on,
+    within,
+)
 
 
 @pytest_twisted.inlineCallbacks
@@ -106,11 +31,11 @@ def test_third_of_three_is_greeted_when_one_of_two_leaves(
 ) -> Generator[Deferred[Any], Any, None]:
     """The series' thread-pool server with a pool of 2, as a queue."""
     limit, port = limited(2, queueSize=10)
-    first = yield connect(port)
-    second = yield connect(port)
+    first = yield connect_port(port)
+    second = yield connect_port(port)
     yield first.wait_for(1)
     yield second.wait_for(1)
-    third = yield connect(port)
+    third = yield connect_port(port)
     third.transport.write(b"^abc$")
     yield limit.until(lambda: limit.held == 1)
     second.transport.write(b"^xyz$")
@@ -129,9 +54,9 @@ def test_queue_timeout_closes_with_a_fin(
     limited: Any,
 ) -> Generator[Deferred[Any], Any, None]:
     limit, port = limited(1, queueSize=10, queueTimeout=0.2)
-    first = yield connect(port)
+    first = yield connect_port(port)
     yield first.wait_for(1)
-    held = yield connect(port)
+    held = yield connect_port(port)
     held.transport.write(b"^unanswered")
     received = yield within(held.closed)
     assert received == b""
@@ -146,9 +71,9 @@ def test_reject_closes_with_a_fin_even_after_client_bytes(
     limited: Any,
 ) -> Generator[Deferred[Any], Any, None]:
     limit, port = limited(1, queueSize=0)
-    first = yield connect(port)
+    first = yield connect_port(port)
     yield first.wait_for(1)
-    rejected = yield connect(port)
+    rejected = yield connect_port(port)
     rejected.transport.write(b"^" + b"a" * 100_000)
     yield within(rejected.closed)
     assert rejected.received == b""
@@ -165,11 +90,11 @@ def test_held_client_leaving_leaves_the_queue(
     limited: Any,
 ) -> Generator[Deferred[Any], Any, None]:
     limit, port = limited(1, queueSize=10)
-    first = yield connect(port)
+    first = yield connect_port(port)
     yield first.wait_for(1)
-    leaving = yield connect(port)
+    leaving = yield connect_port(port)
     yield limit.until(lambda: limit.held == 1)
-    staying = yield connect(port)
+    staying = yield connect_port(port)
     yield limit.until(lambda: limit.held == 2)
     leaving.transport.loseConnection()
     yield limit.until(lambda: limit.held == 1)
@@ -183,11 +108,11 @@ def test_held_client_leaving_leaves_the_queue(
 @pytest_twisted.inlineCallbacks
 def test_per_peer_limit(limited: Any) -> Generator[Deferred[Any], Any, None]:
     limit, port = limited(10, queueSize=10, maxPerPeer=1)
-    first = yield connect(port, bind="127.0.0.1")
+    first = yield connect_port(port, bind="127.0.0.1")
     yield first.wait_for(1)
-    same_peer = yield connect(port, bind="127.0.0.1")
+    same_peer = yield connect_port(port, bind="127.0.0.1")
     yield within(same_peer.closed)
-    other_peer = yield connect(port, bind="127.0.0.2")
+    other_peer = yield connect_port(port, bind="127.0.0.2")
     assert (yield other_peer.wait_for(1)) == b"*"
     assert (same_peer.received, limit.rejected, limit.active) == (b"", 1, 2)
     for client in (first, other_peer):
@@ -203,18 +128,18 @@ def test_tls(tmp_path: Path) -> Generator[Deferred[Any], Any, None]:
 
     key, certificate = make_certificate(tmp_path)
     limit = ObservedLimit(1, queueSize=1)
-    port = listen(
+    port = listen_on(
         limit,
         f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={certificate}",
     )
     authority = ssl.Certificate.loadPEM(certificate.read_bytes())
     tls = ssl.optionsForClientTLS("localhost", trustRoot=authority)
     try:
-        first = yield connect(port.getHost().port, tls=tls)
+        first = yield connect_port(port.getHost().port, tls=tls)
         assert (yield first.wait_for(1)) == b"*"
-        held = yield connect(port.getHost().port, tls=tls)
+        held = yield connect_port(port.getHost().port, tls=tls)
         held.transport.write(b"^abc$")
-        rejected = yield connect(port.getHost().port, tls=tls)
+        rejected = yield connect_port(port.getHost().port, tls=tls)
         yield within(rejected.closed)
         assert rejected.received == b""
         assert (limit.held, limit.rejected) == (1, 1)
@@ -241,15 +166,15 @@ def test_proxy_protocol_through_make_service() -> Generator[Deferred[Any], Any, 
     service.startService()
     port = service.getServiceNamed("incproto").port.getHost().port
     try:
-        first = yield connect(port)
+        first = yield connect_port(port)
         first.transport.write(V1[:20])
         first.transport.write(V1[20:] + b"^abc")
         assert (yield first.wait_for(4)) == b"*bcd"
-        same_client = yield connect(port)
+        same_client = yield connect_port(port)
         same_client.transport.write(V1 + b"^abc$")
         yield within(same_client.closed)
         assert same_client.received == b""
-        other = yield connect(port)
+        other = yield connect_port(port)
         other.transport.write(v2("192.0.2.50", "192.0.2.2") + b"^xyz$")
         other.transport.loseWriteConnection()
         assert (yield within(other.closed)) == b"*yz{"

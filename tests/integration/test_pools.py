@@ -28,8 +28,8 @@ from incproto.pools import (
 )
 from tests.support.fakes import HalfCloseableTransport
 from tests.support.faulty import RELEASE, Faulty
+from tests.support.formats import reference
 from tests.support.helpers import TIMEOUT, within
-from tests.unit.test_parser import reference
 
 
 @pytest.fixture(scope="module", params=["threads", "processes"])

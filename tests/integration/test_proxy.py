@@ -10,7 +10,7 @@ from typing import Any, Dict, Generator, List
 import pytest
 import pytest_twisted
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, race
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import Factory
@@ -18,56 +18,15 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from incproto.proxy import ProxyEndpoint, ProxyEndpointParser
 from tests.support.certificates import make_certificate
-from tests.support.helpers import Client, RecordingFactory, within
-from tests.unit.test_proxy import v2
-
-
-class ProxiedTLSClient(Client):
-    """
-    Sends C{header} in clear, as HAProxy's C{ssl send-proxy} does, then
-    starts TLS on the same connection.
-    """
-
-    def __init__(self, header: bytes, tls: Any) -> None:
-        super().__init__()
-        self.header = header
-        self.tls = tls
-
-    def connectionMade(self) -> None:
-        self.transport.write(self.header)
-        self.transport.startTLS(self.tls)
-
-
-def connect_proxied_tls(port: int, header: bytes, tls: Any) -> Deferred[Client]:
-    """Connect to 127.0.0.1:C{port}, send C{header}, then TLS."""
-    from twisted.internet import reactor
-
-    client = ProxiedTLSClient(header, tls)
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-    return within(endpoint.connect(Factory.forProtocol(lambda: client)))
-
-
-def client_tls(certificate: Path) -> Any:
-    """Client TLS options trusting the self-signed C{certificate}."""
-    from twisted.internet import ssl
-
-    authority = ssl.Certificate.loadPEM(certificate.read_bytes())
-    return ssl.optionsForClientTLS("localhost", trustRoot=authority)
-
-
-def increment_over(client: Client) -> Deferred[bytes]:
-    """
-    Send C{^abc$}; fire with what arrived once the reply has, or once the
-    connection is gone (so a server that drops it fails fast, not late).
-    """
-    client.transport.write(b"^abc$")
-    return within(race([client.wait_for(4), client.closed]).addCallback(lambda r: r[1]))
-
-
-HEADERS = [
-    pytest.param(b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n", id="v1"),
-    pytest.param(v2("192.0.2.1", "198.51.100.2", (56324, 443)), id="v2"),
-]
+from tests.support.helpers import (
+    HEADERS,
+    Client,
+    RecordingFactory,
+    client_tls,
+    connect_proxied_tls,
+    increment_over,
+    within,
+)
 
 
 @pytest.mark.parametrize("header", HEADERS)

@@ -20,15 +20,17 @@ from twisted.internet.protocol import Factory
 
 from incproto import IncrementFactory
 from incproto.workers.sharing import BoundSocket, adopted_endpoint, bind
-from tests.integration.test_limit import connect
-from tests.integration.test_proxy import (
+from tests.support.formats import v2
+from tests.support.helpers import (
     HEADERS,
+    Client,
+    RecordingFactory,
     client_tls,
+    connect_port,
     connect_proxied_tls,
     increment_over,
+    within,
 )
-from tests.support.helpers import Client, RecordingFactory, within
-from tests.unit.test_proxy import v2
 
 
 @pytest.mark.parametrize(
@@ -82,7 +84,7 @@ def _serve(description: str) -> tuple[BoundSocket, Any]:
 def test_worker_serves_the_adopted_socket() -> Generator[Deferred[Any], Any, None]:
     bound, port = _serve("tcp:0:interface=127.0.0.1")
     try:
-        client = yield connect(bound.getHost().port)
+        client = yield connect_port(bound.getHost().port)
         client.transport.write(b"^abc$")
         assert (yield client.wait_for(4)) == b"*bcd"
         client.transport.loseConnection()
@@ -98,7 +100,7 @@ def test_worker_rebuilds_proxy_over_the_adopted_socket() -> Generator[
 ]:
     bound, port = _serve("proxy:tcp:0:interface=127.0.0.1")
     try:
-        client = yield connect(bound.getHost().port)
+        client = yield connect_port(bound.getHost().port)
         client.transport.write(v2("192.0.2.50", "192.0.2.2") + b"^xyz$")
         client.transport.loseWriteConnection()
         assert (yield client.closed) == b"*yz{"
@@ -121,7 +123,7 @@ def test_worker_rebuilds_tls_over_the_adopted_socket(
     authority = ssl.Certificate.loadPEM(certificate.read_bytes())
     tls = ssl.optionsForClientTLS("localhost", trustRoot=authority)
     try:
-        client = yield connect(bound.getHost().port, tls=tls)
+        client = yield connect_port(bound.getHost().port, tls=tls)
         client.transport.write(b"^abc$")
         assert (yield client.wait_for(4)) == b"*bcd"
         assert client.transport.getPeerCertificate() is not None

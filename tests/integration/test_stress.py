@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import Any, Generator, List, Tuple
+from typing import Any, Generator, List
 
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock, LoopingCall
+from twisted.internet.task import LoopingCall
 
-from incproto import IncrementFactory, IncrementProtocol
+from incproto import IncrementFactory
 from incproto.protocol import CLOSE_TIMEOUT
-from tests.integration.test_limit import connect, limited  # noqa: F401 (a fixture)
-from tests.support.fakes import SocketLikeTransport, connect_to
-from tests.support.helpers import Client, listen, within
+from tests.support.helpers import Client, connect_port, listen, within
 
 REPLY = 200_000
 
@@ -136,7 +134,7 @@ def test_half_closed_client_that_never_reads_is_aborted() -> Generator[
 
 @pytest_twisted.inlineCallbacks
 def test_held_client_that_resets_after_filling_its_hold_buffer_leaves(
-    limited: Any,  # noqa: F811
+    limited: Any,
 ) -> Generator[Deferred[Any], Any, None]:
     """
     Reading from a held client pauses once its hold buffer is full, so no
@@ -144,7 +142,7 @@ def test_held_client_that_resets_after_filling_its_hold_buffer_leaves(
     queue, freeing the place for a real client.
     """
     limit, port = limited(1, queueSize=1, holdBuffer=1000, probeInterval=0.05)
-    first: Client = yield connect(port)
+    first: Client = yield connect_port(port)
     yield first.wait_for(1)
     attacker = socket.socket()
     attacker.connect(("127.0.0.1", port))
@@ -154,47 +152,10 @@ def test_held_client_that_resets_after_filling_its_hold_buffer_leaves(
     attacker.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     attacker.close()  # a reset
     yield limit.until(lambda: limit.held == 0)
-    waiting: Client = yield connect(port)
+    waiting: Client = yield connect_port(port)
     yield limit.until(lambda: limit.held == 1)
     first.transport.loseConnection()
     assert (yield waiting.wait_for(1)) == b"*"
     assert limit.abandoned == 1
     waiting.transport.loseConnection()
     yield within(waiting.closed)
-
-
-def idle_connection(timeout: float) -> Tuple[Clock, IncrementProtocol, Any]:
-    clock = Clock()
-    factory = IncrementFactory(clock=clock, idleTimeout=timeout)
-    protocol, transport = connect_to(factory, SocketLikeTransport())
-    return clock, protocol, transport
-
-
-def test_idle_timeout_counts_from_the_last_traffic() -> None:
-    """
-    An exchange at 0.5 s, acknowledged at once, then silence: with a 2 s
-    idle timeout the connection closes at 2.5 s, not a whole timeout after
-    the check that saw the acknowledgement.
-    """
-    clock, protocol, transport = idle_connection(2.0)
-    clock.advance(0.5)
-    protocol.dataReceived(b"^ab")
-    clock.advance(1.5)
-    assert not transport.write_closed
-    clock.advance(0.5)
-    assert transport.write_closed
-    assert protocol.factory.connections == {protocol}  # closing, FIN first
-
-
-def test_idle_timeout_spares_a_client_still_reading() -> None:
-    """A client that drains part of a reply between checks is not idle;
-    once it stops draining, it is."""
-    clock, protocol, transport = idle_connection(2.0)
-    protocol.dataReceived(b"^" + b"a" * 1000)
-    transport.dataBuffer = b"x" * 1000  # owed, unread
-    clock.advance(1.9)
-    transport.dataBuffer = b"x" * 500  # it read half
-    clock.advance(0.1)
-    assert not transport.write_closed
-    clock.advance(2.0)  # read nothing more
-    assert transport.write_closed

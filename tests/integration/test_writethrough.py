@@ -1,6 +1,6 @@
-"""Tests for incproto._kernel.writethrough: replies sent at once on plain TCP, through
-Twisted's buffer when the kernel or Twisted holds bytes already, and the
-transport's own write everywhere else."""
+"""Tests for incproto._kernel.writethrough over real TCP (pytest-twisted):
+replies sent at once on plain TCP, through Twisted's buffer when the kernel or
+Twisted holds bytes already, and TLS's own write."""
 
 from __future__ import annotations
 
@@ -11,20 +11,15 @@ from typing import Any, Generator, List, Tuple
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
-from twisted.internet.testing import StringTransport
 
 import incproto.protocol
 from incproto import ConnectionLimit, IncrementFactory, IncrementProtocol
 from incproto._kernel.sockets import _socket_transport
 from incproto._kernel.writethrough import writer
 from incproto.proxy import ProxyFactory
-from tests.integration.test_limit import connect as connect_tls
-from tests.support.helpers import Client, connect, within
-from tests.unit.test_proxy import V1
+from tests.support.formats import V1
+from tests.support.helpers import Client, connect, connect_port, listen_on, within
 
 INCREMENT = bytes((i + 1) % 256 for i in range(256))
 
@@ -72,12 +67,6 @@ class WatchFactory(IncrementFactory):
         return protocol
 
 
-def listen(factory: Any, description: str = "tcp:0:interface=127.0.0.1") -> Any:
-    ports: List[IListeningPort] = []
-    serverFromString(reactor, description).listen(factory).addCallback(ports.append)
-    return ports[0]
-
-
 @pytest.fixture
 def served() -> Generator[List[Any], None, None]:
     """Ports to stop listening on after the test."""
@@ -95,7 +84,7 @@ def round_trip(
     write and what the client received.
     """
     factory = WatchFactory()
-    served.append(listen(wrap(factory) if wrap else factory))
+    served.append(listen_on(wrap(factory) if wrap else factory))
     client = yield connect(served[-1])
     client.transport.write(header + b"^abc$")
     protocol = yield within(factory.built)
@@ -155,30 +144,20 @@ def test_tls_uses_its_own_write(
     key, certificate = make_certificate(tmp_path)
     factory = WatchFactory()
     served.append(
-        listen(
+        listen_on(
             factory,
             f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={certificate}",
         )
     )
     authority = ssl.Certificate.loadPEM(certificate.read_bytes())
     tls = ssl.optionsForClientTLS("localhost", trustRoot=authority)
-    client = yield connect_tls(served[-1].getHost().port, tls=tls)
+    client = yield connect_port(served[-1].getHost().port, tls=tls)
     client.transport.write(b"^abc$")
     protocol = yield within(factory.built)
     assert (yield client.wait_for(4)) == b"*bcd"
     assert protocol._send == protocol.transport.write
     client.transport.loseConnection()
     yield within(client.closed)
-
-
-def test_fake_transport_uses_its_own_write() -> None:
-    transport = StringTransport()
-    assert writer(transport) == transport.write
-    protocol = IncrementFactory(logConnections=False).buildProtocol(None)
-    assert protocol is not None
-    protocol.makeConnection(transport)
-    protocol.dataReceived(b"^abc$")
-    assert transport.value() == b"*bcd"
 
 
 def shrink(client: Client, server: Any) -> None:
@@ -197,7 +176,7 @@ def test_overflow_goes_through_twisted_in_order(
     client, reading only afterwards, gets every byte in order.
     """
     factory = WatchFactory()
-    served.append(listen(factory))
+    served.append(listen_on(factory))
     client = yield connect(served[-1])
     protocol = yield within(factory.built)
     tcp = protocol.transport
@@ -228,7 +207,7 @@ def test_large_replies_are_byte_exact(
     Twisted's buffer and back; the counts and the log agree.
     """
     factory = WatchFactory()
-    served.append(listen(factory))
+    served.append(listen_on(factory))
     client = yield connect(served[-1])
     protocol = yield within(factory.built)
     shrink(client, protocol.transport)
@@ -245,18 +224,3 @@ def test_large_replies_are_byte_exact(
     assert protocol.bytesSent == len(expected)
     assert factory.bytesOut == len(expected)
     assert factory.bytesIn == 1 + len(payload)
-
-
-def test_only_tcp_connections() -> None:
-    """UNIX sockets (which can carry descriptors) and anything whose write is
-    not a TCP transport's own keep their write."""
-    from twisted.internet import unix
-
-    class Wrapper:
-        def write(self, data: bytes) -> None:
-            pass
-
-    wrapper = Wrapper()
-    assert writer(wrapper) == wrapper.write
-    server = unix.Server.__new__(unix.Server)  # no socket: only its class counts
-    assert writer(server) == server.write

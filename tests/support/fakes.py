@@ -1,9 +1,9 @@
-"""Fake transports, and an in-memory network, for tests that run without a
-reactor."""
+"""Fake transports, a fake listening port, a clock that spawns fake
+processes, and an in-memory network, for tests that run without a reactor."""
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Set, Tuple, TypeVar
+from typing import Any, Dict, List, Optional, Set, Tuple, TypeVar
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
@@ -12,7 +12,9 @@ from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IProtocolFactory,
 )
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.test.iosim import FakeTransport, IOPump
@@ -20,6 +22,7 @@ from zope.interface import implementer
 
 from incproto import IncrementFactory, IncrementProtocol
 from incproto.limit import ConnectionLimit
+from incproto.workers.supervisor import WorkerProcess
 
 T = TypeVar("T")
 
@@ -182,3 +185,62 @@ def limited_network(limit: int) -> Loopback:
     clock = MemoryReactorClock()
     server = ConnectionLimit(IncrementFactory(clock=clock), limit, clock=clock)
     return Loopback(clock, server)
+
+
+class FakePort:
+    """The parts of a Twisted listening port that AcceptControl uses."""
+
+    _logger = Logger(namespace="twisted.internet.tcp.Port")
+    numberAccepts = 100
+    connected = True
+    disconnecting = False
+
+    def __init__(self) -> None:
+        self.reading = True
+
+    def doRead(self) -> None:
+        pass
+
+    def stopReading(self) -> None:
+        self.reading = False
+
+    def startReading(self) -> None:
+        self.reading = True
+
+
+class FakeProcess:
+    """A spawned process: records the signals it is sent, and writes."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.signals: List[str] = []
+        self.written: List[Any] = []
+
+    def signalProcess(self, name: str) -> None:
+        self.signals.append(name)
+
+    def writeToChild(self, fd: int, data: bytes) -> None:
+        self.written.append((fd, data))
+
+
+class ProcessClock(Clock):
+    """A clock that also spawns fake processes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spawned: List[Dict[str, Any]] = []
+
+    def spawnProcess(
+        self,
+        protocol: WorkerProcess,
+        executable: str,
+        args: List[str],
+        env: Dict[str, str],
+        childFDs: Dict[int, Any],
+    ) -> FakeProcess:
+        process = FakeProcess(1000 + len(self.spawned))
+        protocol.makeConnection(process)  # type: ignore[arg-type]
+        self.spawned.append(
+            {"protocol": protocol, "args": args, "childFDs": childFDs, "env": env}
+        )
+        return process

@@ -4,9 +4,7 @@ in-memory files, and how --access-log picks one."""
 from __future__ import annotations
 
 import io
-import re
 import shutil
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -290,33 +288,3 @@ class OptionTests(SynchronousTestCase):
     def test_workers_are_given_the_option(self) -> None:
         options = Options.parse(["--access-log", "log", "--workers", "2"])
         self.assertEqual(options.config.for_worker().access_log, "log")
-
-
-def test_twistd_writes_the_access_log_file_by_stop(tmp_path: Path) -> None:
-    """
-    A real twistd with C{--access-log PATH}: the line of a connection is in
-    the file once the server has stopped, and not in twistd's own log.
-    """
-    from tests.support.processes import (
-        connect,
-        receive_all,
-        receive_exactly,
-        start_incproto,
-    )
-
-    path = tmp_path / "access.log"
-    server = start_incproto("--access-log", str(path), cwd=tmp_path)
-    with connect(server.port) as client:
-        assert receive_exactly(client, 1) == b"*"
-        client.sendall(b"^abc$")
-        assert receive_exactly(client, 3) == b"bcd"
-        client.shutdown(socket.SHUT_WR)
-        assert receive_all(client) == b""
-    server.stop()
-    [line] = path.read_text().splitlines()
-    assert re.search(
-        r"connection from 127\.0\.0\.1:\d+ closed \(client closed\) after "
-        r"[0-9.]+s: 5 bytes in, 4 bytes out$",
-        line,
-    ), line
-    assert "closed (client closed)" not in server.output

@@ -23,8 +23,7 @@ from incproto import ConnectionLimit, IncrementFactory, IncrementProtocol
 from incproto._kernel.accepting import AcceptControl
 from incproto._kernel.sockets import TCP_CLOSE
 from incproto.limit import LimitedConnection, peer_group
-from tests.support.fakes import HalfCloseableTransport, SocketLikeTransport
-from tests.unit.test_accepting import FakePort
+from tests.support.fakes import FakePort, HalfCloseableTransport, SocketLikeTransport
 
 DONE = Failure(ConnectionDone())
 

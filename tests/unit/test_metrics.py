@@ -1,16 +1,12 @@
-"""Prometheus metrics scraped over real HTTP while traffic runs, and every
-scrape answered (a 500 if it fails) on a fake transport and a Clock."""
+"""Tests for incproto.serving.metrics on a fake transport and a Clock: what the
+metrics count, the scrapers' limits, and every scrape answered (a 500 if it
+fails)."""
 
 from __future__ import annotations
 
-import re
-import socket
-from pathlib import Path
-from typing import Any, Dict, Generator, Iterator, List, Tuple
+from typing import Any, Iterator, List, Tuple
 
 import pytest
-import pytest_twisted
-from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionLost
@@ -19,7 +15,6 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, readBody
 from twisted.web.server import Site
 
 from incproto import IncrementFactory
@@ -34,85 +29,7 @@ from incproto.serving.metrics import (
     workers_metrics_site,
 )
 from incproto.tap import Options, makeService
-from tests.support.helpers import Client, connect, within
-from tests.support.processes import run_command, script
-
-SAMPLE = re.compile(r"^(\w+)(\{[^}]*\})? (\S+)$")
-
-
-def parse(text: str) -> Dict[str, float]:
-    samples = {}
-    for line in text.splitlines():
-        match = SAMPLE.match(line)
-        if match:
-            samples[match.group(1) + (match.group(2) or "")] = float(match.group(3))
-    return samples
-
-
-@pytest_twisted.inlineCallbacks
-def test_metrics_move_with_traffic() -> Generator[Deferred[Any], Any, None]:
-    argv = ["--port", "tcp:0:interface=127.0.0.1", "--max-connections", "1"]
-    argv += ["--queue", "0", "--metrics", "tcp:0:interface=127.0.0.1"]
-    service = makeService(Options.parse(argv), reactor=reactor)
-    service.startService()
-    port = service.getServiceNamed("incproto").port
-    url = f"http://127.0.0.1:{service.getServiceNamed('metrics').port.getHost().port}/metrics"
-    agent = Agent(reactor)
-
-    def scrape() -> Deferred[Dict[str, float]]:
-        d = agent.request(b"GET", url.encode())
-        d.addCallback(lambda response: readBody(response))
-        return within(d.addCallback(lambda body: parse(body.decode())))
-
-    try:
-        before = yield scrape()
-        client: Client = yield connect(port)
-        yield client.wait_for(1)
-        rejected: Client = yield connect(port)
-        yield within(rejected.closed)
-        client.transport.write(b"^abc$")
-        yield client.wait_for(4)
-        during = yield scrape()
-        client.transport.loseConnection()
-        yield within(client.closed)
-        after = yield scrape()
-    finally:
-        yield service.stopService()
-    assert before["incproto_connections_active"] == 0
-    assert during["incproto_connections_active"] == 1
-    assert (
-        during["incproto_received_bytes_total"]
-        - before["incproto_received_bytes_total"]
-        == 5
-    )
-    assert (
-        during["incproto_sent_bytes_total"] - before["incproto_sent_bytes_total"] == 4
-    )
-    assert during['incproto_connections_refused_total{reason="rejected"}'] == 1
-    assert after["incproto_connections_active"] == 0
-    assert after['incproto_connections_closed_total{reason="client closed"}'] == 1
-    assert after["incproto_connections_accepted_total"] == 1
-    assert after["incproto_connections_held"] == 0
-    assert after["incproto_handler_errors_total"] == 0
-
-
-def test_metrics_port_taken_is_one_line(tmp_path: Path) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        busy = taken.getsockname()[1]
-        result = run_command(
-            [script("twist"), "incproto", "--port", "tcp:0:interface=127.0.0.1",
-             "--metrics", str(busy)],
-            tmp_path,
-        )  # fmt: skip
-    output = result.stdout + result.stderr
-    assert result.returncode == 1
-    assert "Traceback" not in output
-    assert (
-        f"incproto: cannot listen on tcp:{busy}:interface=127.0.0.1 (--metrics): "
-        in output
-    )
+from tests.support.formats import metric_samples
 
 
 def test_a_silent_or_half_sent_request_is_closed() -> None:
@@ -166,7 +83,7 @@ def test_proxy_header_refusals_are_counted() -> None:
     for _ in range(3):
         protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
         protocol.makeConnection(HalfCloseableTransport())
-    samples = parse(generate_latest(registry_of(service.collector)).decode())
+    samples = metric_samples(generate_latest(registry_of(service.collector)).decode())
     assert samples["incproto_proxy_pending"] == 1
     assert samples["incproto_proxy_refused_total"] == 2
 
@@ -176,12 +93,12 @@ def test_pool_faults_are_counted_by_reason() -> None:
 
     from incproto import IncrementFactory
     from incproto.serving.metrics import IncprotoCollector, registry_of
-    from tests.unit.test_pools import ManualPool
+    from tests.support.pools import ManualPool
 
     pool = ManualPool()
     pool.timeouts, pool.lost = 2, 3
     collector = IncprotoCollector(IncrementFactory(pool=pool), None, pool)
-    samples = parse(generate_latest(registry_of(collector)).decode())
+    samples = metric_samples(generate_latest(registry_of(collector)).decode())
     assert samples['incproto_pool_faults_total{reason="handler timeout"}'] == 2
     assert samples['incproto_pool_faults_total{reason="pool process lost"}'] == 3
 

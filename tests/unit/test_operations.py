@@ -1,29 +1,27 @@
 """Tests for what operators rely on, on fake transports and a Clock: idle
-timeouts, close reasons and logs, the graceful drain, the ordered stop and
-the open files limit."""
+timeouts, close reasons and logs, the graceful drain and the ordered stop
+(the open files limit: test_filelimit)."""
 
 from __future__ import annotations
 
-import resource
 from typing import Any, Dict, List
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
-from twisted.logger import Logger, globalLogPublisher
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from incproto import IncrementFactory
-from incproto._kernel.filelimit import raise_file_limit
 from incproto.serving.service import (
     ABORT_GRACE,
     DrainingService,
     SequentialMultiService,
 )
 from tests.support.fakes import connect_to
-from tests.unit.test_pools import ManualPool
+from tests.support.pools import ManualPool
 
 
 class OperationsTestCase(SynchronousTestCase):
@@ -104,7 +102,10 @@ class CloseLogTests(OperationsTestCase):
         self.assertEqual(factory.closedBy, {"connection lost": 1, "client closed": 1})
 
 
-class DrainTests(OperationsTestCase):
+class ShutdownDrainTests(OperationsTestCase):
+    """The graceful stop as operators see it: every connection closed with a
+    FIN once its work is done, and the draining service's timeout."""
+
     def test_drain_closes_every_connection_with_a_fin(self) -> None:
         factory = IncrementFactory(clock=self.clock)
         connections = [connect_to(factory) for _ in range(3)]
@@ -176,23 +177,3 @@ class SequentialStopTests(SynchronousTestCase):
         slow.callback(None)
         self.assertEqual(stopped, ["listener", "drain", "pool"])
         self.assertEqual(len(done), 1)
-
-
-class FileLimitTests(SynchronousTestCase):
-    def test_raised_to_the_hard_limit(self) -> None:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
-        events: List[Dict[str, Any]] = []
-        limit = raise_file_limit(10, Logger(observer=events.append))
-        self.assertEqual(limit, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-        if hard != resource.RLIM_INFINITY:
-            self.assertEqual(limit, hard)
-        self.assertEqual([e["soft"] for e in events], [limit])
-
-    def test_warns_when_too_low(self) -> None:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
-        events: List[Dict[str, Any]] = []
-        raise_file_limit(10**9, Logger(observer=events.append))
-        [warning] = [e for e in events if "needed" in e]
-        self.assertEqual(warning["needed"], 10**9)

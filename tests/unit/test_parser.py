@@ -19,20 +19,7 @@ from incproto.parser import (
     translate_increment,
     word_increment,
 )
-
-
-def reference(stream: bytes) -> bytes:
-    """docs/protocol.md's two-state machine, one byte at a time."""
-    out = bytearray()
-    in_message = False
-    for byte in stream:
-        if not in_message:
-            in_message = byte == ord("^")
-        elif byte == ord("$"):
-            in_message = False
-        else:
-            out.append((byte + 1) % 256)
-    return bytes(out)
+from tests.support.formats import reference
 
 
 def feed_chunks(chunks: List[bytes]) -> bytes:

@@ -1,7 +1,7 @@
 """Tests for incproto.protocol on a fake transport (StringTransport).
 
-Written as trial SynchronousTestCases: C{python -m twisted.trial tests} and
-pytest both run them."""
+Written as trial SynchronousTestCases: C{python -m twisted.trial tests.unit}
+and pytest both run them."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from incproto.protocol import (
     SHUTDOWN,
 )
 from tests.support.fakes import HalfCloseableTransport, SocketLikeTransport, connect_to
-from tests.unit.test_pools import Failing, ManualPool
+from tests.support.pools import Failing, ManualPool
 
 
 class OrderedTransport(HalfCloseableTransport):
@@ -561,7 +561,7 @@ class HandlerFailureTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
-class DrainTests(SynchronousTestCase):
+class FactoryDrainTests(SynchronousTestCase):
     """L{IncrementFactory.drain} and L{IncrementFactory.whenEmpty}."""
 
     def test_empty_at_once_without_connections(self) -> None:

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import struct
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.endpoints import (
-    TCP4ServerEndpoint,
-)
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
@@ -39,20 +36,10 @@ from incproto.proxy import (
 )
 from tests.support.certificates import make_certificate
 from tests.support.fakes import HalfCloseableTransport
-from tests.unit.test_pools import ManualPool
+from tests.support.formats import V1, v2
+from tests.support.pools import ManualPool
 
 DONE = Failure(ConnectionDone())
-
-V1 = b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n"
-
-
-def v2(source: str, destination: str, ports: Tuple[int, int] = (1000, 2000)) -> bytes:
-    """A PROXY v2 PROXY-command header for TCP over IPv4 or IPv6."""
-    family = socket.AF_INET6 if ":" in source else socket.AF_INET
-    addresses = socket.inet_pton(family, source) + socket.inet_pton(family, destination)
-    body = addresses + struct.pack("!HH", *ports)
-    kind = 0x21 if family == socket.AF_INET6 else 0x11
-    return V2_SIGNATURE + struct.pack("!BBH", 0x21, kind, len(body)) + body
 
 
 class ParserTests(SynchronousTestCase):
