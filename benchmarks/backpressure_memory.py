@@ -24,7 +24,7 @@ from typing import List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.processes import (
+from tests.support.processes import (
     connect,
     half_close_round_trip,
     memory_kib,

@@ -87,7 +87,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.chart import bars_svg  # noqa: E402
-from tests.processes import ServerProcess, descendants, memory_kib  # noqa: E402
+from tests.support.processes import ServerProcess, descendants, memory_kib  # noqa: E402
 
 # The service's port, not the metrics listener's.
 LISTENING = re.compile(rb"(?<!metrics )listening on [^\s:]+:(\d+)")

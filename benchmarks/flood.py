@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE))
 
 from limit_load import ping_process, start_server  # noqa: E402
 
-from tests.processes import ServerProcess  # noqa: E402
+from tests.support.processes import ServerProcess  # noqa: E402
 
 PINGERS = 50
 LIMIT = 100

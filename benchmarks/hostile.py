@@ -29,7 +29,7 @@ from typing import List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.processes import ServerProcess, script, start_incproto
+from tests.support.processes import ServerProcess, script, start_incproto
 
 
 def descriptors(server: ServerProcess) -> int:

@@ -33,7 +33,7 @@ from typing import Any, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.processes import ServerProcess, memory_kib, start_incproto
+from tests.support.processes import ServerProcess, memory_kib, start_incproto
 
 
 def raise_fd_limit() -> None:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from limit_load import ping_process
 
-from tests.processes import start_incproto
+from tests.support.processes import start_incproto
 
 
 def one_run(metrics: bool, seconds: float) -> float:

@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.processes import ServerProcess, start_incproto
+from tests.support.processes import ServerProcess, start_incproto
 
 MESSAGE = 64 * 1024
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_twistd -*-
+# -*- test-case-name: tests.e2e.test_twistd -*-
 """C{python -m incproto [options]}: the server, exactly as C{twist incproto
 [options]} runs it (the same options, logs, signals and exit statuses)."""
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_accesslog -*-
+# -*- test-case-name: tests.unit.test_accesslog,tests.e2e.test_accesslog -*-
 """The access log: one line per closed connection, at a cost that thousands
 of connections a second can afford.
 

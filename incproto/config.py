@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.unit.test_tap -*-
 """What one incproto server is told to do, as plain values.
 
 L{ServerConfig} holds every setting of the command line (L{incproto.tap}

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_handlers -*-
+# -*- test-case-name: tests.unit.test_handlers -*-
 """Payload handlers: what the server does with the bytes of a message.
 
 The parser finds the payload (the bytes inside C{^...$}); a handler turns

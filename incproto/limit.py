@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_limit -*-
+# -*- test-case-name: tests.unit.test_limit,tests.integration.test_limit -*-
 """ConnectionLimit: at most N connections to any factory, a bounded FIFO
 queue for the rest, and a clean rejection beyond it.
 

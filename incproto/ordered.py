@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_offload -*-
+# -*- test-case-name: tests.unit.test_ordered -*-
 """One connection's work in a handler pool, kept in order: L{OrderedWork},
 which the protocol drives when it has a pool (L{incproto.pools})."""
 

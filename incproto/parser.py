@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_parser -*-
+# -*- test-case-name: tests.unit.test_parser -*-
 """The increment protocol's framing as a pure function: bytes in, payload out;
 and the bytes of its wire format (the greeting, the delimiters), which the
 server and the client both take from here.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_protocol,tests.test_offload -*-
+# -*- test-case-name: tests.unit.test_protocol,tests.unit.test_ordered -*-
 """The increment protocol on a Twisted transport: greeting, flow control, close.
 
 L{IncrementProtocol} is thin glue between a transport, the parser

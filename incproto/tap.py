@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.unit.test_tap -*-
 """The twistd/twist command line: C{twistd -n incproto}.
 
 L{Options} checks the command line (bad input is a one-line usage error)

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_accepting -*-
+# -*- test-case-name: tests.unit.test_accepting,tests.integration.test_accepting -*-
 """Bounded accepting: a flood of connections costs the connections already
 served a bounded share of the reactor, and running out of descriptors
 costs a pause, not a busy loop.

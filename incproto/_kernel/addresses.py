@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_accesslog -*-
+# -*- test-case-name: tests.unit.test_accesslog -*-
 """Addresses as incproto's log lines, access log and JSON logs write them."""
 
 from __future__ import annotations

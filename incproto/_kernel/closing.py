@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_closing,tests.test_protocol,tests.test_limit -*-
+# -*- test-case-name: tests.unit.test_closing,tests.unit.test_protocol -*-
 """Closing a connection with a FIN, never a reset, and never waiting forever.
 
 Closing a socket that still has unread input makes Linux send a reset (RST),

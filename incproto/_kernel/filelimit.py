@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_operations -*-
+# -*- test-case-name: tests.unit.test_filelimit -*-
 """The open files limit: raised as far as the system allows, for the server
 (which holds a descriptor per connection, queued ones included) and for the
 client (which opens thousands at once).

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_signals -*-
+# -*- test-case-name: tests.unit.test_pools -*-
 """A child process that dies with its parent (Linux's C{PR_SET_PDEATHSIG})."""
 
 from __future__ import annotations

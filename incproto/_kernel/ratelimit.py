@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_limit,tests.test_accepting,tests.test_proxy -*-
+# -*- test-case-name: tests.unit.test_limit,tests.unit.test_accepting -*-
 """A log line that a flood cannot turn into a flood of log lines."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_sockets -*-
+# -*- test-case-name: tests.unit.test_closing,tests.unit.test_limit -*-
 """What the kernel knows about a connection that Twisted does not say: how
 many bytes the peer has yet to acknowledge, and whether the peer reset the
 connection while it was not being read.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_closing,tests.test_service -*-
+# -*- test-case-name: tests.unit.test_closing,tests.unit.test_service -*-
 """Timers and deadlines: cancelling a timer that may have fired, and what is
 left of a stopping service's deadline."""
 

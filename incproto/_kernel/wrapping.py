@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_wrapping,tests.test_limit,tests.test_proxy -*-
+# -*- test-case-name: tests.unit.test_wrapping,tests.unit.test_limit -*-
 """The transparent pass-through that incproto's protocol wrappers share.
 
 A wrapper protocol sits between a transport and the protocol it wraps, which

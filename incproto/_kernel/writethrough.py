@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_writethrough -*-
+# -*- test-case-name: tests.integration.test_writethrough -*-
 """Writing to a TCP connection now, not on the reactor's next turn.
 
 Twisted's C{transport.write()} only buffers: it appends to the transport's

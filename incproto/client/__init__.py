@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_client -*-
+# -*- test-case-name: tests.unit.test_client,tests.integration.test_client -*-
 """incproto-client: the series' client simulator, grown into a load tool for
 any server of the increment protocol.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_client -*-
+# -*- test-case-name: tests.unit.test_client -*-
 """Checking a server's replies against the protocol, byte for byte, as they
 arrive.
 

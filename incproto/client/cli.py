@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_client_cli -*-
+# -*- test-case-name: tests.unit.test_client_cli,tests.e2e.test_client_cli -*-
 """The C{incproto-client} command line: parse, run a mode on the reactor,
 report, and exit 0 only if every reply byte was right."""
 

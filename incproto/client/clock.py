@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_client -*-
+# -*- test-case-name: tests.unit.test_client -*-
 """The client's clock: the reactor's scheduling, with time read from
 C{time.perf_counter}.
 

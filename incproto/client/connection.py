@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_client -*-
+# -*- test-case-name: tests.unit.test_client,tests.integration.test_client -*-
 """One client connection that checks every byte the server sends and keeps
 the times a timeline needs."""
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_client -*-
+# -*- test-case-name: tests.unit.test_client,tests.integration.test_client -*-
 """The client's modes: the series' scripted client, and four load shapes.
 
 Each mode is a L{Run}: it opens L{CheckedConnection}s to a L{Target}, fails

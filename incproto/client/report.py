@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_client -*-
+# -*- test-case-name: tests.unit.test_client -*-
 """How results are shown: a live progress line, a summary table, JSON, and
 the merge of results from several load processes."""
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_client -*-
+# -*- test-case-name: tests.unit.test_client -*-
 """Latency histograms that merge across load processes, and percentiles."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_client -*-
+# -*- test-case-name: tests.unit.test_client -*-
 """A timeline chart of a run, as SVG: a row per connection showing when it
 arrived, how long it waited for the greeting, and how long it was served.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_offload,tests.test_pools -*-
+# -*- test-case-name: tests.unit.test_pools,tests.integration.test_pools -*-
 """Handler pools: running payload handlers off the reactor thread.
 
 L{ThreadHandlerPool} and L{ProcessHandlerPool} are services: they start

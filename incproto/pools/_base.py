@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_offload -*-
+# -*- test-case-name: tests.unit.test_pools,tests.integration.test_pools -*-
 """What every handler pool shares: L{HandlerPool}, the bounded, drained
 service that runs a handler off the reactor thread, its L{Job}s, and the
 errors a job can fail with besides the handler's own."""

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_offload -*-
+# -*- test-case-name: tests.unit.test_pools,tests.integration.test_pools -*-
 """L{ProcessHandlerPool}: a handler pool of processes (a C{pebble} pool), for
 handlers that hold the GIL, which survives its processes and kills a
 handler that runs too long."""

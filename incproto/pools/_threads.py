@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_offload -*-
+# -*- test-case-name: tests.unit.test_pools,tests.integration.test_pools -*-
 """L{ThreadHandlerPool}: a handler pool of threads, for handlers that release
 the GIL, which replaces the threads a timed-out handler keeps busy."""
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_proxy -*-
+# -*- test-case-name: tests.unit.test_proxy,tests.integration.test_proxy -*-
 """PROXY protocol (v1 and v2) in front of any factory, done transparently.
 
 Load balancers such as HAProxy prepend a PROXY header naming the real

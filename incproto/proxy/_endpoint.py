@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_proxy -*-
+# -*- test-case-name: tests.unit.test_proxy,tests.integration.test_proxy -*-
 """L{ProxyEndpoint}: any server endpoint with PROXY headers in front, and
 TLS after the header where the endpoint is C{ssl:} (L{TLSAfterProxyReactor},
 L{with_tls})."""

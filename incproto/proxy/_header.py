@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_proxy -*-
+# -*- test-case-name: tests.unit.test_proxy,tests.integration.test_proxy -*-
 """PROXY protocol headers, v1 (text) and v2 (binary): L{parse_proxy_header},
 pure bytes in, a L{ProxyHeader} out."""
 

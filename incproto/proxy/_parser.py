@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_proxy -*-
+# -*- test-case-name: tests.unit.test_proxy,tests.integration.test_proxy -*-
 """The C{proxy:} endpoint description (L{ProxyEndpointParser}, the plugin in
 C{twisted/plugins/incproto_endpoints.py}), and C{--port}'s C{haproxy:}."""
 

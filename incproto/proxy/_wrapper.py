@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_proxy -*-
+# -*- test-case-name: tests.unit.test_proxy,tests.integration.test_proxy -*-
 """The PROXY wrapper: L{ProxyFactory} and its L{ProxyProtocol}, which start
 the wrapped protocol only once the header named the client, on a
 L{ProxiedTransport} that answers the proxied addresses."""

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_health -*-
+# -*- test-case-name: tests.unit.test_health,tests.integration.test_health -*-
 """The health endpoint, /healthz, served next to /metrics.
 
 It answers 200 only while the service takes connections and is not

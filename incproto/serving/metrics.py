@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_metrics -*-
+# -*- test-case-name: tests.unit.test_metrics,tests.integration.test_metrics -*-
 """Prometheus metrics for one incproto service: L{IncprotoCollector} reads
 incproto's own counters when scraped, into a registry of the service's own
 (L{registry_of}).  L{incproto.serving.web} serves them.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_service -*-
+# -*- test-case-name: tests.unit.test_service,tests.unit.test_operations -*-
 """incproto's services: a listener that fails loudly (it never runs on with
 no listener), a graceful drain, an ordered stop, and the open files limit.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_signals -*-
+# -*- test-case-name: tests.unit.test_signals -*-
 """How an incproto process answers signals once its reactor runs.
 
 Twisted's reactor stops on SIGTERM and SIGINT, but a second one during the

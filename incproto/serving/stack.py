@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.unit.test_tap -*-
 """The serving stack of one incproto process, built from a L{ServerConfig}.
 
 A connection travels: endpoint (with the PROXY header, under C{proxy:}) ->

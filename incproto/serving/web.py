@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_metrics,tests.test_health -*-
+# -*- test-case-name: tests.unit.test_metrics,tests.unit.test_health -*-
 """The C{--metrics} listener: Prometheus metrics at /metrics and health at
 /healthz (L{incproto.serving.health}) over HTTP, every scrape answered, a
 bounded number of scrapers at once."""

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_workers,tests.test_metrics -*-
+# -*- test-case-name: tests.unit.test_metrics,tests.e2e.test_workers -*-
 """The metrics of a C{--workers} supervisor: each worker's, asked for at
 each scrape and merged with a C{worker} label (L{WorkersCollector}), and
 the supervisor's own."""

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_sharing -*-
+# -*- test-case-name: tests.integration.test_sharing -*-
 """One listening socket shared by worker processes: bound once by the parent,
 adopted by each worker, with the same C{--port} description on both sides.
 

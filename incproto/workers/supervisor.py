@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_workers -*-
+# -*- test-case-name: tests.unit.test_supervisor,tests.integration.test_supervisor -*-
 """C{--workers N}: N processes serve one listening socket, and this one,
 their supervisor, keeps them running.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_workers -*-
+# -*- test-case-name: tests.e2e.test_workers -*-
 """One worker of C{--workers}: C{python -m incproto.workers.worker FAMILY CONFIG}.
 
 Its supervisor (L{incproto.workers.supervisor}) starts it with the shared listening

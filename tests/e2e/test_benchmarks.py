@@ -1,0 +1,110 @@
+"""The benchmark harness stays runnable: each reference server speaks the
+protocol (checked byte by byte by incproto-client), and the committed
+results render."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from tests.support.processes import ServerProcess, run_command
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SERVERS = ROOT / "benchmarks" / "servers"
+LISTENING_ON = re.compile(rb"listening on [^\s:]+:(\d+)")
+
+REFERENCE = [
+    ["asyncio_server.py", "0"],
+    ["threadpool_server.py", "0", "--threads", "8"],
+]
+if importlib.util.find_spec("uvloop") is not None:
+    REFERENCE.append(["asyncio_server.py", "0", "--uvloop"])
+
+
+@pytest.mark.parametrize("server", REFERENCE, ids=lambda s: " ".join(s[:1] + s[2:]))
+def test_reference_servers_speak_the_protocol(
+    server: List[str], tmp_path: Path
+) -> None:
+    process = ServerProcess(
+        [sys.executable, str(SERVERS / server[0]), *server[1:]],
+        tmp_path,
+        listening=LISTENING_ON,
+    )
+    try:
+        for mode in (["ping", "-c", "4", "-l", "64", "-d", "0.2"],
+                     ["stream", "-m", "2"],
+                     ["churn", "-c", "2", "-d", "0.2"],
+                     ["-n", "2"]):  # fmt: skip
+            done = run_command(
+                [sys.executable, "-m", "incproto.client", *mode, "--json",
+                 "127.0.0.1", str(process.port)],
+                tmp_path,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            assert json.loads(done.stdout)["mode"] == (
+                mode[0] if mode[0] != "-n" else "series"
+            )
+    finally:
+        process.process.terminate()
+        process.process.wait()
+
+
+def test_committed_results_render(tmp_path: Path) -> None:
+    saved = tmp_path / "compare.json"
+    saved.write_text((ROOT / "benchmarks" / "results" / "compare.json").read_text())
+    done = run_command(
+        [sys.executable, str(ROOT / "benchmarks" / "compare.py"), "--render",
+         str(saved)],
+        tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "| incproto |" in done.stdout and "vs uvloop" in done.stdout
+    assert saved.with_suffix(".svg").read_text().startswith("<svg")
+
+
+def test_compare_help_is_whole() -> None:
+    done = run_command(
+        [sys.executable, str(ROOT / "benchmarks" / "compare.py"), "--help"], ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert "with\nincproto-client's load modes; one command" in done.stdout
+    assert "raises it for the\nrun, says so on standard error, and restores" in (
+        done.stdout
+    )
+    lines = [*done.stdout.splitlines(), ""]
+    options = [i for i, line in enumerate(lines) if line.startswith("  --")]
+    undocumented = [
+        lines[i]
+        for i in options
+        if len(lines[i].split()) < 3 and not lines[i + 1].startswith(" " * 20)
+    ]
+    assert len(options) >= 9 and not undocumented, undocumented
+
+
+def test_compare_raises_the_kernel_backlogs_and_restores_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks.compare import raise_kernel_backlogs
+
+    (tmp_path / "net" / "core").mkdir(parents=True)
+    (tmp_path / "net" / "ipv4").mkdir()
+    somaxconn = tmp_path / "net" / "core" / "somaxconn"
+    syn_backlog = tmp_path / "net" / "ipv4" / "tcp_max_syn_backlog"
+    somaxconn.write_text("4096\n")
+    syn_backlog.write_text("32768\n")
+    restore = raise_kernel_backlogs(tmp_path)
+    assert somaxconn.read_text() == "16384"
+    assert syn_backlog.read_text() == "32768\n"  # already enough: untouched
+    restore()
+    assert somaxconn.read_text() == "4096"
+    assert capsys.readouterr().err.splitlines() == [
+        "raised net.core.somaxconn from 4096 to 16384 for this run "
+        "(restored at the end)",
+        "restored net.core.somaxconn to 4096",
+    ]

@@ -1,0 +1,101 @@
+"""--workers in real twistd processes: sharing the load, restarting a killed
+worker, stopping cleanly, and the metrics of all workers at the supervisor."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import urllib.request
+from pathlib import Path
+
+from tests.support.processes import (
+    TIMEOUT,
+    ServerProcess,
+    alive,
+    connect,
+    descendants,
+    receive_exactly,
+    script,
+)
+
+WORKER_STARTED = re.compile(r"worker (\d) started \(pid (\d+)\)")
+
+
+def _serve_one(port: int, payload: bytes) -> bytes:
+    with connect(port) as sock:
+        greeting = receive_exactly(sock, 1)
+        sock.sendall(b"^" + payload + b"$")
+        return greeting + receive_exactly(sock, len(payload))
+
+
+def test_workers_share_the_load_survive_a_kill_and_stop(tmp_path: Path) -> None:
+    server = ServerProcess(
+        [script("twistd"), "-n", "--pidfile=", "incproto", "--workers", "2",
+         "--port", "tcp:0:interface=127.0.0.1", "--threads", "2"],
+        tmp_path,
+    )  # fmt: skip
+    try:
+        started = dict(server.wait_for(WORKER_STARTED, count=2))
+        server.wait_for(re.compile(r"\[worker \d\] incproto listening"), count=2)
+        # Each worker serves the shared socket: with the other one stopped,
+        # every connection is its.
+        for serving, stopped in (("1", "2"), ("2", "1")):
+            os.kill(int(started[stopped]), signal.SIGSTOP)
+            try:
+                assert _serve_one(server.port, b"abc") == b"*bcd"
+            finally:
+                os.kill(int(started[stopped]), signal.SIGCONT)
+            server.wait_for(re.compile(rf"\[worker {serving}\] connection from 127"))
+        os.kill(int(started["1"]), signal.SIGKILL)
+        server.wait_for(re.compile(r"worker 1 .* restarting it in"))
+        restarted = server.wait_for(WORKER_STARTED, count=3)[-1]
+        assert restarted[0] == "1" and restarted[1] != started["1"]
+        server.wait_for(re.compile(r"\[worker \d\] incproto listening"), count=3)
+        results = []
+        port = server.port
+        threads = [
+            threading.Thread(target=lambda: results.append(_serve_one(port, b"xyz")))
+            for _ in range(10)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT)
+        assert results == [b"*yz{"] * 10
+        workers = descendants(server.process.pid)
+        assert len(workers) == 2
+    finally:
+        status = server.stop()
+    assert status == -signal.SIGTERM  # as twistd does after SIGTERM
+    assert "worker 1 exited" in server.output and "worker 2 exited" in server.output
+    assert "Traceback" not in server.output, server.output
+    assert [pid for pid in workers if alive(pid)] == []
+
+
+def test_metrics_of_all_workers_at_the_supervisor(tmp_path: Path) -> None:
+    server = ServerProcess(
+        [script("twistd"), "-n", "--pidfile=", "incproto", "--workers", "2",
+         "--port", "tcp:0:interface=127.0.0.1",
+         "--metrics", "tcp:0:interface=127.0.0.1"],
+        tmp_path,
+    )  # fmt: skip
+    try:
+        server.wait_for(re.compile(r"\[worker \d\] incproto listening"), count=2)
+        (metrics_port,) = server.wait_for(
+            re.compile(r"metrics listening on 127\.0\.0\.1:(\d+)")
+        )[0]
+        assert _serve_one(server.port, b"abc") == b"*bcd"
+        server.wait_for(re.compile(r"\[worker \d\] connection from .* closed"))
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+            text = response.read().decode()
+    finally:
+        server.stop()
+    assert "incproto_workers 2.0" in text
+    accepted = re.findall(
+        r'incproto_connections_accepted_total\{worker="(\d)"\} (\d+)', text
+    )
+    assert sorted(slot for slot, _ in accepted) == ["1", "2"]
+    assert sum(float(count) for _, count in accepted) == 1

@@ -1,0 +1,108 @@
+"""Tests for incproto._kernel.closing: the FIN-first close and its progress deadline,
+on a fake socket transport whose unacknowledged bytes a test sets."""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from incproto._kernel.closing import CloseDeadline, close_politely
+from incproto._kernel.timers import cancel
+from tests.support.fakes import SocketLikeTransport
+
+
+class ClosePolitelyTests(SynchronousTestCase):
+    def test_fin_first_and_input_is_read_on(self) -> None:
+        """
+        A half-closeable transport gets its sending side shut down (a FIN
+        after the flush), not a close, and reading resumes so that input
+        is drained rather than left unread (which would make a reset).
+        """
+        transport = SocketLikeTransport()
+        transport.write(b"owed")
+        transport.pauseProducing()
+        close_politely(transport, Clock(), 5.0)
+        self.assertTrue(transport.write_closed)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(transport.value(), b"owed")
+
+    def test_no_half_close_closes_outright(self) -> None:
+        transport = StringTransport()
+        close_politely(transport, Clock(), 5.0)
+        self.assertTrue(transport.disconnecting)
+
+
+class DeadlineTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.transport = SocketLikeTransport()
+        self.transport.dataBuffer = b"x" * 100  # unacknowledged by the peer
+
+    def test_a_stalled_peer_is_aborted_at_the_timeout(self) -> None:
+        deadline = close_politely(self.transport, self.clock, 5.0)
+        self.clock.advance(4.9)
+        self.assertFalse(self.transport.disconnected)
+        self.assertIs(deadline.expired, False)
+        self.assertTrue(deadline.active())
+        self.clock.advance(0.1)
+        self.assertTrue(self.transport.disconnected)
+        self.assertTrue(deadline.expired)
+        self.assertFalse(deadline.active())
+
+    def test_a_reading_peer_gets_another_timeout_each_time(self) -> None:
+        deadline = CloseDeadline(self.transport, self.clock, 5.0)
+        for left in (80, 40, 1):
+            self.transport.dataBuffer = b"x" * left  # the peer read some
+            self.clock.advance(5.0)
+            self.assertFalse(self.transport.disconnected)
+        self.clock.advance(4.9)  # progress at the last check bought a whole timeout
+        self.assertFalse(self.transport.disconnected)
+        self.clock.advance(0.1)
+        self.assertTrue(self.transport.disconnected)
+        self.assertTrue(deadline.expired)
+
+    def test_no_progress_is_not_progress(self) -> None:
+        CloseDeadline(self.transport, self.clock, 5.0)
+        self.clock.advance(5.0)
+        self.assertTrue(self.transport.disconnected)
+
+    def test_once_everything_is_acknowledged_the_deadline_is_final(self) -> None:
+        CloseDeadline(self.transport, self.clock, 5.0)
+        self.transport.dataBuffer = b""
+        self.clock.advance(5.0)
+        self.assertTrue(self.transport.disconnected)
+
+    def test_a_transport_without_a_socket_is_aborted_at_the_timeout(self) -> None:
+        transport = StringTransport()
+        transport.write(b"unread")
+        CloseDeadline(transport, self.clock, 5.0)
+        self.clock.advance(5.0)
+        self.assertTrue(transport.disconnected)
+
+    def test_cancelled_deadline_never_aborts(self) -> None:
+        deadline = CloseDeadline(self.transport, self.clock, 5.0)
+        cancel(deadline)
+        self.assertFalse(deadline.active())
+        self.clock.advance(60.0)
+        self.assertFalse(self.transport.disconnected)
+        self.assertIs(deadline.expired, False)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class CancelTests(SynchronousTestCase):
+    def test_nothing_to_cancel(self) -> None:
+        cancel(None)
+
+    def test_a_timer_that_already_ran_is_left_alone(self) -> None:
+        clock = Clock()
+        call = clock.callLater(1.0, lambda: None)
+        clock.advance(1.0)
+        cancel(call)  # would raise AlreadyCalled
+
+    def test_a_pending_timer_is_cancelled(self) -> None:
+        clock = Clock()
+        call = clock.callLater(1.0, lambda: None)
+        cancel(call)
+        self.assertFalse(call.active())

@@ -1,0 +1,1074 @@
+"""Tests for incproto.pools' handler pools on fakes, with no reactor: the
+base pool on one whose jobs the test finishes by hand, the thread pool on a
+fake ThreadPool, the process pool on fake pebble pools, and the process
+pool's helpers called directly. (The stop of the thread and process pools
+runs in a helper thread of their own, which these tests join.)"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FuturesTimeoutError
+from concurrent.futures.process import BrokenProcessPool
+from types import ModuleType, SimpleNamespace
+from typing import Any, Callable, Dict, List, Optional, Tuple
+from unittest import mock
+
+import pebble
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from incproto.handlers import IncrementHandler
+from incproto.pools import (
+    HandlerPool,
+    HandlerTimeoutError,
+    PoolProcessLostError,
+    ProcessHandlerPool,
+    ThreadHandlerPool,
+    _processes,
+    _threads,
+)
+from tests.support.pools import ImmediateReactor, ManualPool
+
+
+class PoolSizeTests(SynchronousTestCase):
+    """A pool's size and backlog bound the jobs in it, and its stop waits for
+    them (up to the drain timeout)."""
+
+    def test_backlog_bounds_jobs_in_the_pool(self) -> None:
+        pool = ManualPool(backlog=2)
+        results: List[bytes] = []
+        for payload in (b"a", b"b", b"c", b"d"):
+            pool.run(payload).addCallback(results.append)
+        self.assertEqual((len(pool.jobs), pool.waiting, pool.inFlight), (2, 2, 2))
+        pool.finish(1)
+        self.assertEqual([job[0] for job in pool.jobs], [b"a", b"c"])
+        while pool.jobs:
+            pool.finish()
+        self.assertEqual(results, [b"c", b"b", b"d", b"e"])  # completion order
+        self.assertEqual(pool.completed, 4)
+
+    def test_stop_waits_for_work_in_flight(self) -> None:
+        pool = ManualPool()
+        pool.startService()
+        pool.run(b"a")
+        stopped: List[Any] = []
+        pool.stopService().addCallback(stopped.append)
+        self.assertEqual((stopped, pool.stopped), ([], None))
+        pool.finish()
+        self.assertEqual(pool.stopped, True)
+        self.assertEqual(len(stopped), 1)
+
+    def test_stop_gives_up_after_the_drain_timeout(self) -> None:
+        pool = ManualPool(drainTimeout=5.0)
+        pool.startService()
+        pool.run(b"a")
+        pool.stopService()
+        pool.reactor.advance(5.0)
+        self.assertEqual(pool.stopped, False)  # stopped, though not idle
+
+    def test_needs_a_thread_or_process(self) -> None:
+        self.assertRaises(ValueError, HandlerPool, IncrementHandler(), 0)
+
+
+class HandlerPoolTests(SynchronousTestCase):
+    def test_size_must_be_positive(self) -> None:
+        error = self.assertRaises(ValueError, HandlerPool, IncrementHandler(), 0)
+        self.assertEqual(str(error), "a pool needs at least 1 thread or process, not 0")
+
+    def test_defaults(self) -> None:
+        from twisted.internet import reactor
+
+        pool = HandlerPool(IncrementHandler(), 3)
+        self.assertIs(pool.reactor, reactor)
+        self.assertEqual((pool.backlog, pool.handlerTimeout), (6, None))
+        self.assertEqual((pool.inFlight, pool.completed, pool.timeouts, pool.lost),
+                         (0, 0, 0, 0))  # fmt: skip
+        self.assertRaises(NotImplementedError, pool.run, b"a")
+        self.assertRaises(NotImplementedError, pool._stopPool, True)
+
+    def test_default_backlog_is_twice_the_size(self) -> None:
+        pool = ManualPool()
+        for payload in b"abcde":
+            pool.run(bytes([payload]))
+        self.assertEqual((len(pool.jobs), pool.waiting), (4, 1))
+
+    def test_failures_are_counted_by_kind(self) -> None:
+        pool = ManualPool()
+        outcomes: List[Failure] = []
+        for error in (
+            HandlerTimeoutError("slow"),
+            PoolProcessLostError("gone"),
+            RuntimeError("broke"),
+        ):
+            pool.run(b"a").addErrback(outcomes.append)
+            pool.jobs.pop()[1](False, error)  # an exception, not a Failure
+        self.assertEqual(
+            [f.type for f in outcomes],
+            [HandlerTimeoutError, PoolProcessLostError, RuntimeError],
+        )
+        self.assertEqual((pool.timeouts, pool.lost, pool.completed), (1, 1, 3))
+
+    def test_finishing_cancels_the_timer(self) -> None:
+        pool = ManualPool()
+        pool.run(b"a")
+        [job] = pool.submitted
+        job.timer = pool.reactor.callLater(5.0, lambda: None)
+        pool.finish()
+        self.assertEqual(pool.reactor.getDelayedCalls(), [])
+
+    def test_an_abandoned_job_that_returns_is_dropped(self) -> None:
+        pool = ManualPool()
+        results: List[Any] = []
+        pool.run(b"a").addBoth(results.append)
+        [job] = pool.submitted
+        job.abandoned = True
+        pool.finish()
+        self.assertEqual((results, pool.inFlight, pool.completed), ([], 1, 0))
+
+    def test_when_idle(self) -> None:
+        pool = ManualPool(backlog=1)
+        self.successResultOf(pool.whenIdle())
+        pool.run(b"a")
+        pool.run(b"b")
+        idle = [pool.whenIdle(), pool.whenIdle()]
+        pool.finish()
+        self.assertNoResult(idle[0])  # b"b" was waiting, now in flight
+        pool.finish()
+        for d in idle:
+            self.successResultOf(d)
+        self.successResultOf(pool.whenIdle())
+
+    def test_stop_when_idle_stops_at_once(self) -> None:
+        pool = ManualPool()
+        pool.startService()
+        self.successResultOf(pool.stopService())
+        self.assertEqual((pool.stopped, pool.running), (True, 0))
+
+    def test_stop_warns_about_unfinished_work(self) -> None:
+        events: List[Dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        pool = ManualPool(backlog=1, drainTimeout=2.5)
+        pool.startService()
+        pool.run(b"a")
+        pool.run(b"b")
+        stopped = pool.stopService()
+        pool.reactor.advance(2.4)
+        self.assertNoResult(stopped)
+        pool.reactor.advance(0.1)
+        self.successResultOf(stopped)
+        self.assertEqual(pool.stopped, False)
+        [warning] = [e for e in events if "unfinished" in e.get("log_format", "")]
+        self.assertEqual(
+            formatEvent(warning),
+            f"stopping {pool!r} with 2 jobs unfinished after 2.5s",
+        )
+
+    def test_stop_within_the_parent_deadline(self) -> None:
+        pool = ManualPool(drainTimeout=5.0)
+        pool.parent = SimpleNamespace(stopDeadline=3.0)  # type: ignore[assignment]
+        pool.startService()
+        pool.run(b"a")
+        pool.stopService()
+        pool.reactor.advance(2.9)
+        self.assertIsNone(pool.stopped)
+        pool.reactor.advance(0.1)
+        self.assertEqual(pool.stopped, False)
+
+    def test_stop_with_no_time_left_stops_now(self) -> None:
+        pool = ManualPool(drainTimeout=5.0)
+        pool.parent = SimpleNamespace(stopDeadline=0.0)  # type: ignore[assignment]
+        pool.startService()
+        pool.run(b"a")
+        self.successResultOf(pool.stopService())
+        self.assertEqual(pool.stopped, False)
+        self.assertEqual(pool.reactor.getDelayedCalls(), [])
+
+    def test_failure_counts_add_up(self) -> None:
+        pool = ManualPool()
+        for error in (HandlerTimeoutError(), HandlerTimeoutError(),
+                      PoolProcessLostError(), PoolProcessLostError()):  # fmt: skip
+            pool.run(b"a").addErrback(lambda f: None)
+            pool.jobs.pop()[1](False, error)
+        self.assertEqual((pool.timeouts, pool.lost), (2, 2))
+
+    def test_stop_with_under_a_second_left_still_waits(self) -> None:
+        pool = ManualPool(drainTimeout=5.0)
+        pool.parent = SimpleNamespace(stopDeadline=0.5)  # type: ignore[assignment]
+        pool.startService()
+        pool.run(b"a")
+        stopped = pool.stopService()
+        self.assertNoResult(stopped)
+        pool.finish()
+        self.assertEqual(pool.stopped, True)
+
+    def test_the_warning_rounds_the_timeout_to_milliseconds(self) -> None:
+        events: List[Dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        pool = ManualPool(drainTimeout=1.23456)
+        pool.startService()
+        pool.run(b"a")
+        pool.stopService()
+        pool.reactor.advance(2.0)
+        [warning] = [e for e in events if "unfinished" in e.get("log_format", "")]
+        self.assertEqual(warning["timeout"], 1.235)
+
+
+class FakeThreadPool:
+    """Stands for Twisted's ThreadPool: the test runs each call by hand."""
+
+    def __init__(self, size: int) -> None:
+        self.max = size
+        self.calls: List[Tuple[Callable[[bool, Any], None], Callable[[], bytes]]] = []
+        self.sizes: List[Tuple[int, int]] = []
+        self.started = False
+        self.stops: List[str] = []
+
+    def start(self) -> None:
+        self.started = True
+
+    def callInThreadWithCallback(
+        self, done: Callable[[bool, Any], None], f: Callable[[], bytes]
+    ) -> None:
+        self.calls.append((done, f))
+
+    def adjustPoolsize(self, minthreads: int, maxthreads: int) -> None:
+        self.sizes.append((minthreads, maxthreads))
+        self.max = maxthreads
+
+    def stop(self) -> None:
+        self.stops.append(threading.current_thread().name)
+
+    def run(self, index: int = 0) -> None:
+        """Run a call's function (as its thread would) and report."""
+        done, f = self.calls.pop(index)
+        try:
+            result = f()
+        except Exception:
+            done(False, Failure())
+        else:
+            done(True, result)
+
+    def start_call(self, index: int = 0) -> Tuple[Callable[[bool, Any], None], Any]:
+        """A thread takes the call and starts it; return how to finish."""
+        done, f = self.calls.pop(index)
+        return done, f()
+
+
+class ThreadHandlerPoolTests(SynchronousTestCase):
+    """ThreadHandlerPool with its threads played by the test and
+    C{time.monotonic} by the clock."""
+
+    def setUp(self) -> None:
+        self.clock = ImmediateReactor()
+        self.patch(_threads, "time", SimpleNamespace(monotonic=self.clock.seconds))
+        self.events: List[Dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def pool(
+        self, handlerTimeout: Optional[float] = 2.0, size: int = 1
+    ) -> Tuple[ThreadHandlerPool, FakeThreadPool]:
+        pool = ThreadHandlerPool(
+            IncrementHandler(), size, reactor=self.clock,
+            handlerTimeout=handlerTimeout, backlog=4,
+        )  # fmt: skip
+        threads = FakeThreadPool(size)
+        pool.executor = threads  # type: ignore[assignment]
+        return pool, threads
+
+    def test_a_dedicated_pool_of_daemon_threads(self) -> None:
+        pool = ThreadHandlerPool(IncrementHandler(), 3, reactor=self.clock)
+        executor = pool.executor
+        self.assertEqual((executor.min, executor.max, executor.name),
+                         (3, 3, "incproto"))  # fmt: skip
+        thread = executor.threadFactory(target=lambda: None)
+        self.assertTrue(thread.daemon)
+        self.assertEqual(pool.stuck, 0)
+        self.assertEqual(repr(pool), "ThreadHandlerPool(IncrementHandler(), 3)")
+
+    def test_start_starts_the_threads(self) -> None:
+        pool, threads = self.pool()
+        pool.startService()
+        self.assertTrue(pool.running)
+        self.assertTrue(threads.started)
+
+    def test_a_job_runs_in_a_thread(self) -> None:
+        pool, threads = self.pool(handlerTimeout=None)
+        results: List[bytes] = []
+        pool.run(b"abc").addCallback(results.append)
+        self.assertEqual(self.clock.getDelayedCalls(), [])  # no timeout
+        threads.run()
+        self.assertEqual((results, pool.inFlight, pool.completed), ([b"bcd"], 0, 1))
+
+    def test_a_quick_job_cancels_its_timer(self) -> None:
+        pool, threads = self.pool()
+        pool.run(b"abc")
+        [timer] = self.clock.getDelayedCalls()
+        self.assertEqual(timer.getTime(), 2.0)
+        threads.run()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_the_timeout_counts_from_when_a_thread_starts_it(self) -> None:
+        pool, threads = self.pool()
+        pool.run(b"abc")
+        self.clock.advance(1.5)  # still waiting for a thread
+        done, _ = threads.calls[0]
+        self.clock.advance(0.5)  # the check: not started, so wait on
+        self.assertEqual([c.getTime() for c in self.clock.getDelayedCalls()], [4.0])
+        self.clock.advance(1.0)
+        done, result = threads.start_call()  # started at 3.0
+        self.clock.advance(1.0)  # the check at 4.0: 1s left
+        self.assertEqual([c.getTime() for c in self.clock.getDelayedCalls()], [5.0])
+        done(True, result)
+        self.assertEqual((pool.timeouts, pool.completed), (0, 1))
+
+    def test_a_handler_past_its_timeout_fails_and_its_thread_is_replaced(
+        self,
+    ) -> None:
+        pool, threads = self.pool()
+        failures: List[Failure] = []
+        pool.run(b"abc").addErrback(failures.append)
+        done, result = threads.start_call()
+        self.clock.advance(2.0)
+        [failure] = failures
+        failure.trap(HandlerTimeoutError)
+        self.assertEqual(failure.getErrorMessage(), "the handler ran longer than 2.0s")
+        self.assertEqual((pool.timeouts, pool.stuck, pool.inFlight, pool.completed),
+                         (1, 1, 0, 1))  # fmt: skip
+        self.assertEqual(threads.sizes, [(2, 2)])
+        [warning] = [e for e in self.events if "stuck" in e.get("log_format", "")]
+        self.assertEqual(
+            formatEvent(warning),
+            "ThreadHandlerPool(IncrementHandler(), 1): a handler call ran "
+            "longer than 2.0s; 1 threads stuck",
+        )
+        done(True, result)  # the stuck thread returns at last: retired
+        self.assertEqual((pool.stuck, threads.sizes), (0, [(2, 2), (1, 1)]))
+        self.assertEqual((pool.inFlight, pool.completed), (0, 1))
+
+    def test_a_job_that_finds_no_thread_in_time_fails(self) -> None:
+        pool, threads = self.pool()
+        failures: List[Failure] = []
+        pool.run(b"a").addErrback(lambda f: None)
+        pool.run(b"b").addErrback(failures.append)
+        _first_done, _first = threads.start_call()
+        self.clock.advance(2.0)  # the first is stuck: its thread replaced
+        self.assertEqual(pool.stuck, 1)
+        threads.max = 1  # as if the replacement were lost too
+        self.clock.advance(2.0)  # the second never started: no thread
+        [failure] = failures
+        failure.trap(HandlerTimeoutError)
+        self.assertEqual(pool.stuck, 1)  # not counted stuck: it never ran
+        warnings = [
+            formatEvent(e) for e in self.events if "stuck" in e.get("log_format", "")
+        ]
+        self.assertEqual(
+            warnings[-1],
+            "ThreadHandlerPool(IncrementHandler(), 1): a handler call found no "
+            "thread in 2.0s; 1 threads stuck",
+        )
+        threads.run()  # the abandoned job reaches a thread: it does nothing
+        self.assertEqual((pool.stuck, pool.timeouts), (1, 2))
+
+    def test_an_abandoned_job_is_skipped_by_its_thread(self) -> None:
+        pool, threads = self.pool()
+        failures: List[Failure] = []
+        pool.run(b"a").addErrback(failures.append)
+        _, f = threads.calls[0]
+        self.clock.advance(2.0)  # not started: waits on while a thread is free
+        self.assertEqual(failures, [])
+        threads.max = 0  # no thread will be
+        self.clock.advance(2.0)
+        self.assertEqual(len(failures), 1)
+        self.assertEqual(f(), b"")  # a thread reaches it at last: skipped
+
+    def test_too_many_stuck_threads_is_an_error(self) -> None:
+        pool, threads = self.pool()
+        running = []
+        for payload in (b"a", b"b"):
+            pool.run(payload).addErrback(lambda f: None)
+            running.append(threads.start_call())
+            self.clock.advance(2.0)
+        self.assertEqual(pool.stuck, 2)
+        self.assertEqual(threads.sizes, [(2, 2), (2, 2)])
+        [error] = [e for e in self.events if "are replaced" in e.get("log_format", "")]
+        self.assertEqual(
+            formatEvent(error),
+            "ThreadHandlerPool(IncrementHandler(), 1): 2 threads are stuck in "
+            "the handler; only 1 are replaced",
+        )
+
+    def test_stop_when_idle_joins_on_the_reactor_thread(self) -> None:
+        pool, threads = self.pool()
+        pool.startService()
+        pool.stopService()
+        self.assertEqual(threads.stops, [threading.current_thread().name])
+
+    def test_stop_with_a_stuck_thread_joins_in_another_thread(self) -> None:
+        pool, threads = self.pool()
+        pool.startService()
+        pool.run(b"a").addErrback(lambda f: None)
+        _done, _result = threads.start_call()
+        self.clock.advance(2.0)
+        self.successResultOf(pool.stopService())
+        for thread in threading.enumerate():
+            if thread is not threading.current_thread() and thread.daemon:
+                thread.join(5.0)
+        self.assertEqual(len(threads.stops), 1)
+        self.assertNotEqual(threads.stops, [threading.current_thread().name])
+
+    def test_a_started_job_fails_once_its_time_is_up(self) -> None:
+        pool, threads = self.pool()
+        failures: List[Failure] = []
+        pool.run(b"abc").addErrback(failures.append)
+        self.clock.advance(2.0)  # not started yet: wait on
+        threads.start_call()  # started at 2.0
+        self.clock.advance(1.0)  # nothing due at 3.0
+        self.assertEqual((failures, pool.stuck), ([], 0))
+        self.clock.advance(1.0)  # the check at 4.0: exactly the timeout
+        self.assertEqual((len(failures), pool.stuck), (1, 1))
+
+    def test_a_started_job_is_checked_again_when_its_time_is_up(self) -> None:
+        pool, threads = self.pool()
+        failures: List[Failure] = []
+        pool.run(b"abc").addErrback(failures.append)
+        self.clock.advance(1.0)
+        threads.start_call()  # started at 1.0: due at 3.0
+        self.clock.advance(1.0)  # the check at 2.0: 1s left
+        self.assertEqual(failures, [])
+        self.clock.advance(1.0)
+        self.assertEqual(len(failures), 1)
+
+    def test_the_stop_helper_is_a_daemon(self) -> None:
+        pool, threads = self.pool()
+        daemons: List[bool] = []
+        threads.stop = lambda: daemons.append(  # type: ignore[method-assign]
+            threading.current_thread().daemon
+        )
+        pool.startService()
+        pool.run(b"a").addErrback(lambda f: None)
+        threads.start_call()
+        self.clock.advance(2.0)
+        pool.stopService()
+        for thread in threading.enumerate():
+            if thread is not threading.current_thread() and thread.daemon:
+                thread.join(5.0)
+        self.assertEqual(daemons, [True])
+
+    def test_threads_keep_their_names(self) -> None:
+        pool = ThreadHandlerPool(IncrementHandler(), 1, reactor=self.clock)
+        thread = pool.executor.threadFactory(name="incproto-1", target=lambda: None)
+        self.assertEqual((thread.name, thread.daemon), ("incproto-1", True))
+
+
+class FakeProcessPool:
+    """Stands for a C{pebble.ProcessPool}: each job's future is finished by
+    the test (C{set_result}, C{set_exception}, C{cancel})."""
+
+    def __init__(self) -> None:
+        self.active = True
+        self.scheduled: List[Tuple[Any, Tuple[Any, ...], Any, Future[bytes]]] = []
+        self.refuse = 0  # schedule raises RuntimeError this many times
+        self.calls: List[str] = []
+        self.threads: List[str] = []
+        self.release: Optional[threading.Event] = None  # stop waits for it
+
+    def schedule(
+        self, function: Any, args: Tuple[Any, ...], timeout: Any = "unset"
+    ) -> Future[bytes]:
+        if self.refuse:
+            self.refuse -= 1
+            self.active = False
+            raise RuntimeError("the pool is not running")
+        future: Future[bytes] = Future()
+        self.scheduled.append((function, args, timeout, future))
+        return future
+
+    def future(self, index: int = 0) -> Future[bytes]:
+        return self.scheduled[index][3]
+
+    def stop(self) -> None:
+        self.threads.append(threading.current_thread().name)
+        self.calls.append("stop")
+        if self.release is not None:
+            self.release.wait(10.0)
+
+    def join(self) -> None:
+        self.calls.append("join")
+
+
+class ThreadedReactor(Clock):
+    """A Clock whose callFromThread runs the call at once on the test's
+    thread, and queues it from any other, for L{settle}."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.current_thread()
+        self.queued: List[Tuple[Callable[..., Any], Tuple[Any, ...]]] = []
+        self.lock = threading.Lock()
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any) -> None:
+        if threading.current_thread() is self.thread:
+            f(*args)
+        else:
+            with self.lock:
+                self.queued.append((f, args))
+
+    def settle(self) -> None:
+        """Wait for the pool's stop helpers, then run what they handed over."""
+        for thread in threading.enumerate():
+            if thread.name == "incproto pool stop":
+                thread.join(10.0)
+        with self.lock:
+            queued, self.queued = self.queued, []
+        for f, args in queued:
+            f(*args)
+
+
+class FakePoolProcessPool(ProcessHandlerPool):
+    """A ProcessHandlerPool whose pebble pools are L{FakeProcessPool}s."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.pools: List[FakeProcessPool] = []
+        super().__init__(IncrementHandler(), 2, **kwargs)
+
+    def _newPool(self) -> FakeProcessPool:
+        pool = FakeProcessPool()
+        self.pools.append(pool)
+        return pool
+
+
+class ProcessHandlerPoolTests(SynchronousTestCase):
+    """ProcessHandlerPool over fake pebble pools whose futures the test
+    finishes, on a clock (no reactor, no processes)."""
+
+    def setUp(self) -> None:
+        self.clock = ThreadedReactor()
+        self.events: List[Dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.addCleanup(self.clock.settle)
+
+    def pool(
+        self, handlerTimeout: Optional[float] = 2.0, start: bool = True
+    ) -> FakePoolProcessPool:
+        pool = FakePoolProcessPool(
+            reactor=self.clock, handlerTimeout=handlerTimeout, backlog=4
+        )
+        if start:
+            pool.startService()
+        return pool
+
+    def warnings(self) -> List[str]:
+        return [
+            formatEvent(e) for e in self.events if e.get("log_level") == LogLevel.warn
+        ]
+
+    def failure(self, d: Deferred[bytes]) -> Failure:
+        failures: List[Failure] = []
+        d.addErrback(failures.append)
+        [failure] = failures
+        return failure
+
+    def test_a_new_pool(self) -> None:
+        pool = self.pool(start=False)
+        self.assertEqual((pool.executor, pool.replaced, pool._jobs), (None, 0, set()))
+        self.assertEqual(repr(pool), "ProcessHandlerPool(IncrementHandler(), 2)")
+        self.assertEqual((pool.size, pool.backlog, pool.handlerTimeout), (2, 4, 2.0))
+
+    def test_start_makes_the_pool_and_shortens_the_switch_interval(self) -> None:
+        intervals: List[float] = []
+        fake_sys = SimpleNamespace(
+            getswitchinterval=lambda: 0.005, setswitchinterval=intervals.append
+        )
+        self.patch(_processes, "sys", fake_sys)
+        pool = self.pool()
+        self.assertTrue(pool.running)
+        self.assertEqual(pool.pools, [pool.executor])
+        self.assertEqual(intervals, [0.001])
+        fake_sys.getswitchinterval = lambda: 0.0005
+        self.pool()
+        self.assertEqual(intervals, [0.001, 0.0005])  # never lengthened
+
+    def test_a_job_runs_in_the_pool(self) -> None:
+        pool = self.pool()
+        d = pool.run(b"abc")
+        [(function, args, timeout, future)] = pool.executor.scheduled
+        self.assertIs(function, _processes._transform)
+        self.assertEqual((args, timeout), ((pool.handler, b"abc"), 2.0))
+        [job] = pool._jobs
+        self.assertEqual((job.executor, job.future), (pool.executor, future))
+        self.assertEqual((pool.inFlight, pool.completed), (1, 0))
+        future.set_result(function(*args))
+        self.assertEqual(self.successResultOf(d), b"bcd")
+        self.assertEqual((pool.inFlight, pool.completed, pool._jobs), (0, 1, set()))
+        self.assertEqual((pool.timeouts, pool.lost, pool.replaced), (0, 0, 0))
+        self.assertEqual(self.warnings(), [])
+
+    def test_no_timeout(self) -> None:
+        pool = self.pool(handlerTimeout=None)
+        pool.run(b"abc")
+        self.assertIsNone(pool.executor.scheduled[0][2])
+
+    def test_a_handler_error_fails_its_job(self) -> None:
+        pool = self.pool()
+        d = pool.run(b"abc")
+        pool.executor.future().set_exception(ValueError("bad payload"))
+        failure = self.failure(d)
+        failure.trap(ValueError)
+        self.assertEqual(failure.getErrorMessage(), "bad payload")
+        self.assertEqual((pool.lost, pool.timeouts, pool.completed), (0, 0, 1))
+        self.assertEqual(self.warnings(), [])
+
+    def test_a_base_exception_fails_its_job(self) -> None:
+        pool = self.pool()
+        d = pool.run(b"abc")
+        pool.executor.future().set_exception(KeyboardInterrupt())
+        self.failure(d).trap(KeyboardInterrupt)
+
+    def test_a_job_past_its_timeout_fails(self) -> None:
+        pool = self.pool()
+        d = pool.run(b"abc")
+        pool.executor.future().set_exception(FuturesTimeoutError())
+        failure = self.failure(d)
+        failure.trap(HandlerTimeoutError)
+        message = "the handler ran longer than 2.0s; its process was killed"
+        self.assertEqual(failure.getErrorMessage(), message)
+        self.assertEqual((pool.timeouts, pool.lost, pool.completed), (1, 0, 1))
+        self.assertEqual(self.warnings(), [f"{pool!r}: {message}"])
+        self.assertEqual((pool.replaced, len(pool.pools)), (0, 1))
+
+    def test_a_job_whose_process_died_fails(self) -> None:
+        pool = self.pool()
+        d = pool.run(b"abc")
+        died = pebble.ProcessExpired("Abnormal termination", code=-9, pid=5)
+        pool.executor.future().set_exception(died)
+        failure = self.failure(d)
+        failure.trap(PoolProcessLostError)
+        message = (
+            "the process running the handler died (Abnormal termination, exit code -9)"
+        )
+        self.assertEqual(failure.getErrorMessage(), message)
+        self.assertEqual((pool.lost, pool.timeouts, pool.completed), (1, 0, 1))
+        self.assertEqual(self.warnings(), [f"{pool!r}: {message}"])
+        self.assertEqual((pool.replaced, pool.inFlight), (0, 0))
+
+    def test_a_lost_job_on_a_pool_that_broke_replaces_it(self) -> None:
+        pool = self.pool()
+        d = pool.run(b"abc")
+        old = pool.executor
+        old.active = False
+        old.future().set_exception(pebble.ProcessExpired("gone", code=1))
+        self.failure(d).trap(PoolProcessLostError)
+        self.assertEqual(pool.replaced, 1)
+        self.assertEqual(pool.pools, [old, pool.executor])
+        self.assertEqual(
+            self.warnings(),
+            [
+                f"{pool!r}: the process running the handler died (gone, exit code 1)",
+                f"{pool!r}: replacing the process pool, because its processes "
+                "could not be replaced",
+            ],
+        )
+        self.clock.settle()
+        self.assertEqual(old.calls, ["stop", "join"])
+        self.assertEqual(old.threads, ["incproto pool stop"])
+
+    def test_a_timeout_on_a_pool_that_broke_replaces_it(self) -> None:
+        pool = self.pool()
+        d = pool.run(b"abc")
+        pool.executor.active = False
+        pool.executor.future().set_exception(FuturesTimeoutError())
+        self.failure(d).trap(HandlerTimeoutError)
+        self.assertEqual((pool.replaced, len(pool.pools)), (1, 2))
+
+    def test_a_lost_job_after_a_replacement_replaces_nothing(self) -> None:
+        pool = self.pool()
+        d = pool.run(b"abc")
+        old = pool.executor
+        old.active = False
+        pool.run(b"def")  # finds it broken: replaced
+        self.assertEqual((pool.replaced, len(pool.pools)), (1, 2))
+        old.future().set_exception(pebble.ProcessExpired("gone", code=1))
+        self.failure(d).trap(PoolProcessLostError)
+        self.assertEqual((pool.replaced, len(pool.pools)), (1, 2))
+
+    def test_a_lost_job_after_stop_replaces_nothing(self) -> None:
+        pool = self.pool()
+        d = pool.run(b"abc")
+        old = pool.executor
+        pool.running = False
+        old.active = False
+        old.future().set_exception(pebble.ProcessExpired("gone", code=1))
+        self.failure(d).trap(PoolProcessLostError)
+        self.assertEqual((pool.replaced, pool.executor), (0, old))
+
+    def test_a_broken_pool_is_replaced_at_the_next_job(self) -> None:
+        pool = self.pool()
+        old = pool.executor
+        old.active = False
+        d = pool.run(b"abc")
+        new = pool.executor
+        self.assertEqual((pool.pools, old.scheduled), ([old, new], []))
+        self.assertEqual(pool.replaced, 1)
+        self.assertEqual(
+            self.warnings(),
+            [f"{pool!r}: replacing the process pool, because it broke"],
+        )
+        [job] = pool._jobs
+        self.assertEqual((job.executor, job.future), (new, new.future()))
+        new.future().set_result(b"bcd")
+        self.assertEqual(self.successResultOf(d), b"bcd")
+        self.clock.settle()
+        self.assertEqual(old.calls, ["stop", "join"])
+
+    def test_each_replacement_counts(self) -> None:
+        pool = self.pool()
+        for _ in range(2):
+            pool.executor.active = False
+            pool.run(b"abc")
+        self.assertEqual((pool.replaced, len(pool.pools)), (2, 3))
+
+    def test_a_pool_that_breaks_as_a_job_is_scheduled_is_replaced(self) -> None:
+        pool = self.pool()
+        old = pool.executor
+        old.refuse = 1
+        d = pool.run(b"abc")
+        new = pool.executor
+        self.assertEqual(pool.pools, [old, new])
+        self.assertEqual((pool.replaced, old.scheduled), (1, []))
+        [(function, args, timeout, future)] = new.scheduled
+        self.assertIs(function, _processes._transform)
+        self.assertEqual((args, timeout), ((pool.handler, b"abc"), 2.0))
+        [job] = pool._jobs
+        self.assertEqual((job.executor, job.future), (new, future))
+        self.assertEqual(
+            self.warnings(),
+            [f"{pool!r}: replacing the process pool, because it broke"],
+        )
+        future.set_result(b"bcd")
+        self.assertEqual(self.successResultOf(d), b"bcd")
+
+    def test_a_job_the_broken_pool_dropped_runs_once_more(self) -> None:
+        pool = self.pool()
+        d = pool.run(b"abc")
+        old = pool.executor
+        old.active = False
+        old.future().set_exception(BrokenProcessPool("the pool broke"))
+        new = pool.executor
+        self.assertEqual((pool.pools, pool.replaced), ([old, new], 1))
+        self.assertEqual(
+            self.warnings(),
+            [f"{pool!r}: replacing the process pool, because it broke "
+             "(the pool broke)"],
+        )  # fmt: skip
+        [(_function, args, timeout, future)] = new.scheduled
+        self.assertEqual((args, timeout), ((pool.handler, b"abc"), 2.0))
+        [job] = pool._jobs
+        self.assertTrue(job.retried)
+        self.assertEqual((job.executor, job.future), (new, future))
+        self.assertEqual((pool.inFlight, pool.completed), (1, 0))
+        future.set_result(b"bcd")
+        self.assertEqual(self.successResultOf(d), b"bcd")
+        self.assertEqual((pool.inFlight, pool.completed, pool.lost), (0, 1, 0))
+
+    def test_a_dropped_job_on_a_live_pool_runs_again_there(self) -> None:
+        pool = self.pool()
+        d = pool.run(b"abc")
+        old = pool.executor
+        old.future().cancel()  # pebble cancels what a pool drops
+        self.assertEqual((pool.pools, pool.replaced), ([old], 0))
+        self.assertEqual(len(old.scheduled), 2)
+        old.future(1).set_result(b"bcd")
+        self.assertEqual(self.successResultOf(d), b"bcd")
+        self.assertEqual(self.warnings(), [])
+
+    def test_a_job_dropped_twice_is_lost(self) -> None:
+        pool = self.pool()
+        d = pool.run(b"abc")
+        pool.executor.future().set_exception(BrokenProcessPool("broke"))
+        pool.executor.future(1).set_exception(BrokenProcessPool())
+        failure = self.failure(d)
+        failure.trap(PoolProcessLostError)
+        message = "the process pool broke: BrokenProcessPool"
+        self.assertEqual(failure.getErrorMessage(), message)
+        self.assertEqual((pool.lost, pool.inFlight, pool.completed), (1, 0, 1))
+        self.assertEqual(self.warnings(), [f"{pool!r}: {message}"])
+
+    def test_a_cancelled_job_once_stopped_is_lost(self) -> None:
+        pool = self.pool()
+        d = pool.run(b"abc")
+        pool.running = False
+        pool.executor.future().cancel()
+        failure = self.failure(d)
+        failure.trap(PoolProcessLostError)
+        self.assertEqual(
+            failure.getErrorMessage(), "the process pool broke: CancelledError"
+        )
+        self.assertEqual(len(pool.executor.scheduled), 1)
+
+    def test_waiting_jobs_go_in_as_others_finish(self) -> None:
+        pool = self.pool()
+        results = [pool.run(bytes([n])) for n in range(5)]
+        self.assertEqual((pool.inFlight, pool.waiting), (4, 1))
+        pool.executor.future().set_exception(BrokenProcessPool())  # retried
+        self.assertEqual((pool.inFlight, pool.waiting), (4, 1))
+        pool.executor.future(1).set_result(b"x")
+        self.assertEqual((pool.inFlight, pool.waiting), (4, 0))
+        self.assertEqual(self.successResultOf(results[1]), b"x")
+
+    def test_stop_before_start(self) -> None:
+        pool = self.pool(start=False)
+        self.assertIsNone(self.successResultOf(pool.stopService()))
+        self.assertEqual(self.clock.queued, [])
+
+    def test_stop_stops_the_processes_in_a_thread(self) -> None:
+        pool = self.pool()
+        executor = pool.executor
+        d = pool.stopService()
+        self.assertNoResult(d)
+        self.assertIsNone(pool.executor)
+        self.clock.settle()
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(executor.calls, ["stop", "join"])
+        self.assertEqual(executor.threads, ["incproto pool stop"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.warnings(), [])
+
+    def test_the_stop_helper_is_a_daemon(self) -> None:
+        pool = self.pool()
+        daemons: List[bool] = []
+        pool.executor.join = lambda: daemons.append(  # type: ignore[method-assign]
+            threading.current_thread().daemon
+        )
+        pool.stopService()
+        self.clock.settle()
+        self.assertEqual(daemons, [True])
+
+    def test_stop_terminates_the_processes(self) -> None:
+        pool = self.pool()
+        process = FakeProcess()
+        pool.executor._pool_manager = SimpleNamespace(  # type: ignore[attr-defined]
+            worker_manager=SimpleNamespace(workers={1: process})
+        )
+        pool.stopService()
+        self.clock.settle()
+        self.assertTrue(process.terminated)
+
+    def test_stop_fails_the_jobs_its_pool_never_answered(self) -> None:
+        pool = self.pool(start=False)
+        pool.drainTimeout = 1.0
+        pool.startService()
+        d = pool.run(b"abc")
+        answered = pool.run(b"def")
+        executor = pool.executor
+        executor.future(1).set_result(b"efg")
+        stopped = pool.stopService()
+        self.clock.advance(1.0)  # drain timeout: stop anyway
+        self.assertNoResult(d)
+        self.clock.settle()
+        self.assertIsNone(self.successResultOf(stopped))
+        failure = self.failure(d)
+        failure.trap(PoolProcessLostError)
+        self.assertEqual(
+            failure.getErrorMessage(),
+            "the process pool broke: its pool was stopped",
+        )
+        self.assertEqual(self.successResultOf(answered), b"efg")
+        self.assertEqual((pool.inFlight, pool.lost, pool._jobs), (0, 1, set()))
+        self.assertEqual(len(executor.scheduled), 2)  # not retried once stopped
+
+    def test_stopping_an_old_pool_fails_only_its_jobs(self) -> None:
+        pool = self.pool()
+        old_job = pool.run(b"abc")
+        old = pool.executor
+        old.active = False
+        new_job = pool.run(b"def")  # replaced; the old stops in a thread
+        new = pool.executor
+        self.clock.settle()
+        self.assertEqual(old.calls, ["stop", "join"])
+        self.assertNoResult(new_job)
+        self.assertFalse(new.future().done())
+        # the old pool's job ran once more, in the new pool
+        self.assertEqual(len(new.scheduled), 2)
+        new.future(1).set_result(b"bcd")
+        new.future().set_result(b"efg")
+        self.assertEqual(self.successResultOf(old_job), b"bcd")
+        self.assertEqual(self.successResultOf(new_job), b"efg")
+
+    def test_a_pool_that_does_not_stop_in_time_is_left(self) -> None:
+        pool = self.pool()
+        executor = pool.executor
+        executor.release = threading.Event()
+        self.addCleanup(executor.release.set)
+        d = pool.stopService()
+        self.clock.advance(_processes.STOP_GRACE - 0.001)
+        self.assertNoResult(d)
+        self.clock.advance(0.001)
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(
+            self.warnings(),
+            [f"{pool!r}: its processes did not stop within 10.0s"],
+        )
+        executor.release.set()
+        self.clock.settle()  # it stops at last: nothing more happens
+        self.assertEqual(executor.calls, ["stop", "join"])
+        self.assertEqual(len(self.warnings()), 1)
+
+    def test_stop_after_a_replacement_stops_only_the_new_pool(self) -> None:
+        pool = self.pool()
+        old = pool.executor
+        old.active = False
+        pool.run(b"abc").addErrback(lambda f: None)
+        self.clock.settle()
+        new = pool.executor
+        pool.stopService()
+        self.clock.advance(pool.drainTimeout)
+        self.clock.settle()
+        self.assertEqual((old.calls, new.calls), (["stop", "join"], ["stop", "join"]))
+
+
+class FakeProcess:
+    def __init__(self, error: Optional[Exception] = None) -> None:
+        self.error = error
+        self.terminated = False
+
+    def terminate(self) -> None:
+        self.terminated = True
+        if self.error is not None:
+            raise self.error
+
+
+class FakeStderr:
+    def __init__(self, fd: Any) -> None:
+        self.fd = fd
+
+    def fileno(self) -> int:
+        if isinstance(self.fd, Exception):
+            raise self.fd
+        return int(self.fd)
+
+
+class ProcessHelperTests(SynchronousTestCase):
+    """The process pool's helpers, called directly."""
+
+    def test_transform_runs_the_handler(self) -> None:
+        self.assertEqual(_processes._transform(IncrementHandler(), b"abc"), b"bcd")
+
+    def started(self, parent: int) -> List[Tuple[str, Any]]:
+        calls: List[Tuple[str, Any]] = []
+        self.patch(_processes, "os", SimpleNamespace(
+            nice=lambda n: calls.append(("nice", n)),
+            getppid=lambda: 42,
+            _exit=lambda code: calls.append(("exit", code)),
+        ))  # fmt: skip
+        self.patch(_processes, "die_with_parent", lambda s: calls.append(("die", s)))
+        _processes._pool_process_started(parent)
+        return calls
+
+    def test_a_pool_process_lowers_its_priority_and_dies_with_its_parent(
+        self,
+    ) -> None:
+        self.assertEqual(self.started(42), [("nice", 10), ("die", signal.SIGKILL)])
+
+    def test_a_pool_process_whose_parent_went_exits(self) -> None:
+        self.assertEqual(
+            self.started(41), [("nice", 10), ("die", signal.SIGKILL), ("exit", 1)]
+        )
+
+    def test_terminate_processes(self) -> None:
+        joins: List[Any] = []
+        first, second = FakeProcess(OSError("gone")), FakeProcess()
+        pool = SimpleNamespace(
+            _pool_manager_loop=SimpleNamespace(join=joins.append),
+            _pool_manager=SimpleNamespace(
+                worker_manager=SimpleNamespace(workers={1: first, 2: second})
+            ),
+        )
+        _processes._terminate_processes(pool)
+        self.assertEqual(joins, [10.0])
+        self.assertEqual((first.terminated, second.terminated), (True, True))
+
+    def test_terminate_processes_of_a_pool_without_them(self) -> None:
+        _processes._terminate_processes(object())
+        _processes._terminate_processes(SimpleNamespace(_pool_manager=object()))
+        _processes._terminate_processes(
+            SimpleNamespace(_pool_manager=SimpleNamespace(worker_manager=object()))
+        )
+
+    def stderr_within(self, fd: Any) -> Tuple[Any, Any]:
+        stderr = FakeStderr(fd)
+        self.patch(sys, "stderr", stderr)
+        with _processes._real_stderr():
+            inside = sys.stderr
+        self.assertIs(sys.stderr, stderr)
+        return stderr, inside
+
+    def test_real_stderr_replaces_one_without_a_descriptor(self) -> None:
+        self.patch(sys, "__stderr__", FakeStderr(2))
+        self.assertIs(self.stderr_within(-1)[1], sys.__stderr__)
+        self.assertIs(self.stderr_within(ValueError("closed"))[1], sys.__stderr__)
+
+    def test_real_stderr_keeps_one_with_a_descriptor(self) -> None:
+        for fd in (0, 2):
+            stderr, inside = self.stderr_within(fd)
+            self.assertIs(inside, stderr)
+
+    def test_real_stderr_without_a_real_one(self) -> None:
+        self.patch(sys, "__stderr__", None)
+        stderr, inside = self.stderr_within(-1)
+        self.assertIs(inside, stderr)
+
+    def test_real_stderr_is_put_back_after_an_error(self) -> None:
+        stderr = FakeStderr(-1)
+        self.patch(sys, "stderr", stderr)
+        with self.assertRaises(ZeroDivisionError):
+            with _processes._real_stderr():
+                raise ZeroDivisionError
+        self.assertIs(sys.stderr, stderr)
+
+    def new_pool(self, active: bool) -> Tuple[List[Tuple[Any, ...]], Any]:
+        made: List[Tuple[Any, ...]] = []
+
+        class ProcessPool:
+            def __init__(self, size: int, **kwargs: Any) -> None:
+                made.append((size, kwargs, sys.stderr))
+                self.active = active
+
+        self.patch(sys, "stderr", FakeStderr(-1))
+        self.patch(sys, "__stderr__", FakeStderr(2))
+        fake = ModuleType("pebble")
+        fake.ProcessPool = ProcessPool  # type: ignore[attr-defined]
+        pool = ProcessHandlerPool(IncrementHandler(), 3, reactor=Clock())
+        with mock.patch.dict(sys.modules, {"pebble": fake}):
+            try:
+                return made, pool._newPool()
+            except RuntimeError as e:
+                return made, e
+
+    def test_a_new_pool_spawns_its_processes(self) -> None:
+        made, pebble_pool = self.new_pool(active=True)
+        [(size, kwargs, stderr)] = made
+        self.assertEqual(size, 3)
+        self.assertEqual(kwargs, {
+            "initializer": _processes._pool_process_started,
+            "initargs": (os.getpid(),),
+            "context": multiprocessing.get_context("spawn"),
+        })  # fmt: skip
+        self.assertIs(stderr, sys.__stderr__)
+        self.assertTrue(pebble_pool.active)
+
+    def test_a_new_pool_that_does_not_start(self) -> None:
+        _, error = self.new_pool(active=False)
+        self.assertIsInstance(error, RuntimeError)
+        self.assertEqual(str(error), "the process pool did not start")

@@ -1,0 +1,390 @@
+"""Tests for incproto.tap (command line and wiring) and the twistd plugin
+(its import in a fresh interpreter: tests/e2e/test_tap.py)."""
+
+from __future__ import annotations
+
+import io
+import os
+from contextlib import redirect_stdout
+
+from twisted.application.service import IServiceMaker
+from twisted.internet.error import CannotListenError
+from twisted.internet.testing import (
+    MemoryReactor,
+    MemoryReactorClock,
+    RaisingMemoryReactor,
+)
+from twisted.plugin import getPlugins
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+import incproto
+from incproto.config import ServerConfig, endpoint_description
+from incproto.handlers import IncrementHandler, IPayloadHandler, hashing
+from incproto.limit import DEFAULT_QUEUE_SIZE, ConnectionLimit
+from incproto.pools import HandlerPool, ProcessHandlerPool, ThreadHandlerPool
+from incproto.protocol import IncrementFactory
+from incproto.proxy import ProxyEndpoint
+from incproto.serving.service import ListenError, ListeningService
+from incproto.tap import Options, makeService
+
+
+class EndpointDescriptionTests(SynchronousTestCase):
+    def test_bare_number_is_tcp_with_backlog(self) -> None:
+        self.assertEqual(endpoint_description("9090", 1024), "tcp:9090:backlog=1024")
+
+    def test_backlog_added_where_accepted(self) -> None:
+        for given in (
+            "tcp:9090:interface=127.0.0.1",
+            "tcp6:9090",
+            "unix:/tmp/incproto.sock",
+            "ssl:9443:privateKey=k.pem",
+            "proxy:tcp:9090",
+        ):
+            self.assertEqual(endpoint_description(given, 77), f"{given}:backlog=77")
+
+    def test_haproxy_means_incprotos_proxy_endpoint(self) -> None:
+        self.assertEqual(
+            endpoint_description("haproxy:unix:/run/a.sock", 77),
+            "proxy:unix:/run/a.sock:backlog=77",
+        )
+
+    def test_explicit_backlog_wins(self) -> None:
+        self.assertEqual(
+            endpoint_description("tcp:9090:backlog=5", 77), "tcp:9090:backlog=5"
+        )
+
+    def test_systemd_untouched(self) -> None:
+        given = "systemd:domain=INET:index=0"
+        self.assertEqual(endpoint_description(given, 77), given)
+
+
+class OptionsTests(SynchronousTestCase):
+    def test_defaults(self) -> None:
+        options = Options.parse([])
+        self.assertEqual(options["port"], "9090")
+        self.assertEqual(options["backlog"], 1024)
+        self.assertEqual(options.config.endpoint, "tcp:9090:backlog=1024")
+
+    def test_port_and_backlog(self) -> None:
+        options = Options.parse(
+            ["--port", "tcp:0:interface=127.0.0.1", "--backlog", "9"]
+        )
+        self.assertEqual(options.config.endpoint, "tcp:0:interface=127.0.0.1:backlog=9")
+
+    def assertUsageError(self, argv: list[str], message: str) -> None:
+        error = self.assertRaises(usage.UsageError, Options.parse, argv)
+        self.assertIn(message, str(error))
+        self.assertNotIn("\n", str(error))
+
+    def test_unix_socket_in_a_missing_directory(self) -> None:
+        self.assertUsageError(
+            ["--port", "unix:/nonexistent/x.sock"],
+            "--port unix:/nonexistent/x.sock: no such directory: /nonexistent",
+        )
+
+    def test_unescaped_ipv6_interface_names_the_escaping(self) -> None:
+        self.assertUsageError(
+            ["--port", "tcp6:9090:interface=::1"],
+            "a colon inside a value must be escaped with a backslash, as in "
+            "tcp6:9090:interface=\\:\\:1",
+        )
+
+    def test_unknown_endpoint_type(self) -> None:
+        self.assertUsageError(
+            ["--port", "banana"], "--port banana: Unknown endpoint type: 'banana'"
+        )
+
+    def test_port_out_of_range(self) -> None:
+        self.assertUsageError(["--port", "70000"], "between 0 and 65535")
+
+    def test_bad_endpoint_argument(self) -> None:
+        self.assertUsageError(["--port", "tcp:http"], "--port tcp:http:")
+
+    def test_missing_tls_key(self) -> None:
+        self.assertUsageError(
+            ["--port", "ssl:9443:privateKey=/nonexistent/key.pem"], "--port ssl:9443"
+        )
+
+    def test_backlog_must_be_positive(self) -> None:
+        self.assertUsageError(["--backlog", "0"], "not a positive integer")
+        self.assertUsageError(["--backlog", "many"], "many")
+
+    def test_unknown_option(self) -> None:
+        self.assertUsageError(["--bogus"], "bogus")
+
+    def test_version_is_incproto(self) -> None:
+        out = io.StringIO()
+        with redirect_stdout(out):
+            self.assertRaises(SystemExit, Options.parse, ["--version"])
+        self.assertTrue(out.getvalue().startswith(f"incproto {incproto.__version__} "))
+
+    def test_help_has_no_doubled_periods(self) -> None:
+        """Twisted appends ". " and the coercer's doc to the help string."""
+        self.assertNotRegex(str(Options()), r"\.\s*\.")
+
+    def test_systemd_port_outside_systemd(self) -> None:
+        self.patch(os, "environ", {})
+        self.assertUsageError(
+            ["--port", "systemd:domain=INET:name=incproto"],
+            "--port systemd:domain=INET:name=incproto: systemd passed no socket "
+            "of name 'incproto': not started by systemd socket activation "
+            "(LISTEN_FDS is not set)",
+        )
+        self.assertUsageError(
+            ["--port", "systemd:domain=INET:index=0"],
+            "systemd passed no socket of index '0'",
+        )
+
+    def test_systemd_port_not_passed(self) -> None:
+        self.patch(
+            os,
+            "environ",
+            {"LISTEN_FDS": "1", "LISTEN_PID": str(os.getpid()), "LISTEN_FDNAMES": "a"},
+        )
+        self.assertUsageError(
+            ["--port", "systemd:domain=INET:name=incproto"],
+            "systemd passed no socket of name 'incproto' "
+            "(LISTEN_FDS=1, LISTEN_FDNAMES=a)",
+        )
+
+    def test_help_documents_every_option(self) -> None:
+        """
+        Every declared option (parameters and flags) is named in --help, with
+        its short form if it has one and the start of its description.
+        """
+        lines = str(Options()).splitlines()
+        text = " ".join(" ".join(lines).split())
+        declared = [*Options.optParameters, *Options.optFlags]
+        self.assertGreaterEqual(len(declared), 15)
+        for name, short, *rest in declared:
+            parameter = len(rest) > 1
+            description = rest[-1] if not parameter else rest[1]
+            named = [
+                line
+                for line in lines
+                if f"--{name}{'=' if parameter else ' '}" in f"{line} "
+            ]
+            self.assertEqual(len(named), 1, name)
+            if short:
+                self.assertIn(f"-{short}, --{name}", named[0])
+            self.assertIn(" ".join(description.split()[:6]), text, name)
+        for builtin in ("--help", "--version"):
+            self.assertIn(builtin, text)
+
+
+class MakeServiceTests(SynchronousTestCase):
+    def test_listens_on_start(self) -> None:
+        reactor = MemoryReactor()
+        service = makeService(Options.parse(["--port", "9191"]), reactor=reactor)
+        service.privilegedStartService()
+        service.startService()
+        [(port, factory, backlog, interface)] = reactor.tcpServers
+        self.assertEqual((port, backlog, interface), (9191, 1024, ""))
+        self.assertIsInstance(factory, IncrementFactory)
+        service.stopService()
+
+    def test_twist_path_listens_in_start_service(self) -> None:
+        """C{twist} never calls privilegedStartService."""
+        reactor = MemoryReactor()
+        service = makeService(Options.parse(["--port", "9191"]), reactor=reactor)
+        service.startService()
+        self.assertEqual(len(reactor.tcpServers), 1)
+
+    def test_nothing_listens_before_start(self) -> None:
+        """twistd calls makeService before daemonizing: no sockets yet."""
+        reactor = MemoryReactor()
+        makeService(Options.parse(["--port", "9191"]), reactor=reactor)
+        self.assertEqual(reactor.tcpServers, [])
+
+    def test_listen_failure_is_one_line_exit(self) -> None:
+        reactor = RaisingMemoryReactor(
+            listenException=CannotListenError("", 9191, OSError(98, "in use"))
+        )
+        service = makeService(Options.parse(["--port", "9191"]), reactor=reactor)
+        error = self.assertRaises(ListenError, service.privilegedStartService)
+        self.assertIsInstance(error, SystemExit)
+        self.assertIsInstance(error, Exception)
+        self.assertTrue(str(error).startswith("incproto: cannot listen on 9191: "))
+        self.assertNotIn("\n", str(error))
+
+    def test_service_is_named(self) -> None:
+        service = makeService(Options.parse([]), reactor=MemoryReactor())
+        self.assertIsInstance(service.getServiceNamed("incproto"), ListeningService)
+
+
+class LimitOptionsTests(SynchronousTestCase):
+    def test_limit_wraps_the_factory(self) -> None:
+        reactor = MemoryReactor()
+        argv = ["--port", "9191", "--max-connections", "2", "--queue", "5"]
+        argv += ["--queue-timeout", "1.5", "--max-per-peer", "3"]
+        service = makeService(Options.parse(argv), reactor=reactor)
+        service.startService()
+        [(_, limit, _, _)] = reactor.tcpServers
+        self.assertIsInstance(limit, ConnectionLimit)
+        self.assertIsInstance(limit.wrappedFactory, IncrementFactory)
+        self.assertEqual(
+            (
+                limit.maxConnections,
+                limit.queueSize,
+                limit.queueTimeout,
+                limit.maxPerPeer,
+            ),
+            (2, 5, 1.5, 3),
+        )
+        self.assertIs(limit.clock, reactor)
+
+    def test_no_limit_by_default(self) -> None:
+        reactor = MemoryReactor()
+        makeService(Options.parse(["--port", "9191"]), reactor=reactor).startService()
+        [(_, factory, _, _)] = reactor.tcpServers
+        self.assertIsInstance(factory, IncrementFactory)
+
+    def test_limit_options_need_max_connections(self) -> None:
+        for option in ("--queue", "--queue-timeout", "--max-per-peer"):
+            error = self.assertRaises(usage.UsageError, Options.parse, [option, "1"])
+            self.assertEqual(str(error), f"{option} needs --max-connections")
+
+    def test_queue_default_with_max_connections(self) -> None:
+        options = Options.parse(["--max-connections", "2"])
+        self.assertEqual(options.config.queue, DEFAULT_QUEUE_SIZE)
+        self.assertEqual(options.config.queue, DEFAULT_QUEUE_SIZE)
+
+    def test_bad_limit_values(self) -> None:
+        for argv in (
+            ["--max-connections", "0"],
+            ["--max-connections", "2", "--queue", "-1"],
+            ["--max-connections", "2", "--queue-timeout", "0"],
+            ["--max-connections", "2", "--queue-timeout", "soon"],
+        ):
+            self.assertRaises(usage.UsageError, Options.parse, argv)
+
+    def test_haproxy_uses_incprotos_proxy_endpoint(self) -> None:
+        service = makeService(
+            Options.parse(["--port", "haproxy:tcp:9191"]), reactor=MemoryReactor()
+        )
+        listener = service.getServiceNamed("incproto")
+        self.assertIsInstance(listener.endpoint, ProxyEndpoint)
+
+
+class HandlerOptionsTests(SynchronousTestCase):
+    def test_inline_increment_by_default(self) -> None:
+        reactor = MemoryReactor()
+        service = makeService(Options.parse(["--port", "9191"]), reactor=reactor)
+        service.startService()
+        [(_, factory, _, _)] = reactor.tcpServers
+        self.assertIsInstance(factory.handler, IncrementHandler)
+        self.assertIsNone(factory.pool)
+
+    def test_handler_by_name(self) -> None:
+        options = Options.parse(["--handler", "incproto.handlers:hashing"])
+        self.assertEqual(options.config.handler, "incproto.handlers:hashing")
+
+    def test_threads(self) -> None:
+        reactor = MemoryReactorClock()
+        argv = ["--handler", "incproto.handlers:hashing", "--threads", "3"]
+        service = makeService(
+            Options.parse([*argv, "--drain-timeout", "7", "--handler-timeout", "2"]),
+            reactor=reactor,
+        )
+        [pool] = [child for child in service if isinstance(child, HandlerPool)]
+        self.assertIsInstance(pool, ThreadHandlerPool)
+        self.assertEqual(
+            (pool.size, pool.handler, pool.drainTimeout), (3, hashing, 7.0)
+        )
+        self.assertEqual(pool.handlerTimeout, 2.0)
+        service.startService()
+        [(_, factory, _, _)] = reactor.tcpServers
+        self.assertIs(factory.pool, pool)
+        self.assertTrue(pool.executor.started)
+        service.stopService()
+        self.assertFalse(pool.executor.started)
+
+    def test_processes_are_built_not_started(self) -> None:
+        """twistd calls makeService before daemonizing: nothing starts yet."""
+        service = makeService(
+            Options.parse(["--processes", "2"]), reactor=MemoryReactor()
+        )
+        [pool] = [child for child in service if isinstance(child, HandlerPool)]
+        self.assertIsInstance(pool, ProcessHandlerPool)
+        self.assertIsNone(pool.executor)
+
+    def test_handler_errors(self) -> None:
+        for argv, message in [
+            (["--handler", "nowhere:thing"], "--handler nowhere:thing: cannot import"),
+            (["--threads", "2", "--processes", "2"], "exclude each other"),
+            (["--handler-timeout", "5"], "--handler-timeout needs --threads"),
+            (["--threads", "2", "--handler-timeout", "0"], "not a positive number"),
+            (["--threads", "0"], "not a positive integer"),
+            (
+                ["--handler", "tests.unit.test_tap:unpicklable", "--processes", "2"],
+                "--processes needs a picklable handler",
+            ),
+        ]:
+            error = self.assertRaises(usage.UsageError, Options.parse, argv)
+            self.assertIn(message, str(error))
+
+
+@implementer(IPayloadHandler)
+class _Local:
+    def transform(self, payload: bytes) -> bytes:
+        return payload
+
+
+def unpicklable() -> IPayloadHandler:
+    class Inner(_Local):
+        pass
+
+    return Inner()
+
+
+class PluginTests(SynchronousTestCase):
+    def test_discovered(self) -> None:
+        [maker] = [p for p in getPlugins(IServiceMaker) if p.tapname == "incproto"]
+        self.assertIn("increment protocol", maker.description)
+        self.assertIs(maker.options, Options)
+        service = maker.makeService(Options.parse(["--port", "0"]))
+        self.assertIsNotNone(service.getServiceNamed("incproto"))
+
+
+class ServerConfigTests(SynchronousTestCase):
+    """
+    The configuration checks and fills in as the command line does, so that
+    code building one directly cannot get what it did not ask for.
+    """
+
+    def test_the_endpoint_follows_the_port_and_backlog(self) -> None:
+        config = ServerConfig(port="9193", backlog=7)
+        self.assertEqual(config.endpoint, "tcp:9193:backlog=7")
+        self.assertEqual(ServerConfig().endpoint, "tcp:9090:backlog=1024")
+        given = ServerConfig(port="x", endpoint="unix:/run/a.sock")
+        self.assertEqual(given.endpoint, "unix:/run/a.sock")
+
+    def test_the_queue_defaults_with_a_limit(self) -> None:
+        self.assertEqual(ServerConfig(max_connections=5).queue, DEFAULT_QUEUE_SIZE)
+        self.assertEqual(ServerConfig(max_connections=5, queue=0).queue, 0)
+        self.assertIsNone(ServerConfig().queue)
+
+    def test_a_metrics_port_number_is_on_loopback(self) -> None:
+        self.assertEqual(
+            ServerConfig(metrics="9100").metrics, "tcp:9100:interface=127.0.0.1"
+        )
+
+    def test_settings_that_exclude_or_need_each_other(self) -> None:
+        for settings, message in (
+            ({"queue": 3}, "--queue needs --max-connections"),
+            ({"max_per_peer": 3}, "--max-per-peer needs --max-connections"),
+            ({"threads": 1, "processes": 1}, "--threads and --processes exclude"),
+            ({"handler_timeout": 1.0}, "--handler-timeout needs --threads"),
+            ({"port": "70000"}, "--port 70000: a port number is between"),
+        ):
+            with self.assertRaises(ValueError) as raised:
+                ServerConfig(**settings)  # type: ignore[arg-type]
+            self.assertTrue(str(raised.exception).startswith(message), settings)
+
+    def test_the_json_round_trip_is_exact(self) -> None:
+        config = ServerConfig(
+            port="proxy:tcp:0", max_connections=2, threads=3, handler_timeout=1.5
+        )
+        self.assertEqual(ServerConfig.from_json(config.to_json()), config)
