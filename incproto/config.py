@@ -17,10 +17,11 @@ import json
 import re
 from typing import Optional
 
+from incproto._kernel.preambles import DEFAULT_TIMEOUT as DEFAULT_HANDSHAKE_TIMEOUT
 from incproto.accesslog import STANDARD_OUTPUT, TWISTED_LOG
 from incproto.limit import DEFAULT_QUEUE_SIZE
 from incproto.pools import DEFAULT_DRAIN_TIMEOUT
-from incproto.proxy import from_haproxy, split_proxy
+from incproto.proxy import TRUSTED, TrustedSources, from_haproxy, split_proxy
 
 DEFAULT_PORT = "9090"
 DEFAULT_BACKLOG = 1024
@@ -98,6 +99,8 @@ class ServerConfig:
     access_log: Optional[str] = None
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     no_connection_log: bool = False
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    proxy_trusted: Optional[str] = None
 
     def __post_init__(self) -> None:
         """
@@ -122,9 +125,24 @@ class ServerConfig:
         if not self.endpoint:
             endpoint = endpoint_description(self.port, self.backlog)
             object.__setattr__(self, "endpoint", endpoint)
+        if self.proxy_trusted is not None:
+            self._check_proxy_trusted()
         if self.metrics is not None and re.fullmatch("[0-9]+", self.metrics):
             metrics = f"tcp:{self.metrics}:interface=127.0.0.1"
             object.__setattr__(self, "metrics", metrics)
+
+    def _check_proxy_trusted(self) -> None:
+        proxied, inner = split_proxy(self.endpoint)
+        if not proxied:
+            raise ValueError("--proxy-trusted needs a proxy: (or haproxy:) --port")
+        if f"{TRUSTED}=" in inner:
+            raise ValueError(
+                f"--proxy-trusted and the port's {TRUSTED}= exclude each other"
+            )
+        try:
+            TrustedSources.parse(str(self.proxy_trusted))
+        except ValueError as e:
+            raise ValueError(f"--proxy-trusted {self.proxy_trusted}: {e}") from None
 
     @property
     def pool_size(self) -> Optional[int]:

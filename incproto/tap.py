@@ -24,9 +24,15 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
 import twisted
+from incproto._kernel.preambles import DEFAULT_TIMEOUT as DEFAULT_HANDSHAKE_TIMEOUT
 from incproto._version import __version__
 from incproto.accesslog import STANDARD_OUTPUT, TWISTED_LOG
-from incproto.config import DEFAULT_BACKLOG, DEFAULT_HANDLER, DEFAULT_PORT, ServerConfig
+from incproto.config import (
+    DEFAULT_BACKLOG,
+    DEFAULT_HANDLER,
+    DEFAULT_PORT,
+    ServerConfig,
+)
 from incproto.handlers import load_handler
 from incproto.limit import DEFAULT_QUEUE_SIZE
 from incproto.pools import DEFAULT_DRAIN_TIMEOUT
@@ -230,6 +236,24 @@ class Options(usage.Options):
                 "second; or log (an event in twistd's or twist's log, with "
                 "fields, at several times the CPU). Default: standard output when "
                 "the log is text there (twistd -n, twist on a terminal), else log.",
+            ],
+            [
+                "handshake-timeout",
+                None,
+                DEFAULT_HANDSHAKE_TIMEOUT,
+                "Close a connection that has not completed its TLS handshake "
+                "(ssl:) and its PROXY header (proxy:) within this many seconds "
+                "of connecting. Until then it holds no --max-connections slot.",
+                _positive_float,
+            ],
+            [
+                "proxy-trusted",
+                None,
+                None,
+                "With a proxy: port: the sources PROXY headers are believed from, "
+                "comma-separated addresses and networks (10.0.0.0/8,127.0.0.1); "
+                "other sources are closed. Default: loopback and private "
+                "networks, or the port's own trusted=.",
             ],
             [
                 "drain-timeout",

@@ -21,6 +21,10 @@ TLS through sends it (HAProxy's C{server ... ssl send-proxy}): the header
 comes first on the connection, in clear, then the TLS handshake.  So the
 layers are PROXY, then TLS, then the application (L{with_tls}); Twisted's
 own C{haproxy:ssl:} puts TLS outside and waits for the header inside it.
+
+A header is believed only from trusted sources (L{TrustedSources}, the
+C{trusted=} of a C{proxy:} description; by default the loopback and
+private networks): a connection from anywhere else is closed unread.
 """
 
 from incproto.proxy._endpoint import ProxyEndpoint, TLSAfterProxyReactor, with_tls
@@ -35,13 +39,18 @@ from incproto.proxy._header import (
 )
 from incproto.proxy._parser import (
     PREFIX,
+    TRUSTED,
     TWISTED_PREFIX,
     ProxyEndpointParser,
     from_haproxy,
     split_proxy,
+    trusted_in,
+    trusted_sources,
 )
+from incproto.proxy._trust import DEFAULT_TRUSTED, TrustedSources
 from incproto.proxy._wrapper import (
     DEFAULT_HEADER_TIMEOUT,
+    PROXY_HEADER,
     REFUSAL_CLOSE_TIMEOUT,
     REFUSAL_LOG_INTERVAL,
     ProxiedTransport,
@@ -51,9 +60,12 @@ from incproto.proxy._wrapper import (
 
 __all__ = [
     "DEFAULT_HEADER_TIMEOUT",
+    "DEFAULT_TRUSTED",
     "PREFIX",
+    "PROXY_HEADER",
     "REFUSAL_CLOSE_TIMEOUT",
     "REFUSAL_LOG_INTERVAL",
+    "TRUSTED",
     "TWISTED_PREFIX",
     "V1_MAX_LENGTH",
     "V1_PREFIX",
@@ -67,8 +79,11 @@ __all__ = [
     "ProxyHeaderError",
     "ProxyProtocol",
     "TLSAfterProxyReactor",
+    "TrustedSources",
     "from_haproxy",
     "parse_proxy_header",
     "split_proxy",
+    "trusted_in",
+    "trusted_sources",
     "with_tls",
 ]

@@ -16,6 +16,8 @@ from twisted.internet.interfaces import (
 )
 from zope.interface import implementer
 
+from incproto._kernel.preambles import Preambles
+from incproto.proxy._trust import TrustedSources
 from incproto.proxy._wrapper import DEFAULT_HEADER_TIMEOUT, ProxyFactory
 
 
@@ -32,6 +34,8 @@ class ProxyEndpoint:
         clock: Optional[IReactorTime] = None,
         headerTimeout: float = DEFAULT_HEADER_TIMEOUT,
         maxPending: Optional[int] = None,
+        trusted: Optional[TrustedSources] = None,
+        preambles: Optional[Preambles] = None,
     ) -> None:
         """
         See L{ProxyFactory} for the parameters.
@@ -40,6 +44,8 @@ class ProxyEndpoint:
         self.clock = clock
         self.headerTimeout = headerTimeout
         self.maxPending = maxPending
+        self.trusted = trusted
+        self.preambles = preambles
         self.factory: Optional[ProxyFactory] = None
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
@@ -51,7 +57,12 @@ class ProxyEndpoint:
         the header; see L{ProxyEndpointParser}.
         """
         self.factory = ProxyFactory(
-            protocolFactory, self.clock, self.headerTimeout, self.maxPending
+            protocolFactory,
+            self.clock,
+            self.headerTimeout,
+            self.maxPending,
+            self.trusted,
+            self.preambles,
         )
         return self.wrappedEndpoint.listen(self.factory)
 

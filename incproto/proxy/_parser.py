@@ -4,7 +4,8 @@ C{twisted/plugins/incproto_endpoints.py}), and C{--port}'s C{haproxy:}."""
 
 from __future__ import annotations
 
-from typing import Any, Tuple
+import re
+from typing import Any, Optional, Tuple
 
 from twisted.internet.endpoints import quoteStringArgument, serverFromString
 from twisted.internet.interfaces import IStreamServerEndpointStringParser
@@ -12,9 +13,34 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from incproto.proxy._endpoint import ProxyEndpoint, TLSAfterProxyReactor
+from incproto.proxy._trust import TrustedSources
 
 PREFIX = "proxy"
 TWISTED_PREFIX = "haproxy"
+TRUSTED = "trusted"
+
+
+def trusted_sources(text: str) -> TrustedSources:
+    """
+    The C{trusted=} of a C{proxy:} description.
+
+    @raise ValueError: a one-line reason, naming C{trusted=}.
+    """
+    try:
+        return TrustedSources.parse(text)
+    except ValueError as e:
+        raise ValueError(f"{TRUSTED}={text}: {e}") from None
+
+
+def trusted_in(description: str) -> Optional[TrustedSources]:
+    """
+    The sources that C{description}'s C{trusted=} lists, or C{None} if it
+    names none (for code that builds the endpoint itself).
+    """
+    found = re.search(r"(?:^|:)trusted=((?:\\.|[^:\\])*)", description)
+    if found is None:
+        return None
+    return trusted_sources(re.sub(r"\\(.)", r"\1", found.group(1)))
 
 
 def from_haproxy(description: str) -> str:
@@ -50,6 +76,11 @@ class ProxyEndpointParser:
     on plain TCP with C{ProxyFactory(TLS(factory))}.  The application's
     C{transport.getPeer()} is the proxied client (TLS asks the PROXY
     transport under it).
+
+    C{trusted=} (C{proxy:tcp:9090:trusted=10.0.0.0/8,127.0.0.1}) lists the
+    sources a header is believed from (L{TrustedSources}); a colon in an
+    IPv6 network is escaped (C{trusted=fd00\\:\\:/8}).  By default the
+    loopback and private networks.
     """
 
     prefix = PREFIX
@@ -67,6 +98,8 @@ class ProxyEndpointParser:
             raise ValueError(
                 f"{PREFIX}: needs an endpoint after it, as in {PREFIX}:tcp:9090"
             )
+        trusted = kwargs.pop(TRUSTED, None)
+        sources = None if trusted is None else trusted_sources(trusted)
         inner = ":".join(
             [quoteStringArgument(str(arg)) for arg in args]
             + [
@@ -75,4 +108,4 @@ class ProxyEndpointParser:
             ]
         )
         wrapped = serverFromString(TLSAfterProxyReactor(reactor), inner)
-        return ProxyEndpoint(wrapped, reactor)
+        return ProxyEndpoint(wrapped, reactor, trusted=sources)

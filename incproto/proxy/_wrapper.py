@@ -9,7 +9,6 @@ from typing import Any, Optional
 
 from twisted.internet.interfaces import (
     IAddress,
-    IDelayedCall,
     IProtocolFactory,
     IReactorTime,
 )
@@ -20,13 +19,15 @@ from zope.interface import directlyProvides, providedBy
 
 from incproto._kernel.addresses import describe
 from incproto._kernel.closing import CloseDeadline, close_politely
+from incproto._kernel.preambles import DEFAULT_TIMEOUT, Preamble, Preambles
 from incproto._kernel.ratelimit import RateLimitedLog
-from incproto._kernel.reactors import global_reactor
 from incproto._kernel.timers import cancel
 from incproto._kernel.wrapping import FactoryWrapper, PassThrough
 from incproto.proxy._header import ProxyHeaderError, parse_proxy_header
+from incproto.proxy._trust import DEFAULT, TrustedSources
 
-DEFAULT_HEADER_TIMEOUT = 30.0
+DEFAULT_HEADER_TIMEOUT = DEFAULT_TIMEOUT
+PROXY_HEADER = "PROXY header"
 # Seconds a refused connection may take to read its FIN and close.
 REFUSAL_CLOSE_TIMEOUT = 10.0
 REFUSAL_LOG_INTERVAL = 10.0
@@ -74,22 +75,28 @@ class ProxyProtocol(PassThrough):
         self.factory = factory
         self._buffered = b""
         self._refused = False
-        self._headerTimer: Optional[IDelayedCall] = None
+        self._preamble: Optional[Preamble] = None
         self._closeTimer: Optional[CloseDeadline] = None
 
     def connectionMade(self) -> None:
         """
-        Give the proxy C{headerTimeout} seconds to send the header, unless
-        C{maxPending} connections are waiting for theirs already.
+        Close a connection from a source not trusted to send a header; give
+        any other until the preamble's deadline to send it.
         """
         factory = self.factory
-        if factory.maxPending is not None and factory.pending >= factory.maxPending:
-            self._refuse("too many connections waiting for a PROXY header")
+        peer = self.transport.getPeer()
+        if not factory.trusted.trusts(peer):
+            factory.untrusted += 1
+            factory.refusals.warn(
+                "closing {peer}: not a trusted source of PROXY headers "
+                "(trusted: {trusted})",
+                peer=describe(peer),
+                trusted=str(factory.trusted),
+            )
+            self._close()
             return
         factory.pending += 1
-        self._headerTimer = factory.clock.callLater(
-            factory.headerTimeout, self._refuse, "no PROXY header in time"
-        )
+        self._preamble = factory.preambles.enter(peer, PROXY_HEADER, self._close)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
@@ -99,12 +106,13 @@ class ProxyProtocol(PassThrough):
         cancel(self._closeTimer)
         super().connectionLost(reason)
 
-    def _headerDone(self) -> None:
+    def _headerDone(self) -> Optional[Preamble]:
         """The header arrived, or never will: no longer pending."""
-        if self._headerTimer is not None:
-            cancel(self._headerTimer)
-            self._headerTimer = None
+        preamble, self._preamble = self._preamble, None
+        if preamble is not None:
             self.factory.pending -= 1
+            preamble.done()
+        return preamble
 
     def _refuse(self, why: str) -> None:
         self.factory.refused += 1
@@ -119,6 +127,9 @@ class ProxyProtocol(PassThrough):
         Close without starting the wrapped protocol: FIN first, then discard
         input until the client closes (see L{close_politely}).
         """
+        if self._preamble is not None:  # closed by the preambles' bound
+            self._preamble = None
+            self.factory.pending -= 1
         self._refused = True
         self._closeTimer = close_politely(
             self.transport, self.factory.clock, REFUSAL_CLOSE_TIMEOUT
@@ -143,10 +154,15 @@ class ProxyProtocol(PassThrough):
         if parsed is None:
             self._buffered = buffered
             return
-        self._headerDone()
+        preamble, self._preamble = self._preamble, None
+        assert preamble is not None  # connected, trusted, not refused
+        self.factory.pending -= 1
         transport = ProxiedTransport(self.transport, parsed.source, parsed.destination)
         data = buffered[parsed.length :]
-        if not self.startWrapped(transport.getPeer(), transport, data):
+        # TLS after the header (proxy:ssl:) goes on with this preamble.
+        with self.factory.preambles.handingOver(preamble):
+            started = self.startWrapped(transport.getPeer(), transport, data)
+        if not started:
             self._close()
 
 
@@ -155,8 +171,13 @@ class ProxyFactory(FactoryWrapper):
     Wrap C{wrappedFactory} so that its protocols start after a PROXY header
     and see the proxied addresses.
 
+    @ivar trusted: the sources whose headers are believed.
+    @ivar preambles: the connections in their preamble (waiting for their
+        header, or for TLS after it), bounded and timed.
     @ivar pending: connections waiting for their PROXY header now.
-    @ivar refused: connections closed without a valid header, in total.
+    @ivar refused: connections closed for a malformed header, in total.
+    @ivar untrusted: connections closed because their source is not
+        trusted to send a header, in total.
     """
 
     log = Logger()
@@ -167,22 +188,34 @@ class ProxyFactory(FactoryWrapper):
         clock: Optional[IReactorTime] = None,
         headerTimeout: float = DEFAULT_HEADER_TIMEOUT,
         maxPending: Optional[int] = None,
+        trusted: Optional[TrustedSources] = None,
+        preambles: Optional[Preambles] = None,
     ) -> None:
         """
         @param clock: the time source; the global reactor by default.
         @param headerTimeout: seconds a connection may take to send its
-            PROXY header before it is closed.
+            PROXY header before it is closed (unless C{preambles} is given).
         @param maxPending: how many connections may wait for their header
-            at once (beyond it they are closed at once), or C{None} for no
-            bound but the header timeout.  A L{ConnectionLimit} inside
-            counts connections only once their header has named the client.
+            at once (beyond it the oldest waiting is closed), or C{None} for
+            no bound but the header timeout (unless C{preambles} is given).
+            A L{ConnectionLimit} inside counts connections only once their
+            header has named the client.
+        @param trusted: the sources a header is believed from; by default
+            the loopback and private networks (L{DEFAULT_TRUSTED}).
+        @param preambles: the bound and deadline shared with what follows
+            the header (a L{incproto.handshake.HandshakeGate} under TLS);
+            by default one of its own from C{maxPending} and
+            C{headerTimeout}.
         """
         super().__init__(wrappedFactory)
-        self.clock = clock if clock is not None else global_reactor()
-        self.headerTimeout = headerTimeout
-        self.maxPending = maxPending
+        if preambles is None:
+            preambles = Preambles(maxPending, headerTimeout, clock)
+        self.clock = preambles.clock
+        self.preambles = preambles
+        self.trusted = trusted if trusted is not None else DEFAULT
         self.pending = 0
         self.refused = 0
+        self.untrusted = 0
         self.refusals = RateLimitedLog(
             self.log,
             self.clock,
@@ -191,8 +224,20 @@ class ProxyFactory(FactoryWrapper):
             "in the last {interval}s",
         )
 
+    @property
+    def headerTimeout(self) -> float:
+        """Seconds a connection may take to send its header."""
+        return self.preambles.timeout
+
+    @property
+    def maxPending(self) -> Optional[int]:
+        """How many connections may be in their preamble at once."""
+        return self.preambles.maxPreambles
+
     def doStop(self) -> None:
-        """Stop the wrapped factory and the log summary."""
+        """Close the connections in their preamble; stop the wrapped
+        factory and the log summary."""
+        self.preambles.stop()
         self.refusals.stop()
         super().doStop()
 

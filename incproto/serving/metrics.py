@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
+    from incproto._kernel.preambles import Preambles
     from incproto.limit import ConnectionLimit
     from incproto.pools import HandlerPool
     from incproto.protocol import IncrementFactory
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
 class IncprotoCollector:
     """
     Reads the counters of an L{IncrementFactory} and, if given, of its
-    L{ConnectionLimit}, L{HandlerPool} and L{ProxyEndpoint}, at each scrape.
+    L{ConnectionLimit}, L{HandlerPool}, L{ProxyEndpoint} and the
+    L{Preambles} of its port, at each scrape.
     """
 
     def __init__(
@@ -36,11 +38,13 @@ class IncprotoCollector:
         limit: Optional[ConnectionLimit] = None,
         pool: Optional[HandlerPool] = None,
         proxy: Optional[ProxyEndpoint] = None,
+        preambles: Optional[Preambles] = None,
     ) -> None:
         self.factory = factory
         self.limit = limit
         self.pool = pool
         self.proxy = proxy
+        self.preambles = preambles
 
     def collect(self) -> Iterator[Metric]:
         """The metrics, as of now."""
@@ -78,12 +82,28 @@ class IncprotoCollector:
                 "incproto_proxy_pending", "Connections waiting for their PROXY header.",
                 headers.pending if headers else 0,
             )  # fmt: skip
-            yield CounterMetricFamily(
+            yield _by_reason(
                 "incproto_proxy_refused",
-                "Connections closed for their PROXY header: malformed, late, or "
-                "beyond the connections allowed to wait for one.",
-                headers.refused if headers else 0,
+                "Connections closed for their PROXY header, by reason: "
+                "malformed, or from a source not trusted to send one.",
+                [("malformed", headers.refused if headers else 0),
+                 ("untrusted", headers.untrusted if headers else 0)],
+            )  # fmt: skip
+        if self.preambles is not None:
+            yield GaugeMetricFamily(
+                "incproto_preambles",
+                "Connections in their TLS handshake or PROXY header, holding "
+                "no slot of the limit.",
+                len(self.preambles),
             )
+            yield _by_reason(
+                "incproto_preambles_closed",
+                "Connections closed before their service, by reason: past the "
+                "--handshake-timeout, or the oldest when too many were in a "
+                "preamble.",
+                [("timeout", self.preambles.timedOut),
+                 ("evicted", self.preambles.evicted)],
+            )  # fmt: skip
         if self.pool is not None:
             yield GaugeMetricFamily(
                 "incproto_pool_backlog", "Handler jobs in the pool or waiting for it.",

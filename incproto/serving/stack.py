@@ -1,9 +1,10 @@
 # -*- test-case-name: tests.unit.test_tap -*-
 """The serving stack of one incproto process, built from a L{ServerConfig}.
 
-A connection travels: endpoint (with the PROXY header, under C{proxy:}) ->
-L{ConnectionLimit} -> L{IncrementFactory}'s protocol -> parser -> handler,
-inline or in a handler pool -> transport.  L{serving_stack} builds those
+A connection travels: endpoint (with its preamble: the PROXY header under
+C{proxy:}, the TLS handshake under C{ssl:}) -> L{ConnectionLimit} ->
+L{IncrementFactory}'s protocol -> parser -> handler, inline or in a handler
+pool -> transport.  L{serving_stack} builds those
 pieces from the inside out and returns them as one service, whose children
 stop in order: the listener first, then a graceful drain of the
 connections, then the handler pool, and the metrics listener and access log
@@ -21,15 +22,21 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 
+from incproto._kernel.preambles import (
+    DEFAULT_MAX_PREAMBLES,
+    MIN_PREAMBLES,
+    Preambles,
+)
 from incproto._kernel.reactors import global_reactor
 from incproto.accesslog import FileAccessLog
 from incproto.accesslog import choose as choose_access_log
 from incproto.config import ServerConfig
 from incproto.handlers import IPayloadHandler, load_handler
+from incproto.handshake import HandshakeGate, is_tls
 from incproto.limit import ConnectionLimit
 from incproto.pools import HandlerPool, ProcessHandlerPool, ThreadHandlerPool
 from incproto.protocol import IncrementFactory
-from incproto.proxy import ProxyEndpoint
+from incproto.proxy import ProxyEndpoint, TrustedSources
 from incproto.serving.health import service_readiness
 from incproto.serving.metrics import IncprotoCollector
 from incproto.serving.service import (
@@ -65,6 +72,22 @@ class IncprotoService(SequentialMultiService):
     listener: ListeningService
     signals: SignalHandling
     collector: IncprotoCollector
+
+
+def preamble_bound(config: ServerConfig) -> int:
+    """
+    How many connections may be in their preamble at once: as many as the
+    limit serves and queues (but at least L{MIN_PREAMBLES}), or
+    L{DEFAULT_MAX_PREAMBLES} without a limit.
+    """
+    if config.max_connections is None:
+        return DEFAULT_MAX_PREAMBLES
+    return max(MIN_PREAMBLES, config.max_connections + (config.queue or 0))
+
+
+def as_proxy(endpoint: IStreamServerEndpoint) -> Optional[ProxyEndpoint]:
+    """C{endpoint}, if it reads PROXY headers."""
+    return endpoint if isinstance(endpoint, ProxyEndpoint) else None
 
 
 def serving_stack(
@@ -141,23 +164,33 @@ def serving_stack(
     if endpoint is None:
         endpoint = serverFromString(reactor, config.endpoint)
     held = (config.max_connections or 0) + (config.queue or 0)  # served + queued
-    if isinstance(endpoint, ProxyEndpoint) and limit is not None:
-        # The limit counts a connection once its header names the client;
-        # until then, hold no more than the limit would serve and queue.
-        endpoint.maxPending = held
+
+    # The preamble (TLS handshake, PROXY header): bounded and timed on its
+    # own, so that a connection takes a slot of the limit only once done.
+    bound = preamble_bound(config)
+    preambles = Preambles(bound, config.handshake_timeout, reactor)
+    tls, proxy = is_tls(endpoint), as_proxy(endpoint)
+    if tls:
+        factory = HandshakeGate(factory, preambles)
+    if proxy is not None:
+        proxy.preambles = preambles
+        if config.proxy_trusted is not None:
+            proxy.trusted = TrustedSources.parse(config.proxy_trusted)
     listener = ListeningService(endpoint, factory, config.port, clock=reactor)
     listener.setName("incproto")
 
     # The services, in the order they start; they stop in reverse.
     if isinstance(access_log, FileAccessLog):
         access_log.setServiceParent(service)  # after the drain logs its closes
-    FileLimitService(held + SPARE_FILES if limit else 0).setServiceParent(service)
+    files = held + bound + SPARE_FILES if limit else 0
+    FileLimitService(files).setServiceParent(service)
     if pool is not None:
         pool.setServiceParent(service)
     drainer = DrainingService(increment, config.drain_timeout, reactor)
     drainer.setServiceParent(service)
-    proxy = endpoint if isinstance(endpoint, ProxyEndpoint) else None
-    service.collector = IncprotoCollector(increment, limit, pool, proxy)
+    service.collector = IncprotoCollector(
+        increment, limit, pool, proxy, preambles if tls or proxy else None
+    )
     if config.metrics is not None:
         site = metrics_site(
             service.collector, reactor, service_readiness(listener, drainer)

@@ -210,7 +210,8 @@ EVERY_OPTION = {
     "max-per-peer": "2", "handler": "incproto.handlers:hashing",
     "threads": "2", "handler-timeout": "1.5", "metrics": "9100",
     "idle-timeout": "4.5", "workers": "3", "access-log": "log",
-    "drain-timeout": "6.5",
+    "drain-timeout": "6.5", "handshake-timeout": "3.5",
+    "proxy-trusted": "10.0.0.0/8,127.0.0.1",
 }  # fmt: skip
 
 

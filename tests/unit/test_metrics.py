@@ -66,11 +66,14 @@ def test_scrapers_are_capped() -> None:
 
 
 def test_proxy_header_refusals_are_counted() -> None:
-    """Connections closed for their PROXY header show in the metrics of a
-    proxy: port: two beyond the bound of one limit slot and no queue."""
+    """Connections closed before their service show in the metrics of a
+    proxy: port: the oldest beyond the preambles' bound (at least
+    MIN_PREAMBLES, here above one limit slot and no queue), timed out,
+    malformed and untrusted."""
     from prometheus_client import generate_latest
     from twisted.internet.testing import MemoryReactorClock
 
+    from incproto._kernel.preambles import MIN_PREAMBLES
     from incproto.serving.metrics import registry_of
     from tests.support.fakes import HalfCloseableTransport
 
@@ -79,12 +82,30 @@ def test_proxy_header_refusals_are_counted() -> None:
     service = makeService(Options.parse(argv), reactor=reactor)
     service.startService()
     [(_, factory, _, _)] = reactor.tcpServers
-    for _ in range(3):
-        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
-        protocol.makeConnection(HalfCloseableTransport())
+
+    def connect(host: str) -> Any:
+        protocol = factory.buildProtocol(IPv4Address("TCP", host, 1))
+        protocol.makeConnection(
+            HalfCloseableTransport(peerAddress=IPv4Address("TCP", host, 1))
+        )
+        return protocol
+
+    for _ in range(MIN_PREAMBLES + 1):
+        connect("127.0.0.1")
+    connect("203.0.113.7")  # not a trusted source
+    connect("127.0.0.1").dataReceived(b"GET / HTTP/1.1\r\n")  # evicts one more
     samples = metric_samples(generate_latest(registry_of(service.collector)).decode())
-    assert samples["incproto_proxy_pending"] == 1
-    assert samples["incproto_proxy_refused_total"] == 2
+    assert samples["incproto_proxy_pending"] == MIN_PREAMBLES - 1
+    assert samples["incproto_preambles"] == MIN_PREAMBLES - 1
+    assert samples['incproto_proxy_refused_total{reason="malformed"}'] == 1
+    assert samples['incproto_proxy_refused_total{reason="untrusted"}'] == 1
+    assert samples['incproto_preambles_closed_total{reason="evicted"}'] == 2
+    reactor.advance(10.0)  # --handshake-timeout's default
+    samples = metric_samples(generate_latest(registry_of(service.collector)).decode())
+    assert samples['incproto_preambles_closed_total{reason="timeout"}'] == (
+        MIN_PREAMBLES - 1
+    )
+    assert samples["incproto_preambles"] == 0
 
 
 def test_pool_faults_are_counted_by_reason() -> None:

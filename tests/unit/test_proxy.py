@@ -29,6 +29,7 @@ from incproto.proxy import (
     ProxyHeaderError,
     ProxyProtocol,
     TLSAfterProxyReactor,
+    TrustedSources,
     from_haproxy,
     parse_proxy_header,
     split_proxy,
@@ -188,11 +189,12 @@ class ProxyProtocolTests(SynchronousTestCase):
         self.assertTrue(transport.disconnected)
 
     def test_refused_client_that_closes_in_time_is_not_aborted(self) -> None:
-        protocol, _, _ = self.connect()
+        protocol, transport, _ = self.connect()
         protocol.dataReceived(b"^abc$")
         protocol.readConnectionLost()
         protocol.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.advance(REFUSAL_CLOSE_TIMEOUT)
+        self.assertFalse(transport.disconnected)  # never aborted
 
     def test_end_of_input_before_the_header_closes(self) -> None:
         protocol, transport, built = self.connect()
@@ -210,10 +212,12 @@ class ProxyProtocolTests(SynchronousTestCase):
         self.assertTrue(transport.write_closed)
         self.assertEqual(built, [])
 
-    def test_header_in_time_cancels_the_timeout(self) -> None:
-        protocol, _, built = self.connect()
+    def test_header_in_time_ends_the_preamble(self) -> None:
+        protocol, transport, built = self.connect()
         protocol.dataReceived(V1)
-        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(len(protocol.factory.preambles), 0)
+        self.clock.advance(5.0)
+        self.assertFalse(transport.write_closed)
         self.assertEqual(len(built), 1)
 
     def test_log_prefix(self) -> None:
@@ -244,7 +248,9 @@ class ProxyProtocolTests(SynchronousTestCase):
 
 
 class PendingHeaderTests(SynchronousTestCase):
-    """Connections still waiting for their PROXY header are bounded."""
+    """Connections still waiting for their PROXY header are bounded: the
+    oldest is closed for a new one (issue 22: new clients always get a
+    chance; before, the new one was refused and the waiting held on)."""
 
     def setUp(self) -> None:
         self.clock = Clock()
@@ -259,38 +265,113 @@ class PendingHeaderTests(SynchronousTestCase):
         protocol.makeConnection(transport)
         return protocol, transport
 
-    def test_beyond_the_bound_connections_are_closed_at_once(self) -> None:
-        (first, _), (_, second) = self.connect(), self.connect()
-        _, third = self.connect()
+    def test_beyond_the_bound_the_oldest_is_closed(self) -> None:
+        (_, first), (_, second) = self.connect(), self.connect()
+        third, _ = self.connect()
         self.assertEqual(
-            (second.write_closed, third.write_closed, self.factory.pending),
-            (False, True, 2),
+            (first.write_closed, second.write_closed, self.factory.pending),
+            (True, False, 2),
         )
-        self.assertEqual(self.factory.refused, 1)
-        first.dataReceived(V1)  # its header names the client: no longer pending
+        self.assertEqual((self.factory.preambles.evicted, self.factory.refused), (1, 0))
+        third.dataReceived(V1)  # the newest is served
+        self.assertEqual(third.transport.value(), b"*")
         _, fourth = self.connect()
-        self.assertFalse(fourth.write_closed)
+        self.assertEqual((second.write_closed, fourth.write_closed), (False, False))
 
     def test_timeouts_and_losses_free_their_place(self) -> None:
         self.connect()
         self.connect()
         self.clock.advance(5.0)  # both time out
-        self.assertEqual(self.factory.pending, 0)
+        timed_out = self.factory.preambles.timedOut
+        self.assertEqual((self.factory.pending, timed_out), (0, 2))
         self.connect()[0].connectionLost(DONE)
         self.assertEqual(self.factory.pending, 0)
 
-    def test_refusals_are_logged_at_a_limited_rate(self) -> None:
+    def test_the_deadline_is_not_reset_by_bytes(self) -> None:
+        protocol, transport = self.connect()
+        for byte in b"PROX":  # a byte a second
+            protocol.dataReceived(bytes([byte]))
+            self.clock.advance(1.0)
+        self.assertFalse(transport.write_closed)
+        self.clock.advance(1.0)
+        self.assertTrue(transport.write_closed)
+
+    def test_closes_are_logged_at_a_limited_rate(self) -> None:
         events: List[Dict[str, Any]] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        self.factory.headerTimeout = 60.0
         for _ in range(2 + 100):
             self.connect()
         closing = [e for e in events if e.get("log_format", "").startswith("closing")]
         self.assertEqual(len(closing), 1)
-        self.clock.advance(10.0)
-        [summary] = [e for e in events if "more connections" in e["log_format"]]
-        self.assertEqual(summary["count"], 99)
+        self.clock.advance(5.0)  # the last two time out
+        self.clock.advance(5.0)  # the summary
+        preambles = self.factory.preambles
+        self.assertEqual((preambles.evicted, preambles.timedOut), (100, 2))
+        summaries = [e for e in events if "more connections" in e["log_format"]]
+        self.assertEqual(summaries[0]["count"], 101)
+
+
+class TrustTests(SynchronousTestCase):
+    """Headers are believed only from trusted sources (issue 22: before, a
+    client reaching the port directly could claim any address)."""
+
+    def setUp(self) -> None:
+        self.events: List[Dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.clock = Clock()
+
+    def connect(
+        self, factory: ProxyFactory, peer: str
+    ) -> Tuple[ProxyProtocol, HalfCloseableTransport]:
+        address = IPv4Address("TCP", peer, 4567)
+        protocol = factory.buildProtocol(address)
+        transport = HalfCloseableTransport(peerAddress=address)
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_an_untrusted_source_is_closed_unread_and_not_logged_as_claimed(
+        self,
+    ) -> None:
+        factory = ProxyFactory(
+            IncrementFactory(clock=self.clock),
+            self.clock,
+            trusted=TrustedSources.parse("10.0.0.0/8"),
+        )
+        protocol, transport = self.connect(factory, "127.0.0.1")
+        self.assertTrue(transport.write_closed)
+        protocol.dataReceived(V1)  # claims 192.0.2.1: never believed
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual((factory.untrusted, factory.pending), (1, 0))
+        logged = [formatEvent(e) for e in self.events if "log_format" in e]
+        self.assertEqual(
+            logged,
+            [
+                "closing 127.0.0.1:4567: not a trusted source of PROXY headers "
+                "(trusted: 10.0.0.0/8)"
+            ],
+        )
+        self.assertNotIn("192.0.2.1", " ".join(logged))
+
+    def test_a_trusted_source_is_served(self) -> None:
+        factory = ProxyFactory(
+            IncrementFactory(clock=self.clock),
+            self.clock,
+            trusted=TrustedSources.parse("10.0.0.0/8"),
+        )
+        protocol, transport = self.connect(factory, "10.1.2.3")
+        protocol.dataReceived(V1)
+        self.assertEqual(transport.value(), b"*")
+
+    def test_loopback_and_private_networks_by_default(self) -> None:
+        factory = ProxyFactory(IncrementFactory(clock=self.clock), self.clock)
+        served = []
+        for peer in ("127.0.0.1", "10.0.0.1", "172.16.0.1", "192.168.1.1", "8.8.8.8"):
+            protocol, transport = self.connect(factory, peer)
+            protocol.dataReceived(V1)
+            served.append(transport.value() == b"*")
+        self.assertEqual(served, [True, True, True, True, False])
 
 
 class HeaderErrorTests(SynchronousTestCase):
@@ -452,7 +533,11 @@ class RefusalTests(SynchronousTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
         self.clock = Clock()
         self.factory = ProxyFactory(
-            IncrementFactory(clock=self.clock), self.clock, 5.0, maxPending=1
+            IncrementFactory(clock=self.clock),
+            self.clock,
+            5.0,
+            maxPending=1,
+            trusted=TrustedSources.parse("203.0.113.0/24"),
         )
 
     def connect(self) -> Tuple[ProxyProtocol, HalfCloseableTransport]:
@@ -476,7 +561,8 @@ class RefusalTests(SynchronousTestCase):
         self.connect()
         self.clock.advance(5.0)
         self.assertEqual(
-            self.logged(), ["closing 203.0.113.9:4567: no PROXY header in time"]
+            self.logged(),
+            ["closing 203.0.113.9:4567 before its service: no PROXY header within 5s"],
         )
 
     def test_too_many_waiting_is_logged(self) -> None:
@@ -485,21 +571,21 @@ class RefusalTests(SynchronousTestCase):
         self.assertEqual(
             self.logged(),
             [
-                "closing 203.0.113.9:4567: too many connections waiting for a "
-                "PROXY header"
+                "closing 203.0.113.9:4567 before its service: the oldest of the 1 "
+                "connections allowed in a preamble"
             ],
         )
 
     def test_the_summary_says_how_many_were_not_logged(self) -> None:
-        self.factory.headerTimeout = 60.0
         for _ in range(4):
-            self.connect()
+            protocol, _ = self.connect()
+            protocol.dataReceived(b"junk")
         self.clock.advance(10.0)
         self.assertEqual(
             self.logged()[1:],
-            ["2 more connections closed for their PROXY header in the last 10.0s"],
+            ["3 more connections closed for their PROXY header in the last 10.0s"],
         )
-        self.assertEqual(self.factory.refused, 3)
+        self.assertEqual(self.factory.refused, 4)
 
     def test_input_after_a_refusal_is_discarded(self) -> None:
         built: List[Any] = []
@@ -630,7 +716,7 @@ class ParserTLSTests(SynchronousTestCase):
             privateKey=str(key),
             certKey=str(certificate),
         )
-        endpoint.maxPending = 3  # as incproto.serving.stack sets it, before listening
+        endpoint.maxPending = 3  # as an embedder may set it, before listening
         inner = IncrementFactory(clock=reactor)
         endpoint.listen(inner)
         self.assertEqual(reactor.sslServers, [])
@@ -639,7 +725,7 @@ class ParserTLSTests(SynchronousTestCase):
         self.assertIsInstance(factory, ProxyFactory)
         self.assertEqual(
             (factory.clock, factory.headerTimeout, factory.maxPending),
-            (reactor, 30.0, 3),
+            (reactor, 10.0, 3),
         )
         tls = factory.wrappedFactory
         self.assertIsInstance(tls, TLSMemoryBIOFactory)
