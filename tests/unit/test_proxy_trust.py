@@ -88,7 +88,9 @@ def test_a_bad_trusted_is_a_one_line_usage_error() -> None:
 def test_proxy_trusted_option() -> None:
     options = Options.parse(["--port", "proxy:tcp:0", "--proxy-trusted", "10.0.0.0/8"])
     assert options.config.proxy_trusted == "10.0.0.0/8"
-    with pytest.raises(usage.UsageError, match=r"needs a proxy: \(or haproxy:\) --port"):
+    with pytest.raises(
+        usage.UsageError, match=r"needs a proxy: \(or haproxy:\) --port"
+    ):
         Options.parse(["--port", "tcp:0", "--proxy-trusted", "10.0.0.0/8"])
     with pytest.raises(usage.UsageError, match="exclude each other"):
         Options.parse(
