@@ -39,7 +39,7 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from incproto.proxy import ProxyEndpoint, split_proxy, with_tls
+from incproto.proxy import ProxyEndpoint, split_proxy, trusted_in, with_tls
 
 # Families by the names a worker is told on its command line.
 FAMILIES = {"inet": socket.AF_INET, "inet6": socket.AF_INET6, "unix": socket.AF_UNIX}
@@ -266,7 +266,9 @@ def adopted_endpoint(
     endpoint: IStreamServerEndpoint = AdoptedStreamServerEndpoint(
         reactor, fileno, family
     )
-    return ProxyEndpoint(endpoint, reactor) if proxied else endpoint
+    if not proxied:
+        return endpoint
+    return ProxyEndpoint(endpoint, reactor, trusted=trusted_in(description))
 
 
 @implementer(IStreamServerEndpoint)
