@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.unit.test_metrics,tests.unit.test_health -*-
 """The C{--metrics} listener: Prometheus metrics at /metrics and health at
-/healthz (L{incproto.serving.health}) over HTTP, every scrape answered, a
-bounded number of scrapers at once."""
+/healthz (L{incproto.serving.health}) over HTTP, every scrape answered,
+each request whole within a deadline, a bounded number waiting
+(L{incproto.serving.requests})."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from incproto.limit import ConnectionLimit
 from incproto.serving.health import HealthResource, ReadinessCheck
 from incproto.serving.metrics import registry_of
+from incproto.serving.requests import DeadlineSite
 from incproto.serving.service import ListeningService
 
 # What a scrape that failed gets: the reason is in the server's log (once,
@@ -60,11 +61,11 @@ class MetricsResource(Resource):
         return body
 
 
-# A scrape takes milliseconds: a connection silent this long (an idle
-# keep-alive, or a request that stopped half-sent) is closed.
+# A scrape takes milliseconds: a request not whole this long after the
+# connection (or the previous answer) is closed, however it trickles in.
 REQUEST_TIMEOUT = 10.0
-# At most this many scrapers at once (more wait, then are closed): a metrics
-# port left open to the world costs a bounded number of descriptors.
+# At most this many connections wait for their request at once; beyond, the
+# one waiting longest is closed, so a probe always gets its turn.
 MAX_SCRAPERS = 16
 
 
@@ -79,7 +80,7 @@ def site_of(
     root.putChild(b"metrics", resource)
     if ready is not None:
         root.putChild(b"healthz", HealthResource(ready))
-    site = Site(root, timeout=REQUEST_TIMEOUT, reactor=reactor)
+    site = DeadlineSite(root, reactor, MAX_SCRAPERS, REQUEST_TIMEOUT)
     site.noisy = False
     return site
 
@@ -101,14 +102,14 @@ def metrics_site(
 
 def metrics_listener(reactor: Any, description: str, site: Site) -> Any:
     """
-    The C{--metrics} listener: C{site} on the endpoint C{description},
-    serving at most C{MAX_SCRAPERS} scrapers at once and queueing as many.
+    The C{--metrics} listener: C{site} (a L{DeadlineSite}, which bounds the
+    scrapers waiting for their request) on the endpoint C{description}.
 
     @return: a L{incproto.serving.service.ListeningService} named C{metrics}.
     """
     listener = ListeningService(
         serverFromString(reactor, description),
-        ConnectionLimit(site, MAX_SCRAPERS, queueSize=MAX_SCRAPERS, clock=reactor),
+        site,
         f"{description} (--metrics)",
         what="metrics",
         clock=reactor,

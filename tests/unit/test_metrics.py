@@ -45,24 +45,59 @@ def test_a_silent_or_half_sent_request_is_closed() -> None:
     assert transport.disconnecting
 
 
-def test_scrapers_are_capped() -> None:
-    """At most MAX_SCRAPERS connections are served, as many wait, the rest
-    are closed."""
+def test_a_request_trickling_in_is_closed_at_its_deadline() -> None:
+    """The deadline bounds the whole request, not the silence between bytes
+    (issue 22: before, a byte every 5 s held the connection for good)."""
+    clock = Clock()
+    site = metrics_site(IncprotoCollector(IncrementFactory(clock=clock)), clock)
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    for byte in b"GET /metrics":
+        if transport.disconnecting:
+            break
+        channel.dataReceived(bytes([byte]))
+        clock.advance(1.0)
+    assert transport.disconnecting and clock.seconds() == REQUEST_TIMEOUT
+    assert site.preambles.timedOut == 1
+
+
+def scraper(site: Site) -> Tuple[IProtocol, StringTransport]:
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    return channel, transport
+
+
+def test_a_probe_is_answered_whatever_scrapers_wait() -> None:
+    """Beyond MAX_SCRAPERS waiting for their request, the one waiting
+    longest is closed: a new client, a probe, always gets its turn
+    (issue 22: before, drip-feeding scrapers filled the slots and queue and
+    /healthz was refused)."""
     clock = Clock()
     argv = ["--port", "tcp:0", "--metrics", "tcp:0"]
     service = makeService(Options.parse(argv), reactor=clock)
-    factory = service.getServiceNamed("metrics").factory
-    transports = []
-    for _ in range(2 * MAX_SCRAPERS + 1):
-        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
-        transports.append(StringTransport())
-        protocol.makeConnection(transports[-1])
-    assert (factory.active, factory.held, factory.rejected) == (
-        MAX_SCRAPERS,
-        MAX_SCRAPERS,
-        1,
-    )
-    assert transports[-1].disconnecting
+    site = service.getServiceNamed("metrics").factory
+    slow = [scraper(site) for _ in range(2 * MAX_SCRAPERS)]
+    for channel, _ in slow:
+        channel.dataReceived(b"G")
+    closed = [transport.disconnecting for _, transport in slow]
+    assert closed == [True] * MAX_SCRAPERS + [False] * MAX_SCRAPERS
+    probe, transport = scraper(site)
+    probe.dataReceived(b"GET /healthz HTTP/1.0\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.0 ")
+    assert site.preambles.evicted == MAX_SCRAPERS + 1
+
+
+def test_a_keep_alive_connection_waits_again_after_its_answer() -> None:
+    clock = Clock()
+    site = metrics_site(IncprotoCollector(IncrementFactory(clock=clock)), clock)
+    channel, transport = scraper(site)
+    channel.dataReceived(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b"200 OK" in transport.value() and not transport.disconnecting
+    assert len(site.preambles) == 1  # waiting for the next request
+    clock.advance(REQUEST_TIMEOUT)
+    assert transport.disconnecting
 
 
 def test_proxy_header_refusals_are_counted() -> None:
