@@ -27,14 +27,14 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from incproto._kernel.closing import CloseDeadline, close_politely
+from incproto._kernel.closing import CloseDeadline
 from incproto._kernel.preambles import Preamble, Preambles
 from incproto._kernel.timers import cancel
 from incproto._kernel.wrapping import FactoryWrapper, PassThrough
 from incproto.proxy import ProxyEndpoint
 
 TLS_HANDSHAKE = "TLS handshake"
-# Seconds a connection closed in its handshake may take to read its FIN.
+# Seconds a connection closed in its handshake may take to close.
 CLOSE_TIMEOUT = 10.0
 
 
@@ -78,13 +78,14 @@ class HandshakingConnection(PassThrough):
 
     def _close(self) -> None:
         """
-        Close without serving: a FIN on the connection under TLS (a TLS
-        close before the handshake would be a reset), then its input is
-        discarded by TLS until the client closes or the timeout passes.
+        Close without serving, at once: the connection under TLS is closed
+        (a TLS close before the handshake would be a reset), which frees its
+        descriptor; it is aborted if even that stalls.
         """
         self.preamble = None
         under = getattr(self.transport, "transport", None) or self.transport
-        self._closing = close_politely(under, self.gate.clock, CLOSE_TIMEOUT)
+        under.loseConnection()
+        self._closing = CloseDeadline(under, self.gate.clock, CLOSE_TIMEOUT)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Leave the preamble if still in it; forward if started."""

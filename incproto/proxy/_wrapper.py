@@ -96,7 +96,7 @@ class ProxyProtocol(PassThrough):
             self._close()
             return
         factory.pending += 1
-        self._preamble = factory.preambles.enter(peer, PROXY_HEADER, self._close)
+        self._preamble = factory.preambles.enter(peer, PROXY_HEADER, self._drop)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
@@ -122,14 +122,25 @@ class ProxyProtocol(PassThrough):
         self._headerDone()
         self._close()
 
+    def _drop(self) -> None:
+        """
+        Closed by the preambles (the oldest beyond their bound, past the
+        deadline, or the port stopped): nothing is owed, so close at once
+        and free the descriptor (aborted if even that stalls).
+        """
+        self._preamble = None
+        self.factory.pending -= 1
+        self._refused = True
+        self.transport.loseConnection()
+        self._closeTimer = CloseDeadline(
+            self.transport, self.factory.clock, REFUSAL_CLOSE_TIMEOUT
+        )
+
     def _close(self) -> None:
         """
         Close without starting the wrapped protocol: FIN first, then discard
         input until the client closes (see L{close_politely}).
         """
-        if self._preamble is not None:  # closed by the preambles' bound
-            self._preamble = None
-            self.factory.pending -= 1
         self._refused = True
         self._closeTimer = close_politely(
             self.transport, self.factory.clock, REFUSAL_CLOSE_TIMEOUT

@@ -139,8 +139,8 @@ def test_a_tls_connection_takes_a_slot_only_once_its_handshake_is_done() -> None
     assert transport.value() == b"*"
     assert (limit.active, len(gate.preambles)) == (1, 5)
     clock.advance(10.0)  # the silent ones time out, with a FIN under TLS
-    assert all(tls.transport.write_closed for _, tls in silent)
-    assert not transport.transport.write_closed
+    assert all(tls.transport.disconnecting for _, tls in silent)
+    assert not transport.transport.disconnecting
     assert gate.preambles.timedOut == 5
 
 
@@ -153,7 +153,7 @@ def test_a_handshake_after_the_close_starts_nothing() -> None:
     first, tls = gate_connect(gate)
     gate_connect(gate)  # evicts the first
     first.handshakeCompleted()
-    assert built == [] and tls.transport.write_closed
+    assert built == [] and tls.transport.disconnecting
     first.connectionLost(Failure(ConnectionDone()))
 
 
@@ -179,4 +179,4 @@ def test_stop_closes_the_connections_in_their_handshake() -> None:
     _, tls = gate_connect(gate)
     gate.doStart()
     gate.doStop()
-    assert tls.transport.write_closed
+    assert tls.transport.disconnecting

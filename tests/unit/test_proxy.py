@@ -209,7 +209,7 @@ class ProxyProtocolTests(SynchronousTestCase):
         self.clock.advance(4.9)
         self.assertFalse(transport.disconnecting)
         self.clock.advance(0.1)
-        self.assertTrue(transport.write_closed)
+        self.assertTrue(transport.disconnecting)  # nothing owed: closed at once
         self.assertEqual(built, [])
 
     def test_header_in_time_ends_the_preamble(self) -> None:
@@ -217,7 +217,7 @@ class ProxyProtocolTests(SynchronousTestCase):
         protocol.dataReceived(V1)
         self.assertEqual(len(protocol.factory.preambles), 0)
         self.clock.advance(5.0)
-        self.assertFalse(transport.write_closed)
+        self.assertFalse(transport.disconnecting)
         self.assertEqual(len(built), 1)
 
     def test_log_prefix(self) -> None:
@@ -269,14 +269,14 @@ class PendingHeaderTests(SynchronousTestCase):
         (_, first), (_, second) = self.connect(), self.connect()
         third, _ = self.connect()
         self.assertEqual(
-            (first.write_closed, second.write_closed, self.factory.pending),
+            (first.disconnecting, second.disconnecting, self.factory.pending),
             (True, False, 2),
         )
         self.assertEqual((self.factory.preambles.evicted, self.factory.refused), (1, 0))
         third.dataReceived(V1)  # the newest is served
         self.assertEqual(third.transport.value(), b"*")
         _, fourth = self.connect()
-        self.assertEqual((second.write_closed, fourth.write_closed), (False, False))
+        self.assertEqual((second.disconnecting, fourth.disconnecting), (False, False))
 
     def test_timeouts_and_losses_free_their_place(self) -> None:
         self.connect()
@@ -292,9 +292,9 @@ class PendingHeaderTests(SynchronousTestCase):
         for byte in b"PROX":  # a byte a second
             protocol.dataReceived(bytes([byte]))
             self.clock.advance(1.0)
-        self.assertFalse(transport.write_closed)
+        self.assertFalse(transport.disconnecting)
         self.clock.advance(1.0)
-        self.assertTrue(transport.write_closed)
+        self.assertTrue(transport.disconnecting)
 
     def test_closes_are_logged_at_a_limited_rate(self) -> None:
         events: List[Dict[str, Any]] = []
