@@ -3,6 +3,7 @@ over TCP on 127.0.0.1."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import socket
@@ -25,6 +26,7 @@ from tests.support.processes import (
     receive_exactly,
     run_command,
     script,
+    start_incproto,
     wait_gone,
 )
 
@@ -162,6 +164,20 @@ def test_twist_serves(tmp_path: Path) -> None:
             ["--port", "proxy:"],
             "--port proxy:: proxy: needs an endpoint after it, as in proxy:tcp:9090",
         ),
+        (
+            ["--port", "proxy:tcp:0:trusted=10.0.0.0/99"],
+            "--port proxy:tcp:0:trusted=10.0.0.0/99: trusted=10.0.0.0/99: "
+            "'10.0.0.0/99' is not an address or network (as in 10.0.0.0/8,127.0.0.1)",
+        ),
+        (
+            ["--port", "tcp:0", "--proxy-trusted", "10.0.0.0/8"],
+            "--proxy-trusted needs a proxy: (or haproxy:) --port",
+        ),
+        (
+            ["--handshake-timeout", "0"],
+            "Parameter type enforcement failed: --handshake-timeout 0 is not a "
+            "positive number of seconds",
+        ),
     ],
 )
 def test_bad_option_is_a_one_line_error(
@@ -173,6 +189,24 @@ def test_bad_option_is_a_one_line_error(
     assert "Traceback" not in output
     last = output.strip().splitlines()[-1]
     assert last.startswith(script("twistd")) and last.endswith(f": {reason}"), last
+
+
+def test_untrusted_proxy_source_is_refused_through_the_plugin(tmp_path: Path) -> None:
+    """trusted= through twistd's own endpoint plugin lookup: a header from
+    127.0.0.1, not in the list, is refused, and logged with the real
+    address, never the claimed one (issue 22)."""
+    server = start_incproto(
+        "--port", "proxy:tcp:0:interface=127.0.0.1:trusted=10.0.0.0/8", cwd=tmp_path
+    )
+    try:
+        sock = connect(server.port)
+        sock.sendall(b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n^abc$")
+        assert sock.recv(10) == b""
+        sock.close()
+        server.wait_for(re.compile("closing 127.0.0.1:[0-9]+: not a trusted source"))
+        assert "192.0.2.1" not in server.output
+    finally:
+        server.stop()
 
 
 def test_twist_bad_option(tmp_path: Path) -> None:
