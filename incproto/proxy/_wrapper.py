@@ -93,7 +93,7 @@ class ProxyProtocol(PassThrough):
                 peer=describe(peer),
                 trusted=str(factory.trusted),
             )
-            self._close()
+            self._closeNow()
             return
         factory.pending += 1
         self._preamble = factory.preambles.enter(peer, PROXY_HEADER, self._drop)
@@ -130,6 +130,10 @@ class ProxyProtocol(PassThrough):
         """
         self._preamble = None
         self.factory.pending -= 1
+        self._closeNow()
+
+    def _closeNow(self) -> None:
+        """Close at once, unread: nothing is owed (aborted if that stalls)."""
         self._refused = True
         self.transport.loseConnection()
         self._closeTimer = CloseDeadline(
