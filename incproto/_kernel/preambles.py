@@ -145,7 +145,7 @@ class Preambles:
         preamble = self._handover
         if preamble is not None:
             self._handover = None
-            preamble.what, preamble.close = what, close
+            preamble.peer, preamble.what, preamble.close = peer, what, close
             return preamble
         if self.maxPreambles is not None and len(self._entries) >= self.maxPreambles:
             oldest, _ = self._entries.popitem(last=False)

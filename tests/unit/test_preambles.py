@@ -73,9 +73,11 @@ def test_a_handed_over_preamble_keeps_its_place_and_deadline() -> None:
     preambles = Preambles(2, 10.0, clock)
     [outer], closed = entries(preambles, 1)
     clock.advance(5.0)
+    client = IPv4Address("TCP", "192.0.2.1", 56324)  # as the header named it
     with preambles.handingOver(outer):
-        inner = preambles.enter(PEER, "TLS handshake", lambda: closed.append("inner"))
+        inner = preambles.enter(client, "TLS handshake", lambda: closed.append("inner"))
     assert inner is outer and len(preambles) == 1
+    assert (inner.peer, inner.what) == (client, "TLS handshake")
     clock.advance(5.0)
     assert closed == ["inner"]
 
