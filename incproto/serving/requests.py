@@ -97,7 +97,7 @@ class DeadlineChannel(HTTPChannel):
 
 class DeadlineSite(Site):
     """
-    A L{Site} of L{DeadlineChannel}s: each request must arrive whole within
+    A C{Site} of L{DeadlineChannel}s: each request must arrive whole within
     C{timeout} seconds, and at most C{maxWaiting} connections wait for one
     (beyond, the longest waiting is closed).
 
