@@ -27,12 +27,16 @@ python=${PYTHON:-python3}
 if [ "${FRESH_BASE:-0}" = 1 ] || ! podman image exists "$base"; then
     scratch=$(mktemp -d)
     trap 'rm -rf "$scratch"' EXIT
+    # As the official image's docker-clean: apt-get in a Dockerfile leaves no
+    # downloaded packages or package caches in the layer.
+    printf '%s\n' 'APT::Keep-Downloaded-Packages "false";' \
+        'Dir::Cache::pkgcache "";' 'Dir::Cache::srcpkgcache "";' \
+        > "$scratch/docker-clean"
+    # The hooks' "$1" is the root being made, given them by mmdebstrap.
+    # shellcheck disable=SC2016
     mmdebstrap --variant=minbase --format=tar \
         --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
         --aptopt='Acquire::Languages "none"' \
-        --aptopt='APT::Keep-Downloaded-Packages "false"' \
-        --aptopt='Dir::Cache::pkgcache ""' \
-        --aptopt='Dir::Cache::srcpkgcache ""' \
         --dpkgopt='path-exclude=/usr/share/doc/*' \
         --dpkgopt='path-include=/usr/share/doc/*/copyright' \
         --dpkgopt='path-exclude=/usr/share/man/*' \
@@ -40,6 +44,8 @@ if [ "${FRESH_BASE:-0}" = 1 ] || ! podman image exists "$base"; then
         --dpkgopt='path-exclude=/usr/share/locale/*' \
         --dpkgopt='path-exclude=/usr/share/groff/*' \
         --dpkgopt='path-exclude=/usr/share/lintian/*' \
+        --customize-hook="copy-in $scratch/docker-clean /etc/apt/apt.conf.d" \
+        --customize-hook='rm -f "$1"/var/cache/apt/*.bin' \
         bookworm "$scratch/rootfs.tar" \
         "deb http://deb.debian.org/debian bookworm main" \
         "deb http://deb.debian.org/debian bookworm-updates main" \
