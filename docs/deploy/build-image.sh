@@ -24,9 +24,10 @@ image=${1:-ghcr.io/incproto/incproto:$version}
 base=localhost/debian:bookworm-slim
 python=${PYTHON:-python3}
 
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+
 if [ "${FRESH_BASE:-0}" = 1 ] || ! podman image exists "$base"; then
-    scratch=$(mktemp -d)
-    trap 'rm -rf "$scratch"' EXIT
     # As the official image's docker-clean: apt-get in a Dockerfile leaves no
     # downloaded packages or package caches in the layer.
     printf '%s\n' 'APT::Keep-Downloaded-Packages "false";' \
@@ -53,8 +54,12 @@ if [ "${FRESH_BASE:-0}" = 1 ] || ! podman image exists "$base"; then
     podman import --change 'CMD ["bash"]' "$scratch/rootfs.tar" "$base"
 fi
 
+# The wheel, from a copy of what it is made of: setuptools would otherwise
+# reuse the checkout's build/ (and package files deleted since).
+mkdir "$scratch/source"
+cp -r setup.py pyproject.toml README.md LICENSE incproto twisted "$scratch/source"
 rm -f "dist/incproto-$version-py3-none-any.whl"
-"$python" -m pip wheel --quiet --no-deps --wheel-dir dist .
+"$python" -m pip wheel --quiet --no-deps --wheel-dir dist "$scratch/source"
 
 # pip in the build reaches PyPI; a TLS-inspecting proxy's CA reaches it as
 # a build secret (not stored in the image).
