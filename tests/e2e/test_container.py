@@ -92,9 +92,10 @@ def test_pod_and_image_agree_and_the_drain_fits_the_grace_period() -> None:
     assert probes == [("/healthz", "metrics")] * 2
     assert "containerPort: 9100" in manifests
     assert re.search(r"^EXPOSE 9090 9100$", DOCKERFILE.read_text(), re.M)
-    user = re.search(r"^USER (\d+)$", DOCKERFILE.read_text(), re.M)
+    user = re.search(r"^USER (\d+):(\d+)$", DOCKERFILE.read_text(), re.M)
     assert user and int(user.group(1)) != 0
     assert f"runAsUser: {user.group(1)}" in manifests
+    assert f"runAsGroup: {user.group(2)}" in manifests
 
 
 def test_the_image_command_serves_probes_and_drains(tmp_path: Path) -> None:
