@@ -145,8 +145,6 @@ def serving_stack(
         # The limit counts a connection once its header names the client;
         # until then, hold no more than the limit would serve and queue.
         endpoint.maxPending = held
-    listener = ListeningService(endpoint, factory, config.port, clock=reactor)
-    listener.setName("incproto")
 
     # The services, in the order they start; they stop in reverse.
     if isinstance(access_log, FileAccessLog):
@@ -157,7 +155,9 @@ def serving_stack(
     drainer = DrainingService(increment, config.drain_timeout, reactor)
     drainer.setServiceParent(service)
     proxy = endpoint if isinstance(endpoint, ProxyEndpoint) else None
-    service.collector = IncprotoCollector(increment, limit, pool, proxy)
+    listener = ListeningService(endpoint, factory, config.port, clock=reactor)
+    listener.setName("incproto")
+    service.collector = IncprotoCollector(increment, limit, pool, proxy, listener)
     if config.metrics is not None:
         site = metrics_site(
             service.collector, reactor, service_readiness(listener, drainer)
