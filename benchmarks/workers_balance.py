@@ -13,6 +13,8 @@ Each run starts ``twistd -n incproto --workers N --no-connection-log`` with
     burst    all at once (non-blocking connects, then every greeting)
     paced    one at a time, 5 ms apart
     churn    paced, while two threads connect, greet and close in a loop
+    limit    180 at once, with --max-connections 50 --queue 0: how many
+             were refused (nominal capacity: 4 x 50)
 
 then reads each worker's ``incproto_connections_active`` from /metrics: the
 spread is the busiest worker's count over the least busy one's (median of
@@ -150,10 +152,17 @@ def open_burst(port: int, count: int) -> List[socket.socket]:
         deadline = time.monotonic() + TIMEOUT
         while left and time.monotonic() < deadline:
             for key, _ in selector.select(1.0):
-                if key.fileobj.recv(1) != b"*":  # type: ignore[union-attr]
-                    raise RuntimeError("no greeting")
-                selector.unregister(key.fileobj)
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                selector.unregister(sock)
                 left -= 1
+                try:
+                    if sock.recv(1) == b"*":
+                        continue
+                except ConnectionResetError:
+                    pass
+                socks.remove(sock)  # refused
+                sock.close()
     return socks
 
 
@@ -178,6 +187,9 @@ def per_worker(pattern: re.Pattern[str], text: str) -> Dict[int, float]:
 
 
 def spread_run(mode: str, workers: int, count: int, extra: List[str]) -> Dict[str, Any]:
+    if mode == "limit":
+        extra = [*extra, "--max-connections", "50", "--queue", "0"]
+        count = 180
     server = Server(workers, extra)
     socks: List[socket.socket] = []
     try:
@@ -189,7 +201,7 @@ def spread_run(mode: str, workers: int, count: int, extra: List[str]) -> Dict[st
         for thread in churners:
             thread.start()
         try:
-            if mode == "burst":
+            if mode in ("burst", "limit"):
                 socks = open_burst(server.port, count)
             else:
                 socks = open_paced(server.port, count)
@@ -202,13 +214,14 @@ def spread_run(mode: str, workers: int, count: int, extra: List[str]) -> Dict[st
         while True:  # until the churn's connections are gone
             text = server.scrape()
             active = per_worker(ACTIVE, text)
-            if sum(active.values()) == count or time.monotonic() > deadline:
+            if sum(active.values()) == len(socks) or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
         wakeups = sum(per_worker(WAKEUPS, text).values())
         empty = sum(per_worker(EMPTY, text).values())
         counts = [int(active.get(slot, 0)) for slot in range(1, workers + 1)]
         return {
+            "refused": count - len(socks),
             "counts": counts,
             "spread": max(counts) / max(min(counts), 1),
             "switches_per_connection": switches / count,
@@ -328,8 +341,8 @@ def main() -> None:
 def table(results: Dict[str, Any]) -> str:
     lines = [
         "| mode | per-worker counts (3 runs) | busiest/least, median | "
-        "wake-ups per connection | empty accepts per connection |",
-        "|---|---|---|---|---|",
+        "wake-ups per connection | empty accepts per connection | refused |",
+        "|---|---|---|---|---|---|",
     ]
     for mode, row in results["spread"].items():
         runs = row["runs"]
@@ -340,7 +353,8 @@ def table(results: Dict[str, Any]) -> str:
         )
         lines.append(
             f"| {mode} | {' ; '.join('/'.join(map(str, r['counts'])) for r in runs)} "
-            f"| {row['median_spread']:.2f}x | {row['median_switches']:.2f} | {empty} |"
+            f"| {row['median_spread']:.2f}x | {row['median_switches']:.2f} | {empty} "
+            f"| {', '.join(str(r['refused']) for r in runs)} |"
         )
     reload = results.get("reload")
     if reload:

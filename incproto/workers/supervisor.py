@@ -219,6 +219,9 @@ class WorkerPool(Service):
     name = "workers"
     log = Logger()
     threshold = 5.0
+    # New workers a reload starts at once: each competes for the cores with
+    # the workers serving meanwhile.
+    startingAtOnce = max(1, (os.cpu_count() or 1) // 4)
     minRestartDelay = 1.0
     maxRestartDelay = 60.0
 
@@ -246,6 +249,7 @@ class WorkerPool(Service):
         self.executable = executable
         self.workers: Dict[int, WorkerProcess] = {}
         self.replacing: Dict[int, List[WorkerProcess]] = {}
+        self._toReplace: Deque[int] = deque()
         self.retired: Set[WorkerProcess] = set()
         self.generation = 1
         self.table: Optional[BalanceTable] = None
@@ -312,44 +316,56 @@ class WorkerPool(Service):
 
     def reload(self) -> None:
         """
-        A rolling restart (SIGHUP, as nginx does it): start a new generation
-        of workers, one in every slot, and SIGQUIT each old one once its
-        slot's new worker accepts (L{ready}); the old one then stops
-        accepting and lets its clients finish (see L{retire_gracefully}).
-        The supervisor keeps the socket open throughout and some worker
-        accepts at every moment, so no connection is refused, reset or
-        kept waiting, and no session is cut short; the new workers run the
-        code installed now.  A new worker that never accepts (it fails to
-        start) leaves the old one serving.
+        A rolling restart (SIGHUP): start a new generation of workers, a
+        few slots at a time (L{startingAtOnce}), and SIGQUIT each old worker
+        once its slot's new one accepts (L{ready}), which then starts the
+        next slot's; the old worker stops accepting and lets its clients
+        finish (see L{retire_gracefully}).  The supervisor keeps the socket
+        open throughout and some worker accepts at every moment, so no
+        connection is refused, reset or kept waiting, and no session is
+        cut short; the new workers run the code installed now.  A new
+        worker that never accepts (it fails to start) leaves the old ones
+        serving.
         """
         if not self.running:
             return
-        old = list(self.workers.values())
+        old = [self.workers[slot] for slot in sorted(self.workers)]
         self.generation += 1
         if self.table is not None:
             self.table.closeFile()
         self.table = BalanceTable.create(self.count)
         self.log.info(
             "reloading: starting {count} workers of generation {generation}, "
-            "then draining the old ones as they accept",
+            "{step} at a time, each old one draining once its successor accepts",
             count=len(old),
             generation=self.generation,
+            step=self.startingAtOnce,
         )
         for worker in old:
             self.replacing.setdefault(worker.slot, []).append(worker)
-            self.spawn(worker.slot)
+        self._toReplace = deque(worker.slot for worker in old)
+        for _ in range(self.startingAtOnce):
+            self._replaceNext()
+
+    def _replaceNext(self) -> None:
+        if self._toReplace and self.running:
+            self.spawn(self._toReplace.popleft())
 
     def ready(self, worker: WorkerProcess) -> None:
         """
-        C{worker} accepts: retire the older workers of its slot.
+        C{worker} accepts: retire the older workers of its slot, and
+        start the next slot's new worker of a reload.
         """
         if self.workers.get(worker.slot) is not worker:
             return
-        for old in self.replacing.pop(worker.slot, []):
+        replaced = self.replacing.pop(worker.slot, [])
+        for old in replaced:
             if old.table is not None:
                 old.table.absent(old.slot)
             self.retired.add(old)
             old.signal(signal.SIGQUIT)
+        if replaced:
+            self._replaceNext()
 
     def ended(self, worker: WorkerProcess, reason: Failure) -> None:
         """A worker exited: restart it, with back-off, unless stopping."""
@@ -362,6 +378,9 @@ class WorkerPool(Service):
         if worker in replacing:
             replacing.remove(worker)
             self.retired.add(worker)
+            if worker.slot in self._toReplace and self.running:
+                self._toReplace.remove(worker.slot)  # its successor, now
+                self.spawn(worker.slot)
         if worker in self.retired:
             self.retired.remove(worker)
             self.log.info("old worker {w} {how}", w=worker.label, how=how)

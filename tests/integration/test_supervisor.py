@@ -148,24 +148,25 @@ def test_stop_terms_waits_and_kills(pool: Any) -> None:
 
 def test_reload_starts_new_workers_then_retires_the_old(pool: Any) -> None:
     """SIGHUP's rolling restart: a new generation, a worker per slot, each
-    with its own label and balance table; each old worker gets SIGQUIT (let
-    sessions end) once its slot's new worker accepts, and is not restarted
-    when it exits; a stop SIGTERMs and waits for them."""
+    with its own label and balance table, one slot at a time here; each old
+    worker gets SIGQUIT (let sessions end) once its slot's new worker
+    accepts, which starts the next slot's, and is not restarted when it
+    exits; a stop SIGTERMs and waits for them."""
     pool_, clock, events = pool
+    pool_.startingAtOnce = 1
     old = [s["protocol"] for s in clock.spawned]
     pool_.reload()
-    assert len(clock.spawned) == 4
+    assert [s["env"][WORKER_ENV] for s in clock.spawned] == ["1.1", "1.2", "2.1"]
+    quit = signal.SIGQUIT
+    assert [w.transport.signals for w in old] == [[], []]  # no accept gap
+    clock.spawned[2]["protocol"].childDataReceived(READY_FD, b"ready\n")
+    assert [w.transport.signals for w in old] == [[quit], []]
+    assert [s["env"][WORKER_ENV] for s in clock.spawned][3:] == ["2.2"]
     new = [s["protocol"] for s in clock.spawned[2:]]
-    labels = [s["env"][WORKER_ENV] for s in clock.spawned]
-    assert labels == ["1.1", "1.2", "2.1", "2.2"]
     tables = [s["protocol"].table for s in clock.spawned]
     assert tables[0] is tables[1] is not tables[2] is tables[3]
     assert clock.spawned[2]["childFDs"][TABLE_FD] == tables[2].fileno()
-    quit = signal.SIGQUIT
-    assert [w.transport.signals for w in old] == [[], []]  # no accept gap
     new[1].childDataReceived(READY_FD, b"ready\n")
-    assert [w.transport.signals for w in old] == [[], [quit]]
-    new[0].childDataReceived(READY_FD, b"ready\n")
     assert [w.transport.signals for w in old] == [[quit], [quit]]
     assert pool_.workers == {1: new[0], 2: new[1]}
     end(old[0], 0)
@@ -185,6 +186,7 @@ def test_an_old_worker_serves_until_its_replacement_accepts(pool: Any) -> None:
     """A new worker that dies before it accepts is restarted, and the old
     worker of its slot accepts meanwhile; a second reload replaces both."""
     pool_, clock, _ = pool
+    pool_.startingAtOnce = 1
     old = clock.spawned[0]["protocol"]
     pool_.reload()
     failing = clock.spawned[2]["protocol"]
@@ -194,12 +196,29 @@ def test_an_old_worker_serves_until_its_replacement_accepts(pool: Any) -> None:
     assert old.transport.signals == []
     pool_.reload()
     spawned = {s["env"][WORKER_ENV]: s["protocol"] for s in clock.spawned}
-    assert sorted(spawned) == ["1.1", "1.2", "2.1", "2.2", "3.1", "3.2"]
+    assert sorted(spawned) == ["1.1", "1.2", "2.1", "3.1"]
     spawned["3.1"].childDataReceived(READY_FD, b"ready\n")
     assert old.transport.signals == [signal.SIGQUIT]
     assert spawned["2.1"].transport.signals == [signal.SIGQUIT]
-    assert spawned["1.2"].transport.signals == []
+    assert spawned["1.2"].transport.signals == []  # 3.2 starts only now
+    assert clock.spawned[-1]["env"][WORKER_ENV] == "3.2"
     assert pool_.workers[1] is spawned["3.1"]
+
+
+def test_an_old_worker_that_dies_before_its_turn_is_replaced_at_once(
+    pool: Any,
+) -> None:
+    pool_, clock, _ = pool
+    pool_.startingAtOnce = 1
+    second = clock.spawned[1]["protocol"]
+    pool_.reload()
+    end(second, 1)
+    assert [s["env"][WORKER_ENV] for s in clock.spawned] == [
+        "1.1", "1.2", "2.1", "2.2"
+    ]  # fmt: skip
+    assert pool_.restarts == 0
+    clock.spawned[2]["protocol"].childDataReceived(READY_FD, b"ready\n")
+    assert len(clock.spawned) == 4  # no slot is started twice
 
 
 WORKER_METRICS = """\
