@@ -15,6 +15,9 @@ Each run starts ``twistd -n incproto --workers N --no-connection-log`` with
     churn    paced, while two threads connect, greet and close in a loop
     limit    180 at once, with --max-connections 50 --queue 0: how many
              were refused (nominal capacity: 4 x 50)
+    reuseport  no incproto: N SO_REUSEPORT listening sockets of this
+             process, --connections connects, each socket's accept queue
+             counted: the kernel's hash spread, for comparison
 
 then reads each worker's ``incproto_connections_active`` from /metrics: the
 spread is the busiest worker's count over the least busy one's (median of
@@ -186,7 +189,43 @@ def per_worker(pattern: re.Pattern[str], text: str) -> Dict[int, float]:
     return {int(slot): float(value) for slot, value in pattern.findall(text)}
 
 
+def reuseport_run(workers: int, count: int) -> Dict[str, Any]:
+    listeners = []
+    for _ in range(workers):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((HOST, listeners[0].getsockname()[1] if listeners else 0))
+        sock.listen(count)
+        sock.setblocking(False)
+        listeners.append(sock)
+    port = listeners[0].getsockname()[1]
+    clients = [socket.create_connection((HOST, port), TIMEOUT) for _ in range(count)]
+    counts = []
+    for sock in listeners:
+        accepted = 0
+        while True:
+            try:
+                sock.accept()[0].close()
+            except BlockingIOError:
+                break
+            accepted += 1
+        counts.append(accepted)
+        sock.close()
+    for client in clients:
+        client.close()
+    return {
+        "refused": 0,
+        "counts": counts,
+        "spread": max(counts) / max(min(counts), 1),
+        "switches_per_connection": 0.0,
+        "wakeups": None,
+        "empty_wakeups": None,
+    }
+
+
 def spread_run(mode: str, workers: int, count: int, extra: List[str]) -> Dict[str, Any]:
+    if mode == "reuseport":
+        return reuseport_run(workers, count)
     if mode == "limit":
         extra = [*extra, "--max-connections", "50", "--queue", "0"]
         count = 180
@@ -340,7 +379,7 @@ def main() -> None:
 
 def table(results: Dict[str, Any]) -> str:
     lines = [
-        "| mode | per-worker counts (3 runs) | busiest/least, median | "
+        "| mode | per-worker counts (each run) | busiest/least, median | "
         "wake-ups per connection | empty accepts per connection | refused |",
         "|---|---|---|---|---|---|",
     ]
