@@ -218,13 +218,6 @@ class BalancedAccepting:
         self.accepted += accepted
         self.publish()
 
-    def stop(self) -> None:
-        """Stop: accept as usual, and be absent from the table."""
-        cancel(self._timer)
-        self.accepting.gate = None
-        self.accepting.resume(BALANCE)
-        self.table.absent(self.slot)
-
 
 def held_connections(service: Any) -> Callable[[], int]:
     """

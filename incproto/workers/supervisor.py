@@ -358,14 +358,14 @@ class WorkerPool(Service):
         """
         if self.workers.get(worker.slot) is not worker:
             return
-        replaced = self.replacing.pop(worker.slot, [])
-        for old in replaced:
+        if worker.slot not in self.replacing:
+            return  # not a reload's
+        for old in self.replacing.pop(worker.slot):
             if old.table is not None:
                 old.table.absent(old.slot)
             self.retired.add(old)
             old.signal(signal.SIGQUIT)
-        if replaced:
-            self._replaceNext()
+        self._replaceNext()
 
     def ended(self, worker: WorkerProcess, reason: Failure) -> None:
         """A worker exited: restart it, with back-off, unless stopping."""
@@ -439,7 +439,7 @@ class WorkerPool(Service):
         if self.table is not None:
             self.table.closeFile()
         self.listener.stopService()
-        workers = [*self.workers.values(), *self._old()]
+        workers = list(dict.fromkeys([*self.workers.values(), *self._old()]))
         if not workers:
             return succeed(None)
         self.log.info("stopping {count} workers", count=len(workers))
@@ -459,7 +459,7 @@ class WorkerPool(Service):
         return [*self.retired, *(w for ws in self.replacing.values() for w in ws)]
 
     def _kill(self) -> None:
-        for worker in [*self.workers.values(), *self._old()]:
+        for worker in dict.fromkeys([*self.workers.values(), *self._old()]):
             self.log.warn(
                 "worker {w} still running {timeout:g} s after SIGTERM; killing it",
                 w=worker.label,

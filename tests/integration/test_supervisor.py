@@ -221,6 +221,19 @@ def test_an_old_worker_that_dies_before_its_turn_is_replaced_at_once(
     assert len(clock.spawned) == 4  # no slot is started twice
 
 
+def test_an_old_worker_that_dies_during_its_turn_does_not_stop_the_reload(
+    pool: Any,
+) -> None:
+    pool_, clock, _ = pool
+    pool_.startingAtOnce = 1
+    first = clock.spawned[0]["protocol"]
+    pool_.reload()
+    end(first, 1)  # while 2.1 starts
+    assert len(clock.spawned) == 3 and pool_.restarts == 0
+    clock.spawned[2]["protocol"].childDataReceived(READY_FD, b"ready\n")
+    assert clock.spawned[-1]["env"][WORKER_ENV] == "2.2"
+
+
 WORKER_METRICS = """\
 # HELP incproto_connections_accepted_total Connections served.
 # TYPE incproto_connections_accepted_total counter

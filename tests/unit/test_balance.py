@@ -120,17 +120,5 @@ def test_with_the_others_stalled_a_busier_worker_takes_the_connection() -> None:
     table.closeFile()
 
 
-def test_stop_accepts_as_usual_and_leaves_the_table() -> None:
-    table = BalanceTable.create(2)
-    table.publish(2, 0, 0)
-    port, _, gate, load, _ = worker(table, 1, waiting=20)
-    load[0] = 50
-    gate.stop()
-    port.doRead()
-    assert port.sessionno == 8 and port.reading  # AcceptControl's own batch
-    assert not table.present(1)
-    table.closeFile()
-
-
 def test_slack_grows_with_the_load() -> None:
     assert [slack(n) for n in (0, 16, 24, 80)] == [2, 2, 3, 10]
