@@ -98,7 +98,9 @@ def test_reloads_fail_no_session_and_leave_no_accept_gap() -> None:
     server = start_incproto("--workers", "2", "--no-connection-log")
     try:
         server.wait_for(LISTENING, 2)
-        loop = SessionLoop(server.port).start()
+        # Two threads: continuous, without spending tens of thousands of
+        # ephemeral ports (TIME_WAIT) on a machine that other tests share.
+        loop = SessionLoop(server.port, threads=2).start()
         loop.wait_for(20)
         for reload in range(1, 6):
             server.process.send_signal(signal.SIGHUP)
