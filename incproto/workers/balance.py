@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_balance,tests.e2e.test_workers -*-
+# -*- test-case-name: tests.unit.test_balance,tests.e2e.test_balance -*-
 """Every worker of C{--workers} takes its share of the connections: a worker
 that holds more than the least busy one leaves new connections to it.
 
