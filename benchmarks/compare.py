@@ -215,7 +215,7 @@ def start(name: str, command: List[str]) -> ServerProcess:
     workers = re.search(r"--workers (\d+)", " ".join(command))
     if workers:
         server.wait_for(
-            re.compile(r"\[worker \d+\] incproto listening"), int(workers.group(1))
+            re.compile(r"\[worker [\d.]+\] incproto listening"), int(workers.group(1))
         )
     STARTED_RSS[name] = tree_rss_kib(server.process.pid)
     return server

@@ -20,11 +20,17 @@ and the port stays readable: Twisted logs the failure and tries again on the
 next turn, thousands of times a second.  L{AcceptControl} stops accepting
 for C{backoff} seconds instead, and logs accept errors at most once per
 C{logInterval} seconds, with a count of those not logged.
+
+It counts its wake-ups, and those that found no connection to accept (an
+C{accept()} that failed with C{EAGAIN}: another process sharing the socket
+took it first).  A gate (L{IAcceptGate}, as C{--workers} sets one for its
+balance) can decide at each wake-up how many connections to accept, none
+included.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Set, cast
+from typing import Any, Dict, Optional, Protocol, Set, cast
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger, globalLogPublisher
@@ -36,6 +42,24 @@ DEFAULT_ACCEPTS_PER_TURN = 8
 ACCEPT_ERROR_BACKOFF = 1.0
 ACCEPT_ERROR_LOG_INTERVAL = 10.0
 OUT_OF_DESCRIPTORS = "out of descriptors"
+
+
+class IAcceptGate(Protocol):
+    """
+    Decides how many connections a port accepts at each wake-up.
+    """
+
+    def allowance(self, perTurn: int) -> int:
+        """
+        How many connections to accept now, at most C{perTurn}; 0 for none
+        (the gate then stops the port's reading for a while itself, or it
+        is woken again at once).
+        """
+
+    def turned(self, accepted: int) -> None:
+        """
+        The wake-up accepted C{accepted} connections.
+        """
 
 
 class AcceptControl:
@@ -53,6 +77,11 @@ class AcceptControl:
     @ivar controls: whether the port is one this can control.
     @ivar acceptErrors: accept errors (C{EMFILE} and the like), in total.
     @ivar pauses: times accepting was stopped, in total.
+    @ivar wakeups: times the port was found readable, in total.
+    @ivar emptyWakeups: wake-ups that accepted no connection: none was
+        waiting (another process took it) or the gate allowed none.
+    @ivar gate: decides how many connections each wake-up accepts, or
+        C{None} for C{perTurn}.
     """
 
     log = Logger()
@@ -83,6 +112,9 @@ class AcceptControl:
         self.backoff = backoff
         self.acceptErrors = 0
         self.pauses = 0
+        self.wakeups = 0
+        self.emptyWakeups = 0
+        self.gate: Optional[IAcceptGate] = None
         self._pausedFor: Set[str] = set()
         self._backoffTimer: Optional[IDelayedCall] = None
         self._errors = RateLimitedLog(
@@ -101,12 +133,27 @@ class AcceptControl:
             return
         # Twisted's tcp.Port reads numberAccepts at the start of each doRead
         # and raises it after a full batch; set it before each one.  Its
-        # accept errors go to the observer of its _logger.
+        # accept errors go to the observer of its _logger.  Its sessionno
+        # counts the connections it accepted.
         if perTurn is not None:
 
             def doRead() -> Any:
-                port.numberAccepts = perTurn
-                return accept()
+                self.wakeups += 1
+                allowed = perTurn
+                if self.gate is not None:
+                    allowed = self.gate.allowance(perTurn)
+                    if allowed < 1:
+                        self.emptyWakeups += 1
+                        return None
+                before = port.sessionno
+                port.numberAccepts = allowed
+                result = accept()
+                accepted = port.sessionno - before
+                if not accepted:
+                    self.emptyWakeups += 1
+                if self.gate is not None:
+                    self.gate.turned(accepted)
+                return result
 
             port.doRead = doRead
         port._logger = Logger(

@@ -23,13 +23,15 @@ if TYPE_CHECKING:
     from incproto.pools import HandlerPool
     from incproto.protocol import IncrementFactory
     from incproto.proxy import ProxyEndpoint
+    from incproto.serving.service import ListeningService
 
 
 class IncprotoCollector:
     """
     Reads the counters of an L{IncrementFactory} and, if given, of its
-    L{ConnectionLimit}, L{HandlerPool}, L{ProxyEndpoint} and the
-    L{Preambles} of its port, at each scrape.
+    L{ConnectionLimit}, L{HandlerPool}, L{ProxyEndpoint}, the
+    L{Preambles} of its port and its L{ListeningService} (its accept
+    wake-ups), at each scrape.
     """
 
     def __init__(
@@ -39,12 +41,14 @@ class IncprotoCollector:
         pool: Optional[HandlerPool] = None,
         proxy: Optional[ProxyEndpoint] = None,
         preambles: Optional[Preambles] = None,
+        listener: Optional[ListeningService] = None,
     ) -> None:
         self.factory = factory
         self.limit = limit
         self.pool = pool
         self.proxy = proxy
         self.preambles = preambles
+        self.listener = listener
 
     def collect(self) -> Iterator[Metric]:
         """The metrics, as of now."""
@@ -76,6 +80,19 @@ class IncprotoCollector:
         )
         if self.limit is not None:
             yield from self._limit(self.limit)
+        accepting = self.listener.accepting if self.listener is not None else None
+        if accepting is not None:
+            yield CounterMetricFamily(
+                "incproto_accept_wakeups",
+                "Times the listening socket was found readable.",
+                accepting.wakeups,
+            )
+            yield CounterMetricFamily(
+                "incproto_accept_wakeups_empty",
+                "Wake-ups that accepted no connection (another worker took it, "
+                "or this one left it to a less busy worker).",
+                accepting.emptyWakeups,
+            )
         if self.proxy is not None:
             headers = self.proxy.factory
             yield GaugeMetricFamily(

@@ -189,7 +189,7 @@ def serving_stack(
     drainer = DrainingService(increment, config.drain_timeout, reactor)
     drainer.setServiceParent(service)
     service.collector = IncprotoCollector(
-        increment, limit, pool, proxy, preambles if tls or proxy else None
+        increment, limit, pool, proxy, preambles if tls or proxy else None, listener
     )
     if config.metrics is not None:
         site = metrics_site(

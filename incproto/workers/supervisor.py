@@ -9,13 +9,17 @@ no queued connection, and any socket the parent can get works: one it bound
 (TCP, TLS, UNIX, under PROXY or not) or one that systemd passed it.
 SO_REUSEPORT would give each worker a queue of its own, filled by a hash of
 the client's address whether that worker is busy or dead, and cannot carry a
-UNIX or systemd socket.
+UNIX or systemd socket.  The workers of one generation share out the
+connections themselves (L{incproto.workers.balance}): one holding more than
+the least busy one leaves new connections to it.
 
 A worker runs C{python -m incproto.workers.worker} (L{incproto.workers.worker}) with the
 socket's family and the parent's L{ServerConfig} (less C{workers} and
 C{metrics}), as JSON.  It writes its log events as
 JSON lines on its standard output; the parent publishes them into its own
-log, marked with the worker's number, so one log (text or JSON) tells all.
+log, marked with the worker's generation and number (C{[worker 2.1]}: the
+first worker of the second generation, started by the first reload), so
+one log (text or JSON) tells all.
 A worker that dies is restarted: at once if it had run for C{threshold}
 seconds, otherwise after a delay that doubles from C{minRestartDelay} up
 to C{maxRestartDelay}.  Stopping the parent closes its copy of the socket,
@@ -56,6 +60,7 @@ from incproto.serving.service import ListeningService
 from incproto.serving.signals import SignalHandling
 from incproto.serving.stack import IncprotoService
 from incproto.serving.web import metrics_listener
+from incproto.workers.balance import READY_FD, TABLE_FD, WORKER_ENV, BalanceTable
 from incproto.workers.metrics import WorkersCollector, workers_metrics_site
 from incproto.workers.sharing import BoundSocket, SharedSocketEndpoint
 from incproto.workers.worker import METRICS_REPLIES, METRICS_REQUESTS, WORKER_FD
@@ -94,16 +99,32 @@ class WorkerProcess(ProcessProtocol):
 
     @ivar slot: the worker's number, from 1; a restarted worker keeps it.
     @ivar started: when it was spawned (reactor time).
+    @ivar generation: 1 for the first workers, one more for each reload.
+    @ivar table: its generation's L{BalanceTable}, if any.
     @ivar ended: fires when the process has exited.
     """
 
-    def __init__(self, pool: WorkerPool, slot: int, started: float) -> None:
+    def __init__(
+        self,
+        pool: WorkerPool,
+        slot: int,
+        started: float,
+        generation: int = 1,
+        table: Optional[BalanceTable] = None,
+    ) -> None:
         self.pool = pool
         self.slot = slot
         self.started = started
+        self.generation = generation
+        self.table = table
         self.ended: Deferred[None] = Deferred()
         self._lines = {1: b"", 2: b"", METRICS_REPLIES: b""}
         self._asked: Deque[Deferred[Optional[str]]] = deque()
+
+    @property
+    def label(self) -> str:
+        """How the log names it: C{GENERATION.SLOT}."""
+        return f"{self.generation}.{self.slot}"
 
     def _split(self, fd: int, data: bytes) -> List[bytes]:
         *lines, self._lines[fd] = (self._lines[fd] + data).split(b"\n")
@@ -114,17 +135,21 @@ class WorkerProcess(ProcessProtocol):
             try:
                 event = eventFromJSON(line.decode("utf-8"))
             except ValueError:
-                self.pool.log.info("worker {slot}: {line}", slot=self.slot, line=line)
+                self.pool.log.info("worker {w}: {line}", w=self.label, line=line)
                 continue
             _reapply_format_specs(event)
             event.update(
-                log_system=f"worker {self.slot}",
+                log_system=f"worker {self.label}",
                 worker=self.slot,
+                worker_generation=self.generation,
                 worker_pid=self.pid,
             )
             self.pool.log.observer(event)
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == READY_FD:
+            self.pool.ready(self)
+            return
         if childFD != METRICS_REPLIES:
             super().childDataReceived(childFD, data)
             return
@@ -146,8 +171,8 @@ class WorkerProcess(ProcessProtocol):
     def errReceived(self, data: bytes) -> None:
         for line in self._split(2, data):
             self.pool.log.error(
-                "worker {slot}: {line}",
-                slot=self.slot,
+                "worker {w}: {line}",
+                w=self.label,
                 line=line.decode("utf-8", "replace"),
             )
 
@@ -181,7 +206,12 @@ class WorkerPool(Service):
     Bind the C{--port} socket and keep C{count} worker processes serving it.
 
     @ivar workers: the running workers, by slot.
+    @ivar replacing: workers of an older generation, by slot, that accept
+        until the slot's new worker does.
     @ivar retired: workers replaced by L{reload}, still draining.
+    @ivar generation: the running workers' generation: 1, and one more for
+        each reload.
+    @ivar table: the running generation's L{BalanceTable}, while running.
     @ivar restarts: how many times a worker was restarted.
     @ivar socket: the shared listening socket, while the pool runs.
     """
@@ -189,6 +219,9 @@ class WorkerPool(Service):
     name = "workers"
     log = Logger()
     threshold = 5.0
+    # New workers a reload starts at once: each competes for the cores with
+    # the workers serving meanwhile.
+    startingAtOnce = max(1, (os.cpu_count() or 1) // 4)
     minRestartDelay = 1.0
     maxRestartDelay = 60.0
 
@@ -215,7 +248,11 @@ class WorkerPool(Service):
         self.killTimeout = config.drain_timeout + KILL_GRACE
         self.executable = executable
         self.workers: Dict[int, WorkerProcess] = {}
+        self.replacing: Dict[int, List[WorkerProcess]] = {}
+        self._toReplace: Deque[int] = deque()
         self.retired: Set[WorkerProcess] = set()
+        self.generation = 1
+        self.table: Optional[BalanceTable] = None
         self.restarts = 0
         self._delays: Dict[int, float] = {}
         self._pending: Dict[int, IDelayedCall] = {}
@@ -235,6 +272,7 @@ class WorkerPool(Service):
         if self.listener.port is None:
             self.listener.privilegedStartService()
         super().startService()
+        self.table = BalanceTable.create(self.count)
         self.log.info("starting {count} workers", count=self.count)
         for slot in range(1, self.count + 1):
             self.spawn(slot)
@@ -244,10 +282,14 @@ class WorkerPool(Service):
         self._pending.pop(slot, None)
         bound = self.socket
         assert bound is not None
-        worker = WorkerProcess(self, slot, self.reactor.seconds())
+        assert self.table is not None
+        worker = WorkerProcess(
+            self, slot, self.reactor.seconds(), self.generation, self.table
+        )
         self.workers[slot] = worker
         # systemd's LISTEN_* variables name the parent's descriptors only.
         env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
+        env[WORKER_ENV] = worker.label
         self.reactor.spawnProcess(
             worker,
             self.executable,
@@ -266,42 +308,85 @@ class WorkerPool(Service):
                 WORKER_FD: bound.fileno(),
                 METRICS_REQUESTS: "w",
                 METRICS_REPLIES: "r",
+                READY_FD: "r",
+                TABLE_FD: self.table.fileno(),
             },
         )
-        self.log.info("worker {slot} started (pid {pid})", slot=slot, pid=worker.pid)
+        self.log.info("worker {w} started (pid {pid})", w=worker.label, pid=worker.pid)
 
     def reload(self) -> None:
         """
-        A rolling restart (SIGHUP, as gunicorn does it): start a new worker
-        in every slot, then SIGQUIT the old ones, which stop accepting and
-        let their clients finish (see L{retire_gracefully}).  The supervisor
-        keeps the socket open throughout, so no connection is refused or
-        reset, and no session is cut short; the new workers run the code
-        installed now.
+        A rolling restart (SIGHUP): start a new generation of workers, a
+        few slots at a time (L{startingAtOnce}), and SIGQUIT each old worker
+        once its slot's new one accepts (L{ready}), which then starts the
+        next slot's; the old worker stops accepting and lets its clients
+        finish (see L{retire_gracefully}).  The supervisor keeps the socket
+        open throughout and some worker accepts at every moment, so no
+        connection is refused, reset or kept waiting, and no session is
+        cut short; the new workers run the code installed now.  A new
+        worker that never accepts (it fails to start) leaves the old ones
+        serving.
         """
         if not self.running:
             return
-        old = list(self.workers.values())
+        old = [self.workers[slot] for slot in sorted(self.workers)]
+        self.generation += 1
+        if self.table is not None:
+            self.table.closeFile()
+        self.table = BalanceTable.create(self.count)
         self.log.info(
-            "reloading: starting {count} new workers, then draining the old ones",
+            "reloading: starting {count} workers of generation {generation}, "
+            "{step} at a time, each old one draining once its successor accepts",
             count=len(old),
+            generation=self.generation,
+            step=self.startingAtOnce,
         )
         for worker in old:
-            self.retired.add(worker)
-            self.spawn(worker.slot)
-            worker.signal(signal.SIGQUIT)
+            self.replacing.setdefault(worker.slot, []).append(worker)
+        self._toReplace = deque(worker.slot for worker in old)
+        for _ in range(self.startingAtOnce):
+            self._replaceNext()
+
+    def _replaceNext(self) -> None:
+        if self._toReplace and self.running:
+            self.spawn(self._toReplace.popleft())
+
+    def ready(self, worker: WorkerProcess) -> None:
+        """
+        C{worker} accepts: retire the older workers of its slot, and
+        start the next slot's new worker of a reload.
+        """
+        if self.workers.get(worker.slot) is not worker:
+            return
+        if worker.slot not in self.replacing:
+            return  # not a reload's
+        for old in self.replacing.pop(worker.slot):
+            if old.table is not None:
+                old.table.absent(old.slot)
+            self.retired.add(old)
+            old.signal(signal.SIGQUIT)
+        self._replaceNext()
 
     def ended(self, worker: WorkerProcess, reason: Failure) -> None:
         """A worker exited: restart it, with back-off, unless stopping."""
         if self.workers.get(worker.slot) is worker:
             del self.workers[worker.slot]
+        if worker.table is not None:
+            worker.table.absent(worker.slot)
         how = _how_it_ended(reason)
+        replacing = self.replacing.get(worker.slot, [])
+        if worker in replacing:
+            replacing.remove(worker)
+            self.retired.add(worker)
+            if worker.slot in self._toReplace and self.running:
+                self._toReplace.remove(worker.slot)  # its successor, now
+                self.spawn(worker.slot)
         if worker in self.retired:
             self.retired.remove(worker)
-            self.log.info("old worker {slot} {how}", slot=worker.slot, how=how)
+            self.log.info("old worker {w} {how}", w=worker.label, how=how)
             return
         if not self.running:
-            self.log.info("worker {slot} {how}", slot=worker.slot, how=how)
+            self.log.info("worker {w} {how}", w=worker.label, how=how)
             return
         lived = self.reactor.seconds() - worker.started
         delay = 0.0
@@ -312,8 +397,8 @@ class WorkerPool(Service):
             self._delays.pop(worker.slot, None)
         self.restarts += 1
         self.log.warn(
-            "worker {slot} {how} after {lived:.1f} s; restarting it in {delay:g} s",
-            slot=worker.slot,
+            "worker {w} {how} after {lived:.1f} s; restarting it in {delay:g} s",
+            w=worker.label,
             how=how,
             lived=lived,
             delay=delay,
@@ -351,8 +436,10 @@ class WorkerPool(Service):
         for pending in self._pending.values():
             pending.cancel()
         self._pending.clear()
+        if self.table is not None:
+            self.table.closeFile()
         self.listener.stopService()
-        workers = [*self.workers.values(), *self.retired]
+        workers = list(dict.fromkeys([*self.workers.values(), *self._old()]))
         if not workers:
             return succeed(None)
         self.log.info("stopping {count} workers", count=len(workers))
@@ -367,11 +454,15 @@ class WorkerPool(Service):
 
         return done.addCallback(stopped)
 
+    def _old(self) -> List[WorkerProcess]:
+        """Workers of older generations, accepting or draining."""
+        return [*self.retired, *(w for ws in self.replacing.values() for w in ws)]
+
     def _kill(self) -> None:
-        for worker in [*self.workers.values(), *self.retired]:
+        for worker in dict.fromkeys([*self.workers.values(), *self._old()]):
             self.log.warn(
-                "worker {slot} still running {timeout:g} s after SIGTERM; killing it",
-                slot=worker.slot,
+                "worker {w} still running {timeout:g} s after SIGTERM; killing it",
+                w=worker.label,
                 timeout=self.killTimeout,
             )
             worker.signal("KILL")

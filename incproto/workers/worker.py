@@ -8,8 +8,9 @@ L{ServerConfig} as JSON.  The worker serves the socket with
 L{incproto.serving.stack.serving_stack}, writes its log events as JSON lines on
 standard output (the supervisor relays them), answers metrics requests
 (one line in on C{METRICS_REQUESTS}, one JSON line out on
-C{METRICS_REPLIES}), and exits when told to, or when its supervisor is
-gone.
+C{METRICS_REPLIES}), takes its share of the connections and says when it
+accepts (L{incproto.workers.balance}), and exits when told to, or when its
+supervisor is gone.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from incproto._kernel.parentdeath import die_with_parent
     from incproto.serving.metrics import registry_of
     from incproto.serving.stack import serving_stack
+    from incproto.workers import balance
     from incproto.workers.sharing import adopted_endpoint
 
     # The supervisor decides when workers stop: a terminal's Ctrl-C and
@@ -139,6 +141,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     )
     service.privilegedStartService()
     service.startService()
+    # Once the reactor runs (and accepts): take a share of the connections,
+    # and tell the supervisor.
+    reactor.callWhenRunning(balance.join, service, reactor)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()
 

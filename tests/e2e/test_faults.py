@@ -28,8 +28,8 @@ from tests.support.processes import (
 )
 
 FAULTY = ["--handler", "tests.support.faulty:faulty"]
-WORKER_LISTENING = re.compile(r"\[worker (\d)\] incproto listening")
-OLD_WORKER_GONE = re.compile(r"old worker (\d) (?:exited|was killed)")
+WORKER_LISTENING = re.compile(r"\[worker \d+\.(\d+)\] incproto listening")
+OLD_WORKER_GONE = re.compile(r"old worker \d+\.(\d+) (?:exited|was killed)")
 MiB = 1024 * 1024
 
 
@@ -196,7 +196,7 @@ def test_sighup_reloads_workers_without_resetting_clients() -> None:
             sock.sendall(b"cd$")
             sock.shutdown(socket.SHUT_WR)
             assert receive_all(sock) == b"de"  # the session ran to its end
-        server.wait_for(re.compile(r"old worker (\d) (?:exited|was killed)"), 2)
+        server.wait_for(OLD_WORKER_GONE, 2)
         wait_gone(old, "an old worker")
         assert served(server.port) == b"*bcd"
         assert server.process.poll() is None

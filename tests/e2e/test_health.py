@@ -41,7 +41,7 @@ def test_supervisor_healthz_in_a_real_process(tmp_path: Path) -> None:
     )  # fmt: skip
     try:
         assert server.port == metrics
-        server.wait_for(re.compile(r"worker 2 started"))
+        server.wait_for(re.compile(r"worker 1\.2 started"))
         wait_until(lambda: http_get(metrics, "/healthz") == (200, "ok\n"), "ready")
     finally:
         server.stop()

@@ -20,7 +20,7 @@ from tests.support.processes import (
     script,
 )
 
-WORKER_STARTED = re.compile(r"worker (\d) started \(pid (\d+)\)")
+WORKER_STARTED = re.compile(r"worker \d+\.(\d+) started \(pid (\d+)\)")
 
 
 def _serve_one(port: int, payload: bytes) -> bytes:
@@ -38,7 +38,7 @@ def test_workers_share_the_load_survive_a_kill_and_stop(tmp_path: Path) -> None:
     )  # fmt: skip
     try:
         started = dict(server.wait_for(WORKER_STARTED, count=2))
-        server.wait_for(re.compile(r"\[worker \d\] incproto listening"), count=2)
+        server.wait_for(re.compile(r"\[worker 1\.\d\] incproto listening"), count=2)
         # Each worker serves the shared socket: with the other one stopped,
         # every connection is its.
         for serving, stopped in (("1", "2"), ("2", "1")):
@@ -47,12 +47,12 @@ def test_workers_share_the_load_survive_a_kill_and_stop(tmp_path: Path) -> None:
                 assert _serve_one(server.port, b"abc") == b"*bcd"
             finally:
                 os.kill(int(started[stopped]), signal.SIGCONT)
-            server.wait_for(re.compile(rf"\[worker {serving}\] connection from 127"))
+            server.wait_for(re.compile(rf"\[worker 1\.{serving}\] connection from 127"))
         os.kill(int(started["1"]), signal.SIGKILL)
-        server.wait_for(re.compile(r"worker 1 .* restarting it in"))
+        server.wait_for(re.compile(r"worker 1\.1 .* restarting it in"))
         restarted = server.wait_for(WORKER_STARTED, count=3)[-1]
         assert restarted[0] == "1" and restarted[1] != started["1"]
-        server.wait_for(re.compile(r"\[worker \d\] incproto listening"), count=3)
+        server.wait_for(re.compile(r"\[worker 1\.\d\] incproto listening"), count=3)
         results = []
         port = server.port
         threads = [
@@ -69,7 +69,7 @@ def test_workers_share_the_load_survive_a_kill_and_stop(tmp_path: Path) -> None:
     finally:
         status = server.stop()
     assert status == -signal.SIGTERM  # as twistd does after SIGTERM
-    assert "worker 1 exited" in server.output and "worker 2 exited" in server.output
+    assert "worker 1.1 exited" in server.output and "worker 1.2 exited" in server.output
     assert "Traceback" not in server.output, server.output
     assert [pid for pid in workers if alive(pid)] == []
 
@@ -82,12 +82,12 @@ def test_metrics_of_all_workers_at_the_supervisor(tmp_path: Path) -> None:
         tmp_path,
     )  # fmt: skip
     try:
-        server.wait_for(re.compile(r"\[worker \d\] incproto listening"), count=2)
+        server.wait_for(re.compile(r"\[worker 1\.\d\] incproto listening"), count=2)
         (metrics_port,) = server.wait_for(
             re.compile(r"metrics listening on 127\.0\.0\.1:(\d+)")
         )[0]
         assert _serve_one(server.port, b"abc") == b"*bcd"
-        server.wait_for(re.compile(r"\[worker \d\] connection from .* closed"))
+        server.wait_for(re.compile(r"\[worker 1\.\d\] connection from .* closed"))
         url = f"http://127.0.0.1:{metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
             text = response.read().decode()

@@ -22,6 +22,7 @@ from incproto.config import ServerConfig
 from incproto.serving.health import supervisor_readiness
 from incproto.serving.metrics import registry_of
 from incproto.tap import Options, makeService
+from incproto.workers.balance import READY_FD, TABLE_FD, WORKER_ENV
 from incproto.workers.supervisor import (
     METRICS_REPLIES,
     METRICS_REQUESTS,
@@ -86,7 +87,7 @@ def test_worker_log_events_are_relayed_with_the_worker_number(pool: Any) -> None
     worker.errReceived(b"Traceback (most recent call last):\n")
     relayed = [e for e in events if e.get("worker") == 2]
     assert relayed[0]["peer"] == "192.0.2.1:5"
-    assert relayed[0]["log_system"] == "worker 2"
+    assert relayed[0]["log_system"] == "worker 1.2"
     assert relayed[0]["worker_pid"] == 1001
     assert any(e.get("line") == b"not json" for e in events)
     errors = [e for e in events if e["log_level"] == LogLevel.error]
@@ -128,7 +129,7 @@ def test_a_dead_worker_is_restarted_with_back_off(pool: Any) -> None:
     assert len(clock.spawned) == 5
     assert pool_.restarts == 3 and sorted(pool_.workers) == [1, 2]
     said = [formatEvent(e) for e in events]
-    assert "worker 1 exited with status 1 after 0.0 s; restarting it in 2 s" in said
+    assert "worker 1.1 exited with status 1 after 0.0 s; restarting it in 2 s" in said
 
 
 def test_stop_terms_waits_and_kills(pool: Any) -> None:
@@ -146,15 +147,26 @@ def test_stop_terms_waits_and_kills(pool: Any) -> None:
 
 
 def test_reload_starts_new_workers_then_retires_the_old(pool: Any) -> None:
-    """SIGHUP's rolling restart: a new worker per slot, SIGQUIT to the old
-    ones (let sessions end), which are not restarted when they exit; a stop
-    SIGTERMs and waits for them."""
+    """SIGHUP's rolling restart: a new generation, a worker per slot, each
+    with its own label and balance table, one slot at a time here; each old
+    worker gets SIGQUIT (let sessions end) once its slot's new worker
+    accepts, which starts the next slot's, and is not restarted when it
+    exits; a stop SIGTERMs and waits for them."""
     pool_, clock, events = pool
+    pool_.startingAtOnce = 1
     old = [s["protocol"] for s in clock.spawned]
     pool_.reload()
-    assert len(clock.spawned) == 4
-    new = [s["protocol"] for s in clock.spawned[2:]]
+    assert [s["env"][WORKER_ENV] for s in clock.spawned] == ["1.1", "1.2", "2.1"]
     quit = signal.SIGQUIT
+    assert [w.transport.signals for w in old] == [[], []]  # no accept gap
+    clock.spawned[2]["protocol"].childDataReceived(READY_FD, b"ready\n")
+    assert [w.transport.signals for w in old] == [[quit], []]
+    assert [s["env"][WORKER_ENV] for s in clock.spawned][3:] == ["2.2"]
+    new = [s["protocol"] for s in clock.spawned[2:]]
+    tables = [s["protocol"].table for s in clock.spawned]
+    assert tables[0] is tables[1] is not tables[2] is tables[3]
+    assert clock.spawned[2]["childFDs"][TABLE_FD] == tables[2].fileno()
+    new[1].childDataReceived(READY_FD, b"ready\n")
     assert [w.transport.signals for w in old] == [[quit], [quit]]
     assert pool_.workers == {1: new[0], 2: new[1]}
     end(old[0], 0)
@@ -167,7 +179,59 @@ def test_reload_starts_new_workers_then_retires_the_old(pool: Any) -> None:
     assert not stopped.called  # the old worker still drains
     end(old[1], 0)
     assert stopped.called
-    assert "old worker 1 exited" in [formatEvent(e) for e in events]
+    assert "old worker 1.1 exited" in [formatEvent(e) for e in events]
+
+
+def test_an_old_worker_serves_until_its_replacement_accepts(pool: Any) -> None:
+    """A new worker that dies before it accepts is restarted, and the old
+    worker of its slot accepts meanwhile; a second reload replaces both."""
+    pool_, clock, _ = pool
+    pool_.startingAtOnce = 1
+    old = clock.spawned[0]["protocol"]
+    pool_.reload()
+    failing = clock.spawned[2]["protocol"]
+    end(failing, 1)
+    clock.advance(1)  # the restart's back-off
+    assert clock.spawned[-1]["env"][WORKER_ENV] == "2.1"
+    assert old.transport.signals == []
+    pool_.reload()
+    spawned = {s["env"][WORKER_ENV]: s["protocol"] for s in clock.spawned}
+    assert sorted(spawned) == ["1.1", "1.2", "2.1", "3.1"]
+    spawned["3.1"].childDataReceived(READY_FD, b"ready\n")
+    assert old.transport.signals == [signal.SIGQUIT]
+    assert spawned["2.1"].transport.signals == [signal.SIGQUIT]
+    assert spawned["1.2"].transport.signals == []  # 3.2 starts only now
+    assert clock.spawned[-1]["env"][WORKER_ENV] == "3.2"
+    assert pool_.workers[1] is spawned["3.1"]
+
+
+def test_an_old_worker_that_dies_before_its_turn_is_replaced_at_once(
+    pool: Any,
+) -> None:
+    pool_, clock, _ = pool
+    pool_.startingAtOnce = 1
+    second = clock.spawned[1]["protocol"]
+    pool_.reload()
+    end(second, 1)
+    assert [s["env"][WORKER_ENV] for s in clock.spawned] == [
+        "1.1", "1.2", "2.1", "2.2"
+    ]  # fmt: skip
+    assert pool_.restarts == 0
+    clock.spawned[2]["protocol"].childDataReceived(READY_FD, b"ready\n")
+    assert len(clock.spawned) == 4  # no slot is started twice
+
+
+def test_an_old_worker_that_dies_during_its_turn_does_not_stop_the_reload(
+    pool: Any,
+) -> None:
+    pool_, clock, _ = pool
+    pool_.startingAtOnce = 1
+    first = clock.spawned[0]["protocol"]
+    pool_.reload()
+    end(first, 1)  # while 2.1 starts
+    assert len(clock.spawned) == 3 and pool_.restarts == 0
+    clock.spawned[2]["protocol"].childDataReceived(READY_FD, b"ready\n")
+    assert clock.spawned[-1]["env"][WORKER_ENV] == "2.2"
 
 
 WORKER_METRICS = """\
