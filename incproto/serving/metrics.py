@@ -22,12 +22,14 @@ if TYPE_CHECKING:
     from incproto.pools import HandlerPool
     from incproto.protocol import IncrementFactory
     from incproto.proxy import ProxyEndpoint
+    from incproto.serving.watchdog import Heartbeat
 
 
 class IncprotoCollector:
     """
     Reads the counters of an L{IncrementFactory} and, if given, of its
-    L{ConnectionLimit}, L{HandlerPool} and L{ProxyEndpoint}, at each scrape.
+    L{ConnectionLimit}, L{HandlerPool}, L{ProxyEndpoint} and L{Heartbeat},
+    at each scrape.
     """
 
     def __init__(
@@ -36,11 +38,13 @@ class IncprotoCollector:
         limit: Optional[ConnectionLimit] = None,
         pool: Optional[HandlerPool] = None,
         proxy: Optional[ProxyEndpoint] = None,
+        heartbeat: Optional[Heartbeat] = None,
     ) -> None:
         self.factory = factory
         self.limit = limit
         self.pool = pool
         self.proxy = proxy
+        self.heartbeat = heartbeat
 
     def collect(self) -> Iterator[Metric]:
         """The metrics, as of now."""
@@ -83,6 +87,13 @@ class IncprotoCollector:
                 "Connections closed for their PROXY header: malformed, late, or "
                 "beyond the connections allowed to wait for one.",
                 headers.refused if headers else 0,
+            )
+        if self.heartbeat is not None:
+            yield GaugeMetricFamily(
+                "incproto_reactor_stall_seconds",
+                "The longest time the reactor did not turn beyond its heartbeat's "
+                "interval, since the process started.",
+                self.heartbeat.longest,
             )
         if self.pool is not None:
             yield GaugeMetricFamily(

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.unit.test_metrics,tests.unit.test_health -*-
-"""The C{--metrics} listener: Prometheus metrics at /metrics and health at
-/healthz (L{incproto.serving.health}) over HTTP, every scrape answered, a
-bounded number of scrapers at once."""
+"""The C{--metrics} listener: Prometheus metrics at /metrics, readiness at
+/healthz and liveness at /livez (L{incproto.serving.health}) over HTTP,
+every scrape answered, a bounded number of scrapers at once."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from incproto.limit import ConnectionLimit
-from incproto.serving.health import HealthResource, ReadinessCheck
+from incproto.serving.health import HealthResource, LivenessResource, ReadinessCheck
 from incproto.serving.metrics import registry_of
 from incproto.serving.service import ListeningService
 
@@ -72,11 +72,12 @@ def site_of(
     resource: Resource, reactor: Any, ready: Optional[ReadinessCheck] = None
 ) -> Site:
     """
-    The metrics listener's site: C{resource} at /metrics, and /healthz
-    answered by C{ready} if given.
+    The metrics listener's site: C{resource} at /metrics, /livez, and
+    /healthz answered by C{ready} if given.
     """
     root = Resource()
     root.putChild(b"metrics", resource)
+    root.putChild(b"livez", LivenessResource())
     if ready is not None:
         root.putChild(b"healthz", HealthResource(ready))
     site = Site(root, timeout=REQUEST_TIMEOUT, reactor=reactor)
