@@ -212,8 +212,9 @@ class Options(usage.Options):
                 "metrics",
                 None,
                 None,
-                "Serve Prometheus metrics at /metrics and health at /healthz "
-                "(200 while listening and not draining, else 503) on this "
+                "Serve Prometheus metrics at /metrics, readiness at /healthz "
+                "(200 while listening, not draining and able to run the "
+                "handler, else 503) and liveness at /livez on this "
                 "endpoint (a port number means tcp:PORT:interface=127.0.0.1). "
                 "Off by default.",
             ],
