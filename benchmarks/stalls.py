@@ -2,7 +2,8 @@
 client, ``/healthz`` and ``/metrics`` see when a process stops serving.
 
 wedged-workers:   ``--workers 2``, an inline handler that never returns
-                  (``tests.support.faulty``, payload ``~``), sent twice;
+                  (``tests.support.faulty``, payload ``~``), sent twice,
+                  0.5 s apart (so that each wedges one worker);
                   then 12 sessions, one a second, each given 3 s.  Reports
                   the sessions served, ``/healthz``, the workers replaced,
                   and how long SIGTERM takes.
@@ -106,7 +107,7 @@ def wedged_workers(options: Sequence[str]) -> None:
             sock = socket.create_connection(("127.0.0.1", server.port))
             sock.sendall(b"^~")
             wedging.append(sock)
-        idle.wait(0.5)
+            idle.wait(0.5)  # that worker is stuck: the next goes to the other
         served: List[bool] = []
         for _ in range(12):
             served.append(session(server.port, 3.0))
