@@ -165,8 +165,12 @@ def abort_stalled(lag: float, limit: float) -> None:
     try:
         flags = fcntl.fcntl(2, fcntl.F_GETFL)
         fcntl.fcntl(2, fcntl.F_SETFL, flags | os.O_NONBLOCK)
-        os.write(2, line.encode("utf-8"))
-        faulthandler.dump_traceback(2, all_threads=True)
+        try:
+            os.write(2, line.encode("utf-8"))
+            faulthandler.dump_traceback(2, all_threads=True)
+        finally:
+            # Shared with whoever else writes there (a terminal's shell).
+            fcntl.fcntl(2, fcntl.F_SETFL, flags)
     except OSError:
         pass
     os.abort()

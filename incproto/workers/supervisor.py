@@ -81,6 +81,9 @@ from incproto.workers.worker import (
 METRICS_TIMEOUT = 2.0
 # Seconds from SIGTERM to SIGKILL beyond the workers' own drain timeout.
 KILL_GRACE = 5.0
+# Under --watchdog, seconds a new worker may take to start serving (import,
+# listen, turn its reactor once) before it counts as stalled.
+BOOT_TIMEOUT = 60.0
 
 
 def supervise(
@@ -121,6 +124,7 @@ class WorkerProcess(ProcessProtocol):
     @ivar started: when it was spawned (reactor time).
     @ivar ended: fires when the process has exited.
     @ivar ready: whether it has said it serves.
+    @ivar spawnedAt: when it was spawned (the pool's C{now()} time).
     @ivar lastBeat: when it was last heard from (the pool's C{now()}
         time), once it serves.
     @ivar stalled: whether it was killed for a stale heartbeat.
@@ -132,6 +136,7 @@ class WorkerProcess(ProcessProtocol):
         self.started = started
         self.ended: Deferred[None] = Deferred()
         self.ready = False
+        self.spawnedAt = pool.now()
         self.lastBeat: Optional[float] = None
         self.stalled = False
         self._lines = {1: b"", 2: b"", METRICS_REPLIES: b""}
@@ -358,11 +363,14 @@ class WorkerPool(Service):
     def late(self, worker: WorkerProcess) -> Optional[float]:
         """
         Seconds since C{worker} was last heard from, if more than
-        C{watchdog}; C{None} while it is on time (or not yet serving, or
-        not watched).
+        C{watchdog} (or, before it serves, since it was spawned, if more
+        than C{BOOT_TIMEOUT}); C{None} while it is on time, or not watched.
         """
-        if self.watchdog is None or worker.lastBeat is None:
+        if self.watchdog is None:
             return None
+        if worker.lastBeat is None:
+            lag = self.now() - worker.spawnedAt
+            return lag if lag > max(BOOT_TIMEOUT, self.watchdog) else None
         lag = self.now() - worker.lastBeat
         return lag if lag > self.watchdog else None
 

@@ -11,6 +11,7 @@ import signal
 import socket
 import threading
 import time
+import urllib.error
 import urllib.request
 from typing import List
 
@@ -165,3 +166,63 @@ def test_a_turning_reactor_is_left_alone() -> None:
         status = server.stop()
     assert status == -signal.SIGTERM
     assert "has not turned" not in server.output
+
+
+def test_a_stopped_worker_is_killed_and_replaced() -> None:
+    """A worker SIGSTOPped (new connections landed on it and hung, the
+    supervisor said nothing): killed after --watchdog, replaced, counted."""
+    server = start_incproto(
+        "--workers", "2", "--watchdog", "1", "--metrics", "tcp:0:interface=127.0.0.1"
+    )
+    try:
+        server.wait_for(WORKER_LISTENING, 2)
+        [(metrics,)] = server.wait_for(METRICS_LISTENING)
+        [(pid,)] = server.wait_for(re.compile(r"worker 2 started \(pid (\d+)\)"))
+        # Once it has answered a scrape it has read the supervisor's
+        # request to be watched (sent before): it serves, and is watched.
+        deadline = time.monotonic() + TIMEOUT
+        while 'incproto_worker_up{worker="2"} 1.0' not in scrape(int(metrics)):
+            assert time.monotonic() < deadline, "worker 2 never answered"
+        os.kill(int(pid), signal.SIGSTOP)
+        [(slot, _)] = server.wait_for(KILLED)
+        assert slot == "2"
+        server.wait_for(WORKER_LISTENING, 3)
+        assert served(server.port, TIMEOUT)
+        text = scrape(int(metrics))
+    finally:
+        server.stop()
+    assert 'incproto_workers_replaced_total{reason="stalled"} 1.0' in text
+    assert f"worker 2 (pid {pid}) has not answered" in server.output
+
+
+def test_a_thread_pool_stuck_whole_is_unready() -> None:
+    """--threads 2 --handler-timeout 1 and four calls that never return:
+    every thread and replacement is held, every later session would fail,
+    and /healthz says so (it said 200)."""
+    server = start_incproto(
+        "--threads", "2", "--handler-timeout", "1", *FAULTY,
+        "--metrics", "tcp:0:interface=127.0.0.1",
+    )  # fmt: skip
+    stuck: List[socket.socket] = []
+    try:
+        [(metrics,)] = server.wait_for(METRICS_LISTENING)
+        for _ in range(4):
+            sock = connect(server.port)
+            sock.sendall(b"^~")
+            stuck.append(sock)
+        server.wait_for(re.compile(r"(4) threads stuck"))
+        try:
+            urllib.request.urlopen(
+                f"http://127.0.0.1:{metrics}/healthz", timeout=TIMEOUT
+            )
+            raise AssertionError("/healthz answered 200")
+        except urllib.error.HTTPError as e:
+            assert (e.code, e.read()) == (
+                503,
+                b"every handler thread is stuck (4 threads)\n",
+            )
+        assert scrape(int(metrics), "/livez") == "ok\n"  # unready, not dead
+    finally:
+        for sock in stuck:
+            sock.close()
+        server.stop()

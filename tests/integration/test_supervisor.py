@@ -201,13 +201,25 @@ def test_a_stalled_worker_is_killed_replaced_and_counted(watched: Any) -> None:
     assert pool.replaced == {"crashed": 0, "stalled": 1}
 
 
-def test_a_worker_not_yet_serving_is_not_watched(watched: Any) -> None:
+def test_a_worker_gets_a_minute_to_start_serving(watched: Any) -> None:
+    """Before it says it serves, a worker is given BOOT_TIMEOUT (an import
+    on a loaded machine takes seconds); one stuck at boot is then killed,
+    and, never having served, replaced with back-off."""
     pool, clock, _ = watched
     end(clock.spawned[0]["protocol"], -9)
     clock.advance(0)
     booting = clock.spawned[2]["protocol"]
-    clock.advance(30)
+    for _ in range(60):
+        clock.advance(1)
+        say(clock.spawned[1]["protocol"], b'{"beat": true}')
     assert booting.transport.signals == [] and booting in pool.live()
+    clock.advance(1)
+    assert booting.transport.signals == ["KILL"] and booting not in pool.live()
+    end(booting, -9)
+    clock.advance(0)
+    assert len(clock.spawned) == 3  # a boot failure: back-off
+    clock.advance(1)
+    assert len(clock.spawned) == 4 and pool.replaced["stalled"] == 1
 
 
 def test_a_stalled_old_worker_is_killed_not_replaced(watched: Any) -> None:
