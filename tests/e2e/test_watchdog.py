@@ -82,7 +82,7 @@ def test_stalled_workers_are_killed_replaced_and_counted() -> None:
             assert time.monotonic() < deadline, "12 sessions in a row never served"
             in_a_row = in_a_row + 1 if served(server.port, 3.0) else 0
         kills = server.wait_for(KILLED)
-        assert all(2.0 < float(lag) < 10.0 for _, lag in kills)
+        assert all(2.0 <= float(lag) < 10.0 for _, lag in kills), kills
         server.wait_for(WORKER_LISTENING, 2 + len(kills))
         for sock in wedging:  # closed with their worker, not left hanging
             assert ended(sock)
