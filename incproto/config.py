@@ -22,6 +22,7 @@ from incproto.accesslog import STANDARD_OUTPUT, TWISTED_LOG
 from incproto.limit import DEFAULT_QUEUE_SIZE
 from incproto.pools import DEFAULT_DRAIN_TIMEOUT
 from incproto.proxy import TRUSTED, TrustedSources, from_haproxy, split_proxy
+from incproto.serving.watchdog import DEFAULT_WATCHDOG
 
 DEFAULT_PORT = "9090"
 DEFAULT_BACKLOG = 1024
@@ -80,6 +81,9 @@ class ServerConfig:
     @ivar access_log: C{-}, C{log}, a file name, or C{None} for the default
         (see L{incproto.accesslog.choose}).
     @ivar no_connection_log: log no line per connection.
+    @ivar watchdog: seconds the reactor may go without turning before the
+        process is ended (a worker: killed and replaced by its supervisor),
+        or C{None} for never.
     """
 
     port: str = DEFAULT_PORT
@@ -101,6 +105,7 @@ class ServerConfig:
     no_connection_log: bool = False
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     proxy_trusted: Optional[str] = None
+    watchdog: Optional[float] = DEFAULT_WATCHDOG
 
     def __post_init__(self) -> None:
         """

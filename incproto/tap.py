@@ -37,6 +37,7 @@ from incproto.handlers import load_handler
 from incproto.limit import DEFAULT_QUEUE_SIZE
 from incproto.pools import DEFAULT_DRAIN_TIMEOUT
 from incproto.proxy import split_proxy
+from incproto.serving.watchdog import DEFAULT_WATCHDOG
 
 
 def _checked(
@@ -68,6 +69,18 @@ _positive_float = _checked(
     lambda n: n > 0,
     "is not a positive number of seconds",
     "Seconds, more than 0.",
+)
+
+
+def _watchdog(value: str) -> Optional[float]:
+    """C{--watchdog}: seconds, or C{0} or C{off} for none."""
+    if value.strip().lower() in ("0", "off"):
+        return None
+    return cast(float, _positive_float(value))
+
+
+_watchdog.coerceDoc = (  # type: ignore[attr-defined]
+    "Seconds, more than 0; 0 or off disables it."
 )
 
 
@@ -205,8 +218,9 @@ class Options(usage.Options):
                 "metrics",
                 None,
                 None,
-                "Serve Prometheus metrics at /metrics and health at /healthz "
-                "(200 while listening and not draining, else 503) on this "
+                "Serve Prometheus metrics at /metrics, readiness at /healthz "
+                "(200 while listening, not draining and able to run the "
+                "handler, else 503) and liveness at /livez on this "
                 "endpoint (a port number means tcp:PORT:interface=127.0.0.1). "
                 "Off by default.",
             ],
@@ -262,6 +276,17 @@ class Options(usage.Options):
                 "On shutdown (SIGTERM, SIGINT), give connections and handler work "
                 "this many seconds to finish, then abort them.",
                 _positive_float,
+            ],
+            [
+                "watchdog",
+                None,
+                DEFAULT_WATCHDOG,
+                "End a process whose reactor has not turned for this many seconds "
+                "(a handler that never returns on it, a SIGSTOP): one process "
+                "aborts (SIGABRT) for its supervisor (systemd, Kubernetes) to "
+                "restart; a --workers supervisor kills and replaces the worker. "
+                "0 or off: never.",
+                _watchdog,
             ],
         ]
     )

@@ -125,6 +125,13 @@ class HandlerPool(Service):
         """Jobs waiting for room in the backlog."""
         return len(self._waiting)
 
+    def unable(self) -> Optional[str]:
+        """
+        Why the pool can run no handler call at all, or C{None} while it
+        can (its process readiness, at /healthz).
+        """
+        return None
+
     def run(self, payload: bytes) -> Deferred[bytes]:
         """
         Transform C{payload} in the pool.

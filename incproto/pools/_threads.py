@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -87,6 +87,15 @@ class ThreadHandlerPool(HandlerPool):
         job.deferred.errback(
             Failure(HandlerTimeoutError(f"the handler ran longer than {timeout}s"))
         )
+
+    def unable(self) -> Optional[str]:
+        """
+        Every thread is stuck in a timed-out handler call, the replacements
+        too: no call can run until one returns.
+        """
+        if self.running and self.stuck >= self.size + min(self.stuck, self.size):
+            return f"every handler thread is stuck ({self.stuck} threads)"
+        return None
 
     def _returned(self, job: Job) -> None:
         if job.stuck:

@@ -1,12 +1,19 @@
 # -*- test-case-name: tests.unit.test_health,tests.integration.test_health -*-
-"""The health endpoint, /healthz, served next to /metrics.
+"""The health endpoints, /healthz (ready) and /livez (alive), served next
+to /metrics.
 
-It answers 200 only while the service takes connections and is not
-draining, and 503 with the reason otherwise, so that a load balancer or a
-Kubernetes readiness probe takes a stopping backend out before its
-connections are gone.  What "ready" means is a plain callable, so the same
-resource serves one process (its listener and drain) and a supervisor of
-workers (its live workers).
+/healthz answers 200 only while the service takes connections, is not
+draining and can run its handler, and 503 with the reason otherwise, so
+that a load balancer or a Kubernetes readiness probe takes a stopping or
+useless backend out before its connections are gone.  What "ready" means
+is a plain callable, so the same resource serves one process (its
+listener, drain and handler pool) and a supervisor of workers (its live
+workers).
+
+/livez answers 200 whenever it answers at all: from the reactor, so a
+process whose reactor does not turn fails it by timeout (a Kubernetes
+liveness probe then restarts it), while a draining process, unready but
+alive, passes it.
 """
 
 from __future__ import annotations
@@ -47,14 +54,28 @@ class HealthResource(Resource):
         return reason.encode("utf-8", "replace") + b"\n"
 
 
-def service_readiness(listener: Any, drainer: Any) -> ReadinessCheck:
+class LivenessResource(Resource):
+    """C{GET /livez}: C{200 ok}, answered by the reactor.  Never cached."""
+
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        """Alive: the reactor answered."""
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"no-store")
+        return b"ok\n"
+
+
+def service_readiness(listener: Any, drainer: Any, pool: Any = None) -> ReadinessCheck:
     """
-    Readiness of one incproto process: its listener is listening and its
-    drain has not begun (the listener stops first, then the drain runs).
+    Readiness of one incproto process: its listener is listening, its
+    drain has not begun (the listener stops first, then the drain runs),
+    and its handler pool, if any, can run a call.
 
     @param listener: the L{incproto.serving.service.ListeningService} of the port.
     @param drainer: the L{incproto.serving.service.DrainingService} of its
         connections.
+    @param pool: the L{incproto.pools.HandlerPool}, or C{None} (inline).
     """
 
     def check() -> Optional[str]:
@@ -62,6 +83,8 @@ def service_readiness(listener: Any, drainer: Any) -> ReadinessCheck:
             return "draining or stopped"
         if not listener.running or listener.port is None:
             return "not listening"
+        if pool is not None:
+            return pool.unable()  # type: ignore[no-any-return]
         return None
 
     return check
@@ -70,7 +93,7 @@ def service_readiness(listener: Any, drainer: Any) -> ReadinessCheck:
 def supervisor_readiness(pool: Any) -> ReadinessCheck:
     """
     Readiness of a supervisor of workers: it is bound, not stopping, and
-    has at least one live worker.
+    has at least one live worker (running, and not late with its heartbeat).
 
     @param pool: the L{incproto.workers.supervisor.WorkerPool}.
     """
@@ -80,7 +103,7 @@ def supervisor_readiness(pool: Any) -> ReadinessCheck:
             return "stopping"
         if pool.listener.port is None:
             return "not listening"
-        if not pool.workers:
+        if not pool.live():
             return "no live workers"
         return None
 

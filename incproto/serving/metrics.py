@@ -24,14 +24,15 @@ if TYPE_CHECKING:
     from incproto.protocol import IncrementFactory
     from incproto.proxy import ProxyEndpoint
     from incproto.serving.service import ListeningService
+    from incproto.serving.watchdog import Heartbeat
 
 
 class IncprotoCollector:
     """
     Reads the counters of an L{IncrementFactory} and, if given, of its
     L{ConnectionLimit}, L{HandlerPool}, L{ProxyEndpoint}, the
-    L{Preambles} of its port and its L{ListeningService} (its accept
-    wake-ups), at each scrape.
+    L{Preambles} of its port, its L{ListeningService} (its accept
+    wake-ups) and its L{Heartbeat}, at each scrape.
     """
 
     def __init__(
@@ -42,6 +43,7 @@ class IncprotoCollector:
         proxy: Optional[ProxyEndpoint] = None,
         preambles: Optional[Preambles] = None,
         listener: Optional[ListeningService] = None,
+        heartbeat: Optional[Heartbeat] = None,
     ) -> None:
         self.factory = factory
         self.limit = limit
@@ -49,6 +51,7 @@ class IncprotoCollector:
         self.proxy = proxy
         self.preambles = preambles
         self.listener = listener
+        self.heartbeat = heartbeat
 
     def collect(self) -> Iterator[Metric]:
         """The metrics, as of now."""
@@ -121,6 +124,13 @@ class IncprotoCollector:
                 [("timeout", self.preambles.timedOut),
                  ("evicted", self.preambles.evicted)],
             )  # fmt: skip
+        if self.heartbeat is not None:
+            yield GaugeMetricFamily(
+                "incproto_reactor_stall_seconds",
+                "The longest time the reactor did not turn beyond its heartbeat's "
+                "interval, since the process started.",
+                self.heartbeat.longest,
+            )
         if self.pool is not None:
             yield GaugeMetricFamily(
                 "incproto_pool_backlog", "Handler jobs in the pool or waiting for it.",

@@ -13,7 +13,7 @@ last.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
@@ -28,6 +28,7 @@ from incproto._kernel.preambles import (
     Preambles,
 )
 from incproto._kernel.reactors import global_reactor
+from incproto._kernel.sdnotify import SystemdNotifier
 from incproto.accesslog import FileAccessLog
 from incproto.accesslog import choose as choose_access_log
 from incproto.config import ServerConfig
@@ -46,6 +47,7 @@ from incproto.serving.service import (
     SequentialMultiService,
 )
 from incproto.serving.signals import STOP, SignalHandling
+from incproto.serving.watchdog import Heartbeat, abort_stalled
 from incproto.serving.web import metrics_listener, metrics_site
 
 # Descriptors a process needs beyond one per connection it may hold.
@@ -64,6 +66,7 @@ class IncprotoService(SequentialMultiService):
     @ivar listener: the listening service.
     @ivar signals: its signal handling.
     @ivar collector: the metrics collector of its connections.
+    @ivar heartbeat: the reactor's heartbeat (C{--watchdog}), if any.
     """
 
     factory: IncrementFactory
@@ -72,6 +75,7 @@ class IncprotoService(SequentialMultiService):
     listener: ListeningService
     signals: SignalHandling
     collector: IncprotoCollector
+    heartbeat: Optional[Heartbeat] = None
 
 
 def preamble_bound(config: ServerConfig) -> int:
@@ -98,6 +102,7 @@ def serving_stack(
     hangup: Any = STOP,
     commandLine: Any = None,
     handler: Optional[IPayloadHandler] = None,
+    abort: Optional[Callable[[float, float], None]] = abort_stalled,
 ) -> IncprotoService:
     """
     Build the service that serves C{config} in this process.
@@ -113,6 +118,9 @@ def serving_stack(
         default access log (see L{incproto.accesslog.choose}).
     @param handler: C{config.handler}, already loaded (by L{incproto.tap},
         which checks it): a handler factory then runs once, not twice.
+    @param abort: what ends the process once its reactor has stalled for
+        C{config.watchdog} seconds (see L{incproto.serving.watchdog});
+        C{None} (a worker, whose supervisor watches it) only measures.
     @return: a service that listens while it runs, and raises
         L{incproto.serving.service.ListenError} from its start if it cannot.
     """
@@ -182,6 +190,10 @@ def serving_stack(
     # The services, in the order they start; they stop in reverse.
     if isinstance(access_log, FileAccessLog):
         access_log.setServiceParent(service)  # after the drain logs its closes
+    heartbeat = None
+    if config.watchdog is not None:  # stopped after the drain and the pool
+        heartbeat = Heartbeat(config.watchdog, reactor, abort)
+        heartbeat.setServiceParent(service)
     files = held + bound + SPARE_FILES if limit else 0
     FileLimitService(files).setServiceParent(service)
     if pool is not None:
@@ -189,16 +201,23 @@ def serving_stack(
     drainer = DrainingService(increment, config.drain_timeout, reactor)
     drainer.setServiceParent(service)
     service.collector = IncprotoCollector(
-        increment, limit, pool, proxy, preambles if tls or proxy else None, listener
+        increment,
+        limit,
+        pool,
+        proxy,
+        preambles if tls or proxy else None,
+        listener,
+        heartbeat,
     )
     if config.metrics is not None:
-        site = metrics_site(
-            service.collector, reactor, service_readiness(listener, drainer)
-        )
+        ready = service_readiness(listener, drainer, pool)
+        site = metrics_site(service.collector, reactor, ready)
         service.addServiceStoppedLast(metrics_listener(reactor, config.metrics, site))
     listener.setServiceParent(service)
     signals = SignalHandling(reactor, hangup)
     signals.setServiceParent(service)
+    SystemdNotifier(reactor).setServiceParent(service)  # ready once listening
     service.factory, service.limit, service.pool = increment, limit, pool
+    service.heartbeat = heartbeat
     service.listener, service.signals = listener, signals
     return service

@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.unit.test_metrics,tests.unit.test_health -*-
-"""The C{--metrics} listener: Prometheus metrics at /metrics and health at
-/healthz (L{incproto.serving.health}) over HTTP, every scrape answered,
-each request whole within a deadline, a bounded number waiting
-(L{incproto.serving.requests})."""
+"""The C{--metrics} listener: Prometheus metrics at /metrics, readiness at
+/healthz and liveness at /livez (L{incproto.serving.health}) over HTTP,
+every scrape answered, each request whole within a deadline, a bounded
+number waiting (L{incproto.serving.requests})."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from incproto.serving.health import HealthResource, ReadinessCheck
+from incproto.serving.health import HealthResource, LivenessResource, ReadinessCheck
 from incproto.serving.metrics import registry_of
 from incproto.serving.requests import DeadlineSite
 from incproto.serving.service import ListeningService
@@ -73,11 +73,12 @@ def site_of(
     resource: Resource, reactor: Any, ready: Optional[ReadinessCheck] = None
 ) -> Site:
     """
-    The metrics listener's site: C{resource} at /metrics, and /healthz
-    answered by C{ready} if given.
+    The metrics listener's site: C{resource} at /metrics, /livez, and
+    /healthz answered by C{ready} if given.
     """
     root = Resource()
     root.putChild(b"metrics", resource)
+    root.putChild(b"livez", LivenessResource())
     if ready is not None:
         root.putChild(b"healthz", HealthResource(ready))
     site = DeadlineSite(root, reactor, MAX_SCRAPERS, REQUEST_TIMEOUT)

@@ -5,7 +5,7 @@ the supervisor's own."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterator, List, Optional, cast
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, cast
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -28,12 +28,24 @@ class WorkersCollector:
 
     @ivar texts: each worker's metrics in Prometheus's text format, by its
         number, as of this scrape.
+    @ivar slots: every worker's number: one that has no text did not
+        answer (C{incproto_worker_up} 0).
+    @ivar replaced: workers replaced, by reason.
     """
 
-    def __init__(self, texts: Dict[int, str], workers: int, restarts: int) -> None:
+    def __init__(
+        self,
+        texts: Dict[int, str],
+        workers: int,
+        restarts: int,
+        slots: Iterable[int] = (),
+        replaced: Optional[Dict[str, int]] = None,
+    ) -> None:
         self.texts = texts
         self.workers = workers
         self.restarts = restarts
+        self.slots = list(slots)
+        self.replaced = replaced or {}
 
     def collect(self) -> Iterator[Metric]:
         """The merged metrics."""
@@ -43,6 +55,24 @@ class WorkersCollector:
         yield CounterMetricFamily(
             "incproto_worker_restarts", "Worker processes restarted.", self.restarts
         )
+        replaced = CounterMetricFamily(
+            "incproto_workers_replaced",
+            "Worker processes replaced, by reason: stalled (killed for a late "
+            "heartbeat, see --watchdog) or crashed (any other death).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self.replaced.items()):
+            replaced.add_metric([reason], count)
+        yield replaced
+        up = GaugeMetricFamily(
+            "incproto_worker_up",
+            "1 if the worker answered this scrape in time, else 0 (its "
+            "samples are missing).",
+            labels=["worker"],
+        )
+        for slot in self.slots:
+            up.add_metric([str(slot)], 1 if slot in self.texts else 0)
+        yield up
         families: Dict[str, Metric] = {}
         for worker, text in sorted(self.texts.items()):
             for family in text_string_to_metric_families(text):

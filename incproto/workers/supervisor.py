@@ -20,9 +20,15 @@ JSON lines on its standard output; the parent publishes them into its own
 log, marked with the worker's generation and number (C{[worker 2.1]}: the
 first worker of the second generation, started by the first reload), so
 one log (text or JSON) tells all.
-A worker that dies is restarted: at once if it had run for C{threshold}
-seconds, otherwise after a delay that doubles from C{minRestartDelay} up
-to C{maxRestartDelay}.  Stopping the parent closes its copy of the socket,
+The supervisor asks each worker, on the metrics channel, to report when it
+serves (C{ready}) and, under C{--watchdog}, to send a heartbeat from its
+reactor (L{incproto.serving.watchdog.Heartbeat}); a worker whose last beat
+is older than C{--watchdog} seconds (a handler that never returns on its
+reactor, a SIGSTOP) is killed (SIGKILL) and replaced, in one log line, and
+counted as I{stalled}.  A worker that dies is restarted: at once if it had
+served (as gunicorn does), otherwise, a boot failure, after a delay that
+doubles from C{minRestartDelay} up to C{maxRestartDelay}.  Stopping the
+parent closes its copy of the socket,
 sends each worker SIGTERM (each drains, as one process would), waits for
 them all, and kills any still alive C{killTimeout} seconds later.
 """
@@ -33,10 +39,12 @@ import json
 import os
 import signal
 import sys
+import time
 from collections import deque
 from string import Formatter
 from typing import (
     Any,
+    Callable,
     Deque,
     Dict,
     List,
@@ -50,24 +58,37 @@ from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, eventFromJSON
 from twisted.python.failure import Failure
 
 from incproto._kernel.reactors import global_reactor
+from incproto._kernel.sdnotify import NOTIFY_VARIABLES, SystemdNotifier
 from incproto.config import ServerConfig
 from incproto.serving.health import supervisor_readiness
 from incproto.serving.service import ListeningService
 from incproto.serving.signals import SignalHandling
 from incproto.serving.stack import IncprotoService
+from incproto.serving.watchdog import Heartbeat, abort_stalled, beat_interval
 from incproto.serving.web import metrics_listener
 from incproto.workers.balance import READY_FD, TABLE_FD, WORKER_ENV, BalanceTable
 from incproto.workers.metrics import WorkersCollector, workers_metrics_site
 from incproto.workers.sharing import BoundSocket, SharedSocketEndpoint
-from incproto.workers.worker import METRICS_REPLIES, METRICS_REQUESTS, WORKER_FD
+from incproto.workers.worker import (
+    METRICS_REPLIES,
+    METRICS_REQUESTS,
+    WATCH_REQUEST,
+    WORKER_FD,
+)
 
-METRICS_TIMEOUT = 5.0
+# A scrape waits this long for the workers; one that has not answered by
+# then is left out (incproto_worker_up 0).
+METRICS_TIMEOUT = 2.0
 # Seconds from SIGTERM to SIGKILL beyond the workers' own drain timeout.
 KILL_GRACE = 5.0
+# Under --watchdog, seconds a new worker may take to start serving (import,
+# listen, turn its reactor once) before it counts as stalled.
+BOOT_TIMEOUT = 60.0
 
 
 def supervise(
@@ -76,13 +97,18 @@ def supervise(
     """
     Build the service of C{--workers}: bind C{config.endpoint}, keep
     C{config.workers} workers serving it, serve their merged metrics on
-    C{config.metrics}, and make SIGHUP a rolling restart.
+    C{config.metrics}, and make SIGHUP a rolling restart.  Under
+    C{--watchdog} the supervisor's own reactor is watched as one process's
+    is (L{incproto.serving.watchdog}).
 
     @param reactor: the global reactor by default.
     """
     if reactor is None:
         reactor = global_reactor()
     service = IncprotoService(config.drain_timeout, reactor)
+    if config.watchdog is not None:
+        service.heartbeat = Heartbeat(config.watchdog, reactor, abort_stalled)
+        service.heartbeat.setServiceParent(service)
     pool = WorkerPool(config, reactor)
     pool.setServiceParent(service)
     if config.metrics is not None:
@@ -90,18 +116,25 @@ def supervise(
         # Stopped last: /healthz answers 503 while the workers drain.
         service.addServiceStoppedLast(metrics_listener(reactor, config.metrics, site))
     SignalHandling(reactor, pool.reload).setServiceParent(service)
+    SystemdNotifier(reactor).setServiceParent(service)  # ready once bound
     return service
 
 
 class WorkerProcess(ProcessProtocol):
     """
-    The parent's side of one worker: relays its log and reports its end.
+    The parent's side of one worker: relays its log, hears its heartbeat
+    and reports its end.
 
     @ivar slot: the worker's number, from 1; a restarted worker keeps it.
     @ivar started: when it was spawned (reactor time).
     @ivar generation: 1 for the first workers, one more for each reload.
     @ivar table: its generation's L{BalanceTable}, if any.
     @ivar ended: fires when the process has exited.
+    @ivar ready: whether it has said it serves.
+    @ivar spawnedAt: when it was spawned (the pool's C{now()} time).
+    @ivar lastBeat: when it was last heard from (the pool's C{now()}
+        time), once it serves.
+    @ivar stalled: whether it was killed for a stale heartbeat.
     """
 
     def __init__(
@@ -118,6 +151,10 @@ class WorkerProcess(ProcessProtocol):
         self.generation = generation
         self.table = table
         self.ended: Deferred[None] = Deferred()
+        self.ready = False
+        self.spawnedAt = pool.now()
+        self.lastBeat: Optional[float] = None
+        self.stalled = False
         self._lines = {1: b"", 2: b"", METRICS_REPLIES: b""}
         self._asked: Deque[Deferred[Optional[str]]] = deque()
 
@@ -154,8 +191,17 @@ class WorkerProcess(ProcessProtocol):
             super().childDataReceived(childFD, data)
             return
         for line in self._split(METRICS_REPLIES, data):
-            if self._asked:
-                self._asked.popleft().callback(json.loads(line)["text"])
+            message = json.loads(line)
+            if message.get("ready"):
+                self.ready = True
+            self.lastBeat = self.pool.now()  # any message shows it turns
+            if "text" in message and self._asked:
+                self._asked.popleft().callback(message["text"])
+
+    def watch(self) -> None:
+        """Ask the worker to say when it serves, and to send its beats."""
+        assert self.transport is not None
+        self.transport.writeToChild(METRICS_REQUESTS, WATCH_REQUEST + b"\n")
 
     def ask_metrics(self) -> Deferred[Optional[str]]:
         """
@@ -213,12 +259,16 @@ class WorkerPool(Service):
         each reload.
     @ivar table: the running generation's L{BalanceTable}, while running.
     @ivar restarts: how many times a worker was restarted.
+    @ivar replaced: workers replaced, by reason: C{stalled} (killed for a
+        stale heartbeat) or C{crashed} (any other death).
+    @ivar watchdog: the seconds a worker's heartbeat may be late before it
+        is killed, or C{None}.
+    @ivar now: the monotonic clock heartbeats are timed by.
     @ivar socket: the shared listening socket, while the pool runs.
     """
 
     name = "workers"
     log = Logger()
-    threshold = 5.0
     # New workers a reload starts at once: each competes for the cores with
     # the workers serving meanwhile.
     startingAtOnce = max(1, (os.cpu_count() or 1) // 4)
@@ -226,7 +276,11 @@ class WorkerPool(Service):
     maxRestartDelay = 60.0
 
     def __init__(
-        self, config: ServerConfig, reactor: Any, executable: str = sys.executable
+        self,
+        config: ServerConfig,
+        reactor: Any,
+        executable: str = sys.executable,
+        now: Callable[[], float] = time.monotonic,
     ) -> None:
         """
         @param config: what to serve: C{config.endpoint} is bound here,
@@ -235,6 +289,7 @@ class WorkerPool(Service):
             after its C{drain_timeout} is killed.
         @param reactor: spawns processes and keeps time.
         @param executable: the Python that runs the workers.
+        @param now: a monotonic clock (a test's C{Clock.seconds}).
         """
         self.listener = ListeningService(
             SharedSocketEndpoint(config.endpoint),
@@ -254,8 +309,12 @@ class WorkerPool(Service):
         self.generation = 1
         self.table: Optional[BalanceTable] = None
         self.restarts = 0
+        self.replaced = {"crashed": 0, "stalled": 0}
+        self.watchdog = config.watchdog
+        self.now = now
         self._delays: Dict[int, float] = {}
         self._pending: Dict[int, IDelayedCall] = {}
+        self._watching: Optional[LoopingCall] = None
 
     @property
     def socket(self) -> Optional[BoundSocket]:
@@ -276,6 +335,10 @@ class WorkerPool(Service):
         self.log.info("starting {count} workers", count=self.count)
         for slot in range(1, self.count + 1):
             self.spawn(slot)
+        if self.watchdog is not None:
+            self._watching = LoopingCall(self.check)
+            self._watching.clock = self.reactor
+            self._watching.start(beat_interval(self.watchdog), now=False)
 
     def spawn(self, slot: int) -> None:
         """Start the worker for C{slot}."""
@@ -287,8 +350,13 @@ class WorkerPool(Service):
             self, slot, self.reactor.seconds(), self.generation, self.table
         )
         self.workers[slot] = worker
-        # systemd's LISTEN_* variables name the parent's descriptors only.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
+        # systemd's LISTEN_* variables name the parent's descriptors only,
+        # and only the parent notifies it (NotifyAccess=main).
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("LISTEN_") and k not in NOTIFY_VARIABLES
+        }
         env[WORKER_ENV] = worker.label
         self.reactor.spawnProcess(
             worker,
@@ -312,6 +380,7 @@ class WorkerPool(Service):
                 TABLE_FD: self.table.fileno(),
             },
         )
+        worker.watch()
         self.log.info("worker {w} started (pid {pid})", w=worker.label, pid=worker.pid)
 
     def reload(self) -> None:
@@ -367,8 +436,52 @@ class WorkerPool(Service):
             old.signal(signal.SIGQUIT)
         self._replaceNext()
 
+    def late(self, worker: WorkerProcess) -> Optional[float]:
+        """
+        Seconds since C{worker} was last heard from, if more than
+        C{watchdog} (or, before it serves, since it was spawned, if more
+        than C{BOOT_TIMEOUT}); C{None} while it is on time, or not watched.
+        """
+        if self.watchdog is None:
+            return None
+        if worker.lastBeat is None:
+            lag = self.now() - worker.spawnedAt
+            return lag if lag > max(BOOT_TIMEOUT, self.watchdog) else None
+        lag = self.now() - worker.lastBeat
+        return lag if lag > self.watchdog else None
+
+    def live(self) -> List[WorkerProcess]:
+        """The running workers not known to be stalled."""
+        return [
+            w for w in self.workers.values() if not w.stalled and self.late(w) is None
+        ]
+
+    def check(self) -> None:
+        """Kill every worker whose heartbeat is late (it is then replaced)."""
+        replacing = [w for ws in self.replacing.values() for w in ws]
+        for worker in [*self.workers.values(), *replacing, *self.retired]:
+            lag = self.late(worker)
+            if lag is None or worker.stalled:
+                continue
+            worker.stalled = True
+            self.log.warn(
+                "{which} {w} (pid {pid}) has not answered for {lag:.1f} s "
+                "(--watchdog {limit:g}): its reactor is stuck or stopped; "
+                "killing it (SIGKILL){then}",
+                which="worker" if worker in self.workers.values() else "old worker",
+                w=worker.label,
+                pid=worker.pid,
+                lag=lag,
+                limit=self.watchdog,
+                then=" and starting a new one" if worker in self.workers.values() else "",
+            )
+            worker.signal("KILL")
+
     def ended(self, worker: WorkerProcess, reason: Failure) -> None:
-        """A worker exited: restart it, with back-off, unless stopping."""
+        """
+        A worker exited: restart it unless stopping, at once if it had
+        served, otherwise with back-off.
+        """
         if self.workers.get(worker.slot) is worker:
             del self.workers[worker.slot]
         if worker.table is not None:
@@ -390,12 +503,13 @@ class WorkerPool(Service):
             return
         lived = self.reactor.seconds() - worker.started
         delay = 0.0
-        if lived < self.threshold:
+        if worker.ready:
+            self._delays.pop(worker.slot, None)
+        else:  # it failed before it ever served: back off
             delay = self._delays.get(worker.slot, self.minRestartDelay)
             self._delays[worker.slot] = min(delay * 2, self.maxRestartDelay)
-        else:
-            self._delays.pop(worker.slot, None)
         self.restarts += 1
+        self.replaced["stalled" if worker.stalled else "crashed"] += 1
         self.log.warn(
             "worker {w} {how} after {lived:.1f} s; restarting it in {delay:g} s",
             w=worker.label,
@@ -410,7 +524,8 @@ class WorkerPool(Service):
     def scrape(self) -> Deferred[WorkersCollector]:
         """
         Ask every running worker for its metrics (waiting at most
-        C{METRICS_TIMEOUT} seconds for each) and merge them.
+        C{METRICS_TIMEOUT} seconds for them) and merge them; a worker that
+        has not answered by then is marked missing.
         """
         slots = sorted(self.workers)
         asked = [
@@ -423,7 +538,13 @@ class WorkerPool(Service):
 
         def merge(answers: List[Optional[str]]) -> WorkersCollector:
             texts = {s: text for s, text in zip(slots, answers) if text is not None}
-            return WorkersCollector(texts, len(self.workers), self.restarts)
+            return WorkersCollector(
+                texts,
+                len(self.workers),
+                self.restarts,
+                range(1, self.count + 1),
+                self.replaced,
+            )
 
         return gatherResults(asked).addCallback(merge)
 
@@ -433,6 +554,8 @@ class WorkerPool(Service):
         them all; SIGKILL any left after C{killTimeout} seconds.
         """
         super().stopService()
+        if self._watching is not None and self._watching.running:
+            self._watching.stop()
         for pending in self._pending.values():
             pending.cancel()
         self._pending.clear()

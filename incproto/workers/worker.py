@@ -10,7 +10,11 @@ standard output (the supervisor relays them), answers metrics requests
 (one line in on C{METRICS_REQUESTS}, one JSON line out on
 C{METRICS_REPLIES}), takes its share of the connections and says when it
 accepts (L{incproto.workers.balance}), and exits when told to, or when its
-supervisor is gone.
+supervisor is gone.  Asked to be watched (C{WATCH_REQUEST}), it says that
+it serves (C{{"ready": true}}) and sends its reactor's heartbeat
+(C{{"beat": true}}, L{incproto.serving.watchdog.Heartbeat}) on the same
+channel; a supervisor of an older version never asks, and gets no line it
+cannot read.
 """
 
 from __future__ import annotations
@@ -35,32 +39,49 @@ if TYPE_CHECKING:
 WORKER_FD = 3
 METRICS_REQUESTS = 4
 METRICS_REPLIES = 5
+# The request that asks a worker to say it serves and to send its beats.
+WATCH_REQUEST = b"watch"
 USAGE = "usage: python -m incproto.workers.worker inet|inet6|unix CONFIG-JSON"
 
 
 class MetricsAnswers(LineOnlyReceiver):
     """
-    A worker's side of metrics: each request line gets one JSON line.  Its
-    input is a pipe from the supervisor, so its end means the supervisor is
-    gone: C{orphaned} is called.
+    A worker's side of its channel to the supervisor: each metrics request
+    line gets one JSON line; C{WATCH_REQUEST} gets C{ready} now and a
+    C{beat} line on every beat of C{heartbeat}.  Its input is a pipe from
+    the supervisor, so its end means the supervisor is gone: C{orphaned} is
+    called.
     """
 
     delimiter = b"\n"
 
-    def __init__(self, registry: Any, orphaned: Callable[[], None]) -> None:
+    def __init__(
+        self, registry: Any, orphaned: Callable[[], None], heartbeat: Any = None
+    ) -> None:
         self.registry = registry
         self.orphaned = orphaned
+        self.heartbeat = heartbeat
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """The supervisor is gone."""
         self.orphaned()
 
     def lineReceived(self, line: bytes) -> None:
-        """Answer a request with the metrics, as of now."""
+        """Answer a request: the metrics, as of now, or being watched."""
+        if line == WATCH_REQUEST:
+            # Read on the reactor's first turns, once the worker listens.
+            self.sendLine(b'{"ready": true}')
+            if self.heartbeat is not None:
+                self.heartbeat.listeners.append(self.beat)
+            return
         from prometheus_client import generate_latest
 
         text = generate_latest(self.registry).decode("utf-8")
         self.sendLine(json.dumps({"text": text}).encode("utf-8"))
+
+    def beat(self) -> None:
+        """The reactor turned: tell the supervisor."""
+        self.sendLine(b'{"beat": true}')
 
 
 def parse_arguments(argv: Sequence[str]) -> tuple[int, ServerConfig]:
@@ -116,8 +137,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         redirectStandardIO=False,
     )
     endpoint = adopted_endpoint(reactor, config.endpoint, WORKER_FD, family)
-    # A worker's SIGHUP is its supervisor's business.
-    service = serving_stack(config, reactor, endpoint=endpoint, hangup=None)
+    # A worker's SIGHUP is its supervisor's business, and so is a stall: it
+    # is killed and replaced, and does not abort itself.
+    service = serving_stack(config, reactor, endpoint=endpoint, hangup=None, abort=None)
     signals = service.signals
     stop = signals.stop
 
@@ -128,7 +150,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     # (mypy reads the Windows signature of StandardIO.)
     cast(Any, StandardIO)(
-        MetricsAnswers(registry_of(service.collector), orphaned),
+        MetricsAnswers(registry_of(service.collector), orphaned, service.heartbeat),
         stdin=METRICS_REQUESTS,
         stdout=METRICS_REPLIES,
         reactor=reactor,

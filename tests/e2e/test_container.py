@@ -72,9 +72,10 @@ def test_dockerfile_lints_clean() -> None:
 
 
 def test_pod_and_image_agree_and_the_drain_fits_the_grace_period() -> None:
-    """The pod runs the image's command; the probes ask /healthz on the
-    metrics port; preStop plus --drain-timeout fits in the grace period
-    with room to spare; the image runs as a non-root user."""
+    """The pod runs the image's command; the probes ask /healthz (ready) and
+    /livez (alive) on the metrics port; preStop plus --drain-timeout fits in
+    the grace period with room to spare; the image runs as a non-root
+    user."""
     manifests = MANIFESTS.read_text()
     args = re.search(r"^ +args: (\[.*\])$", manifests, re.M)
     assert args
@@ -89,7 +90,7 @@ def test_pod_and_image_agree_and_the_drain_fits_the_grace_period() -> None:
     assert pre_stop
     assert int(pre_stop.group(1)) + drain + 10 <= grace
     probes = re.findall(r"Probe:\s+httpGet:\s+path: (\S+)\s+port: (\S+)", manifests)
-    assert probes == [("/healthz", "metrics")] * 2
+    assert probes == [("/healthz", "metrics"), ("/livez", "metrics")]
     assert "containerPort: 9100" in manifests
     assert re.search(r"^EXPOSE 9090 9100$", DOCKERFILE.read_text(), re.M)
     user = re.search(r"^USER (\d+):(\d+)$", DOCKERFILE.read_text(), re.M)
@@ -113,9 +114,10 @@ def test_the_image_command_serves_probes_and_drains(tmp_path: Path) -> None:
     server = ServerProcess(argv, tmp_path, listening=listening(b"incproto"))
     try:
         metrics = server.wait_for(re.compile(listening(b"metrics").pattern.decode()))
-        url = f"http://127.0.0.1:{metrics[0][0]}/healthz"
-        with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
-            assert (response.status, response.read()) == (200, b"ok\n")
+        url = f"http://127.0.0.1:{metrics[0][0]}/"
+        for path in ("healthz", "livez"):
+            with urllib.request.urlopen(url + path, timeout=TIMEOUT) as response:
+                assert (response.status, response.read()) == (200, b"ok\n")
         sock = connect(server.port)
         sock.sendall(b"^abc")
         assert receive_exactly(sock, 4) == b"*bcd"

@@ -49,7 +49,8 @@ def test_workers_share_the_load_survive_a_kill_and_stop(tmp_path: Path) -> None:
                 os.kill(int(started[stopped]), signal.SIGCONT)
             server.wait_for(re.compile(rf"\[worker 1\.{serving}\] connection from 127"))
         os.kill(int(started["1"]), signal.SIGKILL)
-        server.wait_for(re.compile(r"worker 1\.1 .* restarting it in"))
+        # It had served: back at once, no back-off.
+        server.wait_for(re.compile(r"worker 1\.1 .* restarting it in 0 s"))
         restarted = server.wait_for(WORKER_STARTED, count=3)[-1]
         assert restarted[0] == "1" and restarted[1] != started["1"]
         server.wait_for(re.compile(r"\[worker 1\.\d\] incproto listening"), count=3)
@@ -99,3 +100,34 @@ def test_metrics_of_all_workers_at_the_supervisor(tmp_path: Path) -> None:
     )
     assert sorted(slot for slot, _ in accepted) == ["1", "2"]
     assert sum(float(count) for _, count in accepted) == 1
+
+
+def test_a_worker_that_served_and_died_is_replaced_at_once(tmp_path: Path) -> None:
+    """
+    A payload that kills its worker, twice: each time the worker had
+    served (it listened), so it is replaced at once, even when it lived
+    less than a second (it was backed off for 1 s, then 2 s, 4 s...);
+    clients after it are served.
+    """
+    server = ServerProcess(
+        [script("twistd"), "-n", "--pidfile=", "incproto", "--workers", "1",
+         "--port", "tcp:0:interface=127.0.0.1",
+         "--handler", "tests.support.faulty:faulty"],
+        tmp_path,
+    )  # fmt: skip
+    listening = re.compile(r"\[worker 1\] incproto listening")
+    try:
+        for deaths in (1, 2):
+            server.wait_for(listening, deaths)
+            with connect(server.port) as sock:
+                sock.sendall(b"^!")
+                assert receive_exactly(sock, 2) == b"*"
+            server.wait_for(re.compile(r"worker 1 was killed by signal 9"), deaths)
+        server.wait_for(listening, 3)
+        assert _serve_one(server.port, b"abc") == b"*bcd"
+    finally:
+        server.stop()
+    delays = re.findall(
+        r"worker 1 was killed .* restarting it in (\S+) s", server.output
+    )
+    assert delays == ["0", "0"]

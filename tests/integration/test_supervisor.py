@@ -112,24 +112,178 @@ def test_relayed_events_keep_their_format_specs(pool: Any) -> None:
     assert formatEvent(relayed) == "connection from 192.0.2.1:5 closed after 0.001s"
 
 
-def test_a_dead_worker_is_restarted_with_back_off(pool: Any) -> None:
+def say(worker: WorkerProcess, message: bytes) -> None:
+    """The worker writes one line on its channel to the supervisor."""
+    worker.childDataReceived(METRICS_REPLIES, message + b"\n")
+
+
+def test_a_worker_that_never_served_is_restarted_with_back_off(pool: Any) -> None:
+    """A boot failure (it dies before it says it serves) backs off, 1 s then
+    2 s, however long it took to die; one that served is replaced at once,
+    and the back-off starts afresh."""
     pool_, clock, events = pool
     end(clock.spawned[0]["protocol"])  # died at once
     assert len(clock.spawned) == 2
     clock.advance(1)
     assert len(clock.spawned) == 3
-    end(clock.spawned[2]["protocol"])  # died at once again: twice the delay
+    clock.advance(30)
+    end(clock.spawned[2]["protocol"])  # never served: twice the delay
     clock.advance(1.9)
     assert len(clock.spawned) == 3
     clock.advance(0.1)
     assert len(clock.spawned) == 4
-    clock.advance(10)
-    end(clock.spawned[3]["protocol"])  # ran a while: back at once
+    say(clock.spawned[3]["protocol"], b'{"ready": true}')
+    end(clock.spawned[3]["protocol"], -11)  # served, then crashed: at once
     clock.advance(0)
     assert len(clock.spawned) == 5
-    assert pool_.restarts == 3 and sorted(pool_.workers) == [1, 2]
+    end(clock.spawned[4]["protocol"])  # a boot failure again: from 1 s
+    clock.advance(0.9)
+    assert len(clock.spawned) == 5
+    clock.advance(0.1)
+    assert len(clock.spawned) == 6
+    assert pool_.restarts == 4 and sorted(pool_.workers) == [1, 2]
+    assert pool_.replaced == {"crashed": 4, "stalled": 0}
     said = [formatEvent(e) for e in events]
-    assert "worker 1.1 exited with status 1 after 0.0 s; restarting it in 2 s" in said
+    assert "worker 1.1 exited with status 1 after 30.0 s; restarting it in 2 s" in said
+    assert "worker 1.1 exited with status -11 after 0.0 s; restarting it in 0 s" in said
+
+
+@pytest.fixture
+def watched() -> Any:
+    """A pool of two workers under --watchdog 4, its beats timed by the
+    clock; both workers serve."""
+    clock = ProcessClock()
+    events: List[Dict[str, Any]] = []
+    config = ServerConfig(
+        port="tcp:0", endpoint="tcp:0:interface=127.0.0.1", workers=2, watchdog=4.0
+    )
+    pool = WorkerPool(config, clock, now=clock.seconds)
+    pool.log = Logger(observer=events.append)  # type: ignore[assignment]
+    pool.startService()
+    for spawned in clock.spawned:
+        say(spawned["protocol"], b'{"ready": true}')
+    yield pool, clock, events
+    if pool.running:
+        pool.stopService()
+    for worker in [*pool.workers.values(), *pool.retired]:
+        end(worker, 0)
+
+
+def test_workers_are_asked_to_be_watched(watched: Any) -> None:
+    _, clock, _ = watched
+    for spawned in clock.spawned:
+        assert spawned["protocol"].transport.written == [(METRICS_REQUESTS, b"watch\n")]
+        assert spawned["protocol"].ready
+
+
+def test_a_stalled_worker_is_killed_replaced_and_counted(watched: Any) -> None:
+    """Worker 1 beats, worker 2 falls silent (its reactor stuck): within a
+    beat interval of --watchdog it is SIGKILLed, with one line saying why,
+    then replaced at once and counted as stalled; worker 1 is left alone."""
+    pool, clock, events = watched
+    first, second = (s["protocol"] for s in clock.spawned)
+    for _ in range(16):
+        clock.advance(0.5)
+        say(first, b'{"beat": true}')
+        if clock.seconds() <= 2.0:
+            say(second, b'{"beat": true}')
+    assert [second.transport.signals, first.transport.signals] == [["KILL"], []]
+    assert pool.live() == [first]
+    [why] = [formatEvent(e) for e in events if "has not answered" in e["log_format"]]
+    assert why == (
+        "worker 1.2 (pid 1001) has not answered for 5.0 s (--watchdog 4): its "
+        "reactor is stuck or stopped; killing it (SIGKILL) and starting a new one"
+    )
+    clock.advance(5)
+    assert second.transport.signals == ["KILL"]  # killed once
+    end(second, -9)
+    clock.advance(0)
+    assert len(clock.spawned) == 3 and pool.workers[2] is clock.spawned[2]["protocol"]
+    assert pool.replaced == {"crashed": 0, "stalled": 1}
+
+
+def test_a_worker_gets_a_minute_to_start_serving(watched: Any) -> None:
+    """Before it says it serves, a worker is given BOOT_TIMEOUT (an import
+    on a loaded machine takes seconds); one stuck at boot is then killed,
+    and, never having served, replaced with back-off."""
+    pool, clock, _ = watched
+    end(clock.spawned[0]["protocol"], -9)
+    clock.advance(0)
+    booting = clock.spawned[2]["protocol"]
+    for _ in range(60):
+        clock.advance(1)
+        say(clock.spawned[1]["protocol"], b'{"beat": true}')
+    assert booting.transport.signals == [] and booting in pool.live()
+    clock.advance(1)
+    assert booting.transport.signals == ["KILL"] and booting not in pool.live()
+    end(booting, -9)
+    clock.advance(0)
+    assert len(clock.spawned) == 3  # a boot failure: back-off
+    clock.advance(1)
+    assert len(clock.spawned) == 4 and pool.replaced["stalled"] == 1
+
+
+def test_a_stalled_old_worker_is_killed_not_replaced(watched: Any) -> None:
+    pool, clock, events = watched
+    old = [s["protocol"] for s in clock.spawned]
+    pool.reload()
+    for slot in (0, 1):  # each new worker accepts, then its successor starts
+        new = clock.spawned[2 + slot]["protocol"]
+        say(new, b'{"ready": true}')
+        new.childDataReceived(READY_FD, b"ready\n")
+    for _ in range(10):
+        clock.advance(0.5)
+        for spawned in clock.spawned[2:]:
+            say(spawned["protocol"], b'{"beat": true}')
+    assert [w.transport.signals for w in old] == [[signal.SIGQUIT, "KILL"]] * 2
+    end(old[0], -9)
+    clock.advance(0)
+    assert len(clock.spawned) == 4 and pool.replaced["stalled"] == 0
+    said = [formatEvent(e) for e in events]
+    assert any(
+        line.startswith("old worker 1.1 (pid 1000) has not answered") for line in said
+    )
+
+
+def test_without_a_watchdog_nothing_is_killed() -> None:
+    clock = ProcessClock()
+    config = ServerConfig(
+        port="tcp:0", endpoint="tcp:0:interface=127.0.0.1", workers=1, watchdog=None
+    )
+    pool = WorkerPool(config, clock, now=clock.seconds)
+    pool.startService()
+    worker = clock.spawned[0]["protocol"]
+    say(worker, b'{"ready": true}')
+    clock.advance(100)
+    assert worker.transport.signals == [] and pool.live() == [worker]
+    assert not clock.getDelayedCalls()
+    pool.stopService()
+    end(worker, 0)
+
+
+def test_workers_inherit_no_systemd_notification(monkeypatch: Any) -> None:
+    """Only the supervisor notifies systemd (NotifyAccess=main)."""
+    for name, value in [
+        ("NOTIFY_SOCKET", "@n"),
+        ("WATCHDOG_USEC", "1"),
+        ("WATCHDOG_PID", "1"),
+        ("LISTEN_FDS", "1"),
+        ("KEEP", "me"),
+    ]:
+        monkeypatch.setenv(name, value)
+    clock = ProcessClock()
+    pool = WorkerPool(
+        ServerConfig(port="tcp:0", endpoint="tcp:0:interface=127.0.0.1", workers=1),
+        clock,
+    )
+    pool.startService()
+    env = clock.spawned[0]["env"]
+    assert env["KEEP"] == "me"
+    assert not {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS"} & set(
+        env
+    )
+    pool.stopService()
+    end(clock.spawned[0]["protocol"], 0)
 
 
 def test_stop_terms_waits_and_kills(pool: Any) -> None:
@@ -249,21 +403,32 @@ def test_scrape_asks_every_worker_and_labels_their_samples(pool: Any) -> None:
     first, second = (s["protocol"] for s in clock.spawned)
     scraped = pool_.scrape()
     for worker in (first, second):
-        assert worker.transport.written == [(METRICS_REQUESTS, b"metrics\n")]
+        assert worker.transport.written[-1] == (METRICS_REQUESTS, b"metrics\n")
     reply = json.dumps({"text": WORKER_METRICS.format(count=3)}).encode() + b"\n"
-    first.childDataReceived(METRICS_REPLIES, reply[:7])
+    first.childDataReceived(METRICS_REPLIES, b'{"beat": true}\n' + reply[:7])
     first.childDataReceived(METRICS_REPLIES, reply[7:])
     assert not scraped.called
-    clock.advance(METRICS_TIMEOUT)  # the second never answers
+    clock.advance(METRICS_TIMEOUT)  # the second never answers: within 2 s
+    assert METRICS_TIMEOUT == 2.0
     collector = scraped.result
     text = generate_latest(registry_of(collector)).decode()
     assert "incproto_workers 2.0" in text
+    assert 'incproto_worker_up{worker="1"} 1.0' in text
+    assert 'incproto_worker_up{worker="2"} 0.0' in text
+    assert 'incproto_workers_replaced_total{reason="stalled"} 0.0' in text
     assert 'incproto_connections_accepted_total{worker="1"} 3.0' in text
     assert (
         'incproto_connections_closed_total{reason="client closed",worker="1"} 3.0'
         in text
     )
-    assert 'worker="2"' not in text
+    assert 'incproto_connections_accepted_total{worker="2"}' not in text
+    # The late answer, when it comes, is not taken for the next scrape's.
+    second.childDataReceived(METRICS_REPLIES, reply.replace(b"3.0", b"7.0"))
+    again = pool_.scrape()
+    second.childDataReceived(METRICS_REPLIES, reply.replace(b"3.0", b"5.0"))
+    clock.advance(METRICS_TIMEOUT)
+    text = generate_latest(registry_of(again.result)).decode()
+    assert 'incproto_connections_accepted_total{worker="2"} 5.0' in text
 
 
 # One value per option, none of them its default (--processes, which
@@ -275,7 +440,7 @@ EVERY_OPTION = {
     "threads": "2", "handler-timeout": "1.5", "metrics": "9100",
     "idle-timeout": "4.5", "workers": "3", "access-log": "log",
     "drain-timeout": "6.5", "handshake-timeout": "3.5",
-    "proxy-trusted": "10.0.0.0/8,127.0.0.1",
+    "proxy-trusted": "10.0.0.0/8,127.0.0.1", "watchdog": "4.5",
 }  # fmt: skip
 
 

@@ -10,7 +10,7 @@ from typing import Any, Tuple
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from incproto.serving.health import supervisor_readiness
+from incproto.serving.health import service_readiness, supervisor_readiness
 from incproto.tap import Options, makeService
 
 
@@ -52,18 +52,19 @@ def test_metrics_listener_stops_last() -> None:
         reactor=MemoryReactorClock(),
     )
     assert next(iter(service)) is service.getServiceNamed("metrics")
-    serving = [child for child in service if child.name != "signals"]
+    serving = [child for child in service if child.name not in ("signals", "systemd")]
     assert serving[-1] is service.getServiceNamed("incproto")
 
 
 def test_supervisor_readiness() -> None:
     """A supervisor is ready while running, bound and with a live worker."""
+    live = [object()]
     pool = SimpleNamespace(
-        running=True, listener=SimpleNamespace(port=object()), workers={1: object()}
+        running=True, listener=SimpleNamespace(port=object()), live=lambda: live
     )
     check = supervisor_readiness(pool)
     assert check() is None
-    pool.workers = {}
+    live = []  # none running, or every one late with its heartbeat
     assert check() == "no live workers"
     pool.listener.port = None
     assert check() == "not listening"
@@ -81,3 +82,31 @@ def test_supervisor_serves_healthz() -> None:
     # Stopped last, as in one process: see test_workers's
     # test_healthz_outlives_the_workers_drain.
     assert next(iter(service)) is service.getServiceNamed("metrics")
+
+
+def test_livez_answers_while_the_process_runs_even_unready() -> None:
+    """/livez is liveness, not readiness: 200 from the reactor before start
+    and while draining, when /healthz is 503."""
+    clock = MemoryReactorClock()
+    argv = ["--port", "tcp:0", "--metrics", "tcp:0"]
+    service = makeService(Options.parse(argv), reactor=clock)
+    assert fake_get(service, b"/livez") == (200, b"ok\n")
+    service.startService()
+    service.stopService()
+    assert fake_get(service, b"/healthz")[0] == 503
+    assert fake_get(service, b"/livez") == (200, b"ok\n")
+
+
+def test_a_pool_that_cannot_run_makes_the_process_unready() -> None:
+    """service_readiness asks the handler pool last: every thread of
+    --threads stuck past --handler-timeout is 503, with the pool's reason."""
+    listener = SimpleNamespace(running=True, port=object())
+    drainer = SimpleNamespace(running=True)
+    reason = None
+    pool = SimpleNamespace(unable=lambda: reason)
+    check = service_readiness(listener, drainer, pool)
+    assert check() is None
+    reason = "every handler thread is stuck (4 threads)"
+    assert check() == reason
+    drainer.running = False
+    assert check() == "draining or stopped"

@@ -408,6 +408,23 @@ class ThreadHandlerPoolTests(SynchronousTestCase):
             "the handler; only 1 are replaced",
         )
 
+    def test_a_pool_with_every_thread_stuck_is_unable(self) -> None:
+        """Its readiness (/healthz): one stuck thread of one is replaced, so
+        the pool can run; the replacement stuck too, it cannot, until one
+        returns."""
+        pool, threads = self.pool()
+        pool.startService()
+        running = []
+        for payload in (b"a", b"b"):
+            self.assertIsNone(pool.unable())
+            pool.run(payload).addErrback(lambda f: None)
+            running.append(threads.start_call())
+            self.clock.advance(2.0)
+        self.assertEqual(pool.unable(), "every handler thread is stuck (2 threads)")
+        done, result = running[0]
+        done(True, result)  # a stuck thread returns at last
+        self.assertIsNone(pool.unable())
+
     def test_stop_when_idle_joins_on_the_reactor_thread(self) -> None:
         pool, threads = self.pool()
         pool.startService()

@@ -29,3 +29,21 @@ def test_workers_option_builds_a_supervisor() -> None:
     options = Options.parse(["--port", "tcp:0", "--workers", "2"])
     service = makeService(options, ProcessClock())
     assert isinstance(service.getServiceNamed("workers"), WorkerPool)  # type: ignore[attr-defined]
+
+
+def test_the_supervisor_watches_its_own_reactor_and_its_workers() -> None:
+    """--watchdog with --workers: the supervisor's reactor has a heartbeat
+    that aborts it, as one process's; its workers' beats are checked
+    against the same limit; off, neither."""
+    from incproto.serving.watchdog import abort_stalled
+
+    options = Options.parse(["--port", "tcp:0", "--workers", "2", "--watchdog", "3"])
+    service = makeService(options, ProcessClock())
+    assert service.heartbeat.limit == 3.0  # type: ignore[attr-defined]
+    assert service.heartbeat.abort is abort_stalled  # type: ignore[attr-defined]
+    pool = service.getServiceNamed("workers")  # type: ignore[attr-defined]
+    assert pool.watchdog == 3.0
+    off = Options.parse(["--port", "tcp:0", "--workers", "2", "--watchdog", "off"])
+    service = makeService(off, ProcessClock())
+    assert service.heartbeat is None  # type: ignore[attr-defined]
+    assert service.getServiceNamed("workers").watchdog is None  # type: ignore[attr-defined]

@@ -1,0 +1,141 @@
+"""Tests for incproto.serving.watchdog: the heartbeat, the decision to end a
+stalled process, and what --watchdog builds, on task.Clock (no thread is
+started: the watchdog thread's loop is called with a fake wait)."""
+
+from __future__ import annotations
+
+from typing import Any, List, Tuple
+
+import pytest
+from prometheus_client import generate_latest
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+
+from incproto.serving.metrics import registry_of
+from incproto.serving.watchdog import DEFAULT_WATCHDOG, Heartbeat, beat_interval
+from incproto.tap import Options, makeService
+
+
+def heartbeat(limit: float = 4.0) -> Tuple[Heartbeat, Clock, List[Tuple[float, float]]]:
+    clock = Clock()
+    aborted: List[Tuple[float, float]] = []
+    beat = Heartbeat(
+        limit, clock, lambda lag, lim: aborted.append((lag, lim)), clock.seconds
+    )
+    return beat, clock, aborted
+
+
+def test_the_interval_is_a_quarter_of_the_limit_at_most_a_second() -> None:
+    assert beat_interval(1.0) == 0.25
+    assert beat_interval(10.0) == 1.0
+
+
+def test_beats_stamp_the_time_and_call_the_listeners() -> None:
+    clock = Clock()
+    beat = Heartbeat(4.0, clock, None, clock.seconds)
+    heard: List[float] = []
+    beat.listeners.append(lambda: heard.append(clock.seconds()))
+    beat.startService()  # a task.Clock has no callWhenRunning: at once
+    clock.advance(1.0)
+    clock.advance(1.0)
+    assert heard == [1.0, 2.0] and beat.last == 2.0
+    assert beat.stalled() is None and beat.longest == 0.0
+    beat.stopService()
+    clock.advance(5.0)
+    assert heard == [1.0, 2.0] and not clock.getDelayedCalls()
+
+
+def test_the_longest_stall_is_measured() -> None:
+    """A beat that comes late by 2.5 s (the reactor busy) is a 2.5 s
+    stall, kept as the longest; a worker's heartbeat (no abort) only
+    measures, even a stall beyond the limit."""
+    clock = Clock()
+    beat = Heartbeat(4.0, clock, None, clock.seconds)
+    beat.startService()
+    clock.advance(1.0)
+    clock.advance(3.5)  # the timer fired 2.5 s late
+    assert beat.longest == 2.5
+    clock.advance(10.0)
+    assert beat.longest == 9.0 and beat.running
+
+
+def test_the_watchdog_thread_aborts_a_stalled_reactor() -> None:
+    """The thread's loop, with a wait that lets clock time pass but never
+    runs the reactor's timers: the stall is seen within one interval of
+    the limit, and the process ended once."""
+    beat, clock, aborted = heartbeat(limit=4.0)
+    beat.startService()
+    waits: List[float] = []
+
+    def wait(seconds: float) -> bool:
+        waits.append(seconds)
+        clock.rightNow += seconds  # time passes, the reactor does not turn
+        return False
+
+    beat.watch(wait)
+    assert waits == [1.0] * 5
+    assert aborted == [(5.0, 4.0)]
+
+
+def test_the_watchdog_thread_leaves_a_turning_reactor_alone() -> None:
+    beat, clock, aborted = heartbeat(limit=4.0)
+    beat.startService()
+    turns = iter(range(20))
+
+    def wait(seconds: float) -> bool:
+        clock.advance(seconds)  # the reactor turns: beats come
+        return next(turns, None) is None
+
+    beat.watch(wait)
+    assert aborted == [] and beat.longest == 0.0
+
+
+def test_a_reactor_that_resumes_after_a_stall_ends_the_process() -> None:
+    """After a SIGSTOP the reactor may beat before the thread looks: the
+    beat itself sees the stall and ends the process (listeners are not
+    told it is alive)."""
+    beat, clock, aborted = heartbeat(limit=4.0)
+    heard: List[float] = []
+    beat.listeners.append(lambda: heard.append(clock.seconds()))
+    beat.startService()
+    clock.advance(1.0)
+    clock.advance(6.0)
+    assert aborted == [(6.0, 4.0)] and heard == [1.0]
+
+
+def test_it_starts_only_once_the_reactor_runs() -> None:
+    """twistd starts services before it runs the reactor: the time in
+    between is no stall, and no thread starts on a reactor never run."""
+    reactor = MemoryReactorClock()
+    beat = Heartbeat(4.0, reactor, None, reactor.seconds)
+    beat.startService()
+    assert not reactor.getDelayedCalls()
+    reactor.advance(100.0)
+    reactor.run()
+    assert beat.last == 100.0 and len(reactor.getDelayedCalls()) == 1
+    beat.stopService()
+
+
+@pytest.mark.parametrize(
+    "argv, limit", [([], DEFAULT_WATCHDOG), (["--watchdog", "2.5"], 2.5),
+                    (["--watchdog", "off"], None), (["--watchdog", "0"], None)],
+)  # fmt: skip
+def test_the_option(argv: List[str], limit: Any) -> None:
+    options = Options.parse(["--metrics", "tcp:0", *argv])
+    assert options.config.watchdog == limit
+    service = makeService(options, MemoryReactorClock())
+    heartbeat = service.heartbeat  # type: ignore[attr-defined]
+    if limit is None:
+        assert heartbeat is None
+        return
+    assert heartbeat.limit == limit and heartbeat.abort is not None
+    heartbeat.longest = 1.25
+    text = generate_latest(registry_of(service.collector)).decode()  # type: ignore[attr-defined]
+    assert "incproto_reactor_stall_seconds 1.25" in text
+
+
+@pytest.mark.parametrize("value", ["-1", "soon"])
+def test_a_bad_value_is_a_usage_error(value: str) -> None:
+    with pytest.raises(usage.UsageError, match="--watchdog"):
+        Options.parse(["--watchdog", value])
