@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.support.processes import ServerProcess, descendants, start_incproto
 
 FAULTY = ["--handler", "tests.support.faulty:faulty"]
-WORKER_LISTENING = re.compile(r"\[worker \d\] incproto listening")
+WORKER_LISTENING = re.compile(r"\[worker \d\.\d\] incproto listening")
 METRICS_LISTENING = re.compile(r"metrics listening on 127\.0\.0\.1:(\d+)")
 
 

@@ -473,7 +473,7 @@ class WorkerPool(Service):
                 pid=worker.pid,
                 lag=lag,
                 limit=self.watchdog,
-                then=" and starting a new one" if worker in self.workers.values() else "",
+                then=" and starting a new one" if worker.slot in self.workers else "",
             )
             worker.signal("KILL")
 

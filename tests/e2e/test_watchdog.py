@@ -24,9 +24,9 @@ from tests.support.processes import (
 )
 
 FAULTY = ["--handler", "tests.support.faulty:faulty"]
-WORKER_LISTENING = re.compile(r"\[worker (\d)\] incproto listening")
+WORKER_LISTENING = re.compile(r"\[worker \d\.(\d)\] incproto listening")
 METRICS_LISTENING = re.compile(r"metrics listening on 127\.0\.0\.1:(\d+)")
-KILLED = re.compile(r"worker (\d) \(pid \d+\) has not answered for ([0-9.]+) s")
+KILLED = re.compile(r"worker \d\.(\d) \(pid \d+\) has not answered for ([0-9.]+) s")
 ABORTED = re.compile(r"the reactor has not turned for ([0-9.]+) s \(--watchdog 1\)")
 
 
@@ -111,7 +111,7 @@ def test_a_scrape_answers_in_time_without_a_stopped_worker() -> None:
     try:
         server.wait_for(WORKER_LISTENING, 2)
         [(metrics,)] = server.wait_for(METRICS_LISTENING)
-        [(pid,)] = server.wait_for(re.compile(r"worker 2 started \(pid (\d+)\)"))
+        [(pid,)] = server.wait_for(re.compile(r"worker 1\.2 started \(pid (\d+)\)"))
         os.kill(int(pid), signal.SIGSTOP)
         try:
             started = time.monotonic()
@@ -177,12 +177,12 @@ def test_a_stopped_worker_is_killed_and_replaced() -> None:
     try:
         server.wait_for(WORKER_LISTENING, 2)
         [(metrics,)] = server.wait_for(METRICS_LISTENING)
-        [(pid,)] = server.wait_for(re.compile(r"worker 2 started \(pid (\d+)\)"))
+        [(pid,)] = server.wait_for(re.compile(r"worker 1\.2 started \(pid (\d+)\)"))
         # Once it has answered a scrape it has read the supervisor's
         # request to be watched (sent before): it serves, and is watched.
         deadline = time.monotonic() + TIMEOUT
         while 'incproto_worker_up{worker="2"} 1.0' not in scrape(int(metrics)):
-            assert time.monotonic() < deadline, "worker 2 never answered"
+            assert time.monotonic() < deadline, "worker 1.2 never answered"
         os.kill(int(pid), signal.SIGSTOP)
         [(slot, _)] = server.wait_for(KILLED)
         assert slot == "2"
@@ -192,7 +192,7 @@ def test_a_stopped_worker_is_killed_and_replaced() -> None:
     finally:
         server.stop()
     assert 'incproto_workers_replaced_total{reason="stalled"} 1.0' in text
-    assert f"worker 2 (pid {pid}) has not answered" in server.output
+    assert f"worker 1.2 (pid {pid}) has not answered" in server.output
 
 
 def test_a_thread_pool_stuck_whole_is_unready() -> None:

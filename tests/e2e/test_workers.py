@@ -115,19 +115,19 @@ def test_a_worker_that_served_and_died_is_replaced_at_once(tmp_path: Path) -> No
          "--handler", "tests.support.faulty:faulty"],
         tmp_path,
     )  # fmt: skip
-    listening = re.compile(r"\[worker 1\] incproto listening")
+    listening = re.compile(r"\[worker 1\.1\] incproto listening")
     try:
         for deaths in (1, 2):
             server.wait_for(listening, deaths)
             with connect(server.port) as sock:
                 sock.sendall(b"^!")
                 assert receive_exactly(sock, 2) == b"*"
-            server.wait_for(re.compile(r"worker 1 was killed by signal 9"), deaths)
+            server.wait_for(re.compile(r"worker 1\.1 was killed by signal 9"), deaths)
         server.wait_for(listening, 3)
         assert _serve_one(server.port, b"abc") == b"*bcd"
     finally:
         server.stop()
     delays = re.findall(
-        r"worker 1 was killed .* restarting it in (\S+) s", server.output
+        r"worker 1\.1 was killed .* restarting it in (\S+) s", server.output
     )
     assert delays == ["0", "0"]
