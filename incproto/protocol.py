@@ -28,12 +28,19 @@ from zope.interface import implementer
 
 from incproto._kernel.addresses import describe
 from incproto._kernel.closing import CloseDeadline, close_politely
+from incproto._kernel.ratelimit import RateLimitedLog
 from incproto._kernel.reactors import global_reactor
 from incproto._kernel.sockets import unacknowledged
 from incproto._kernel.timers import cancel
 from incproto._kernel.writethrough import writer
 from incproto.accesslog import AccessLog, EventAccessLog
-from incproto.handlers import IncrementHandler, IPayloadHandler
+from incproto.handlers import (
+    HandlerReplyError,
+    IncrementHandler,
+    IPayloadHandler,
+    checked_reply,
+    describe_handler,
+)
 from incproto.ordered import OrderedWork
 from incproto.parser import GREETING, extract_payload
 from incproto.pools import HandlerPool, HandlerTimeoutError, PoolProcessLostError
@@ -147,6 +154,8 @@ class IncrementProtocol(Protocol):
             return
         try:
             reply = self._transform(payload)
+            if reply.__class__ is not bytes:
+                reply = checked_reply(self.factory.handler, reply)
         except Exception:
             self._handlerFailed(Failure())
         else:
@@ -332,25 +341,20 @@ class IncrementProtocol(Protocol):
             )
 
     def _handlerFailed(self, failure: Failure) -> None:
+        """
+        The handler raised or returned no bytes, or its pool lost or timed
+        out its job: log it (rate-limited, see
+        L{IncrementFactory.handlerFailed}) and close.
+        """
+        peer = describe(self.transport.getPeer())
         pool_fault = failure.check(HandlerTimeoutError, PoolProcessLostError)
-        if pool_fault is not None:
-            # Not the handler's exception: a one-line reason, no traceback.
-            self.log.warn(
-                "{error}; closing the connection from {peer}",
-                error=failure.getErrorMessage(),
-                peer=describe(self.transport.getPeer()),
-            )
-            timeout = pool_fault is HandlerTimeoutError
-            self.finish(HANDLER_TIMEOUT if timeout else POOL_PROCESS_LOST)
-            return
-        self.factory.handlerErrors += 1
-        self.log.failure(
-            "handler {handler!r} failed; closing the connection from {peer}",
-            failure,
-            handler=self.factory.handler,
-            peer=describe(self.transport.getPeer()),
-        )
-        self.finish(HANDLER_ERROR)
+        self.factory.handlerFailed(failure, peer)
+        if pool_fault is None:
+            self.finish(HANDLER_ERROR)
+        elif pool_fault is HandlerTimeoutError:
+            self.finish(HANDLER_TIMEOUT)
+        else:
+            self.finish(POOL_PROCESS_LOST)
 
     def _write(self, data: bytes) -> None:
         self.bytesSent += len(data)
@@ -382,7 +386,10 @@ class IncrementFactory(Factory):
     @ivar closedBy: connections closed, in total, by reason.
     @ivar bytesIn: bytes received on closed connections, in total.
     @ivar bytesOut: bytes sent on closed connections, in total.
-    @ivar handlerErrors: how many times the handler raised, in total.
+    @ivar handlerErrors: how many times the handler raised or returned
+        something other than bytes, in total.
+    @ivar faultLogInterval: seconds between two logged handler faults; in
+        between they are counted, and the count logged once.
     """
 
     # Twisted types Factory.protocol through a generic that older Twisted
@@ -401,6 +408,7 @@ class IncrementFactory(Factory):
         idleTimeout: Optional[float] = None,
         logConnections: bool = True,
         accessLog: Optional[AccessLog] = None,
+        faultLogInterval: float = 10.0,
     ) -> None:
         """
         @param handler: runs inline; the increment by default.
@@ -428,7 +436,66 @@ class IncrementFactory(Factory):
         self.bytesIn = 0
         self.bytesOut = 0
         self.handlerErrors = 0
+        self.faultLogInterval = faultLogInterval
+        self._faults = RateLimitedLog(
+            self.log,
+            self.clock,
+            faultLogInterval,
+            "{count} more handler faults in the last {interval}s (not logged)",
+        )
         self._empty: List[Deferred[None]] = []
+
+    def doStop(self) -> None:
+        """Cancel the pending summary of handler faults."""
+        self._faults.stop()
+        super().doStop()
+
+    def handlerFailed(self, failure: Failure, peer: str) -> None:
+        """
+        Count a handler fault (C{failure}) that closes the connection from
+        C{peer}, and log it: at most one every C{faultLogInterval} seconds,
+        the others counted in one line at the end of the interval.
+
+        A reply that is not bytes (L{HandlerReplyError}) and a pool's own
+        fault (L{HandlerTimeoutError}, L{PoolProcessLostError}) are one line;
+        an exception of the handler's comes with its traceback: from the
+        pool process where it ran, if it ran in one (pebble sends it as the
+        exception's C{traceback}), so that it shows the handler's frames.
+        """
+        pool_fault = failure.check(HandlerTimeoutError, PoolProcessLostError)
+        if pool_fault is None:
+            self.handlerErrors += 1
+        if not self._faults.allow():
+            return
+        if pool_fault is not None:
+            self.log.warn(
+                "{error}; closing the connection from {peer}",
+                error=failure.getErrorMessage(),
+                peer=peer,
+            )
+        elif failure.check(HandlerReplyError):
+            self.log.error(
+                "{error}; closing the connection from {peer}",
+                error=failure.getErrorMessage(),
+                peer=peer,
+            )
+        else:
+            remote = getattr(failure.value, "traceback", None)
+            if isinstance(remote, str):
+                self.log.error(
+                    "handler {handler} failed; closing the connection from "
+                    "{peer}\n{traceback}",
+                    handler=describe_handler(self.handler),
+                    peer=peer,
+                    traceback=remote.rstrip(),
+                )
+                return
+            self.log.failure(
+                "handler {handler} failed; closing the connection from {peer}",
+                failure,
+                handler=describe_handler(self.handler),
+                peer=peer,
+            )
 
     def opened(self, protocol: IncrementProtocol) -> None:
         """

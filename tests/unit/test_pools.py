@@ -6,8 +6,8 @@ runs in a helper thread of their own, which these tests join.)"""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -25,7 +25,8 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from incproto.handlers import IncrementHandler
+from incproto._kernel import poolprocess
+from incproto.handlers import HandlerReplyError, IncrementHandler
 from incproto.pools import (
     HandlerPool,
     HandlerTimeoutError,
@@ -35,7 +36,7 @@ from incproto.pools import (
     _processes,
     _threads,
 )
-from tests.support.pools import ImmediateReactor, ManualPool
+from tests.support.pools import ImmediateReactor, ManualPool, TextHandler
 
 
 class PoolSizeTests(SynchronousTestCase):
@@ -604,7 +605,7 @@ class ProcessHandlerPoolTests(SynchronousTestCase):
         pool = self.pool()
         d = pool.run(b"abc")
         [(function, args, timeout, future)] = pool.executor.scheduled
-        self.assertIs(function, _processes._transform)
+        self.assertIs(function, poolprocess.transform)
         self.assertEqual((args, timeout), ((pool.handler, b"abc"), 2.0))
         [job] = pool._jobs
         self.assertEqual((job.executor, job.future), (pool.executor, future))
@@ -748,7 +749,7 @@ class ProcessHandlerPoolTests(SynchronousTestCase):
         self.assertEqual(pool.pools, [old, new])
         self.assertEqual((pool.replaced, old.scheduled), (1, []))
         [(function, args, timeout, future)] = new.scheduled
-        self.assertIs(function, _processes._transform)
+        self.assertIs(function, poolprocess.transform)
         self.assertEqual((args, timeout), ((pool.handler, b"abc"), 2.0))
         [job] = pool._jobs
         self.assertEqual((job.executor, job.future), (new, future))
@@ -963,27 +964,42 @@ class ProcessHelperTests(SynchronousTestCase):
     """The process pool's helpers, called directly."""
 
     def test_transform_runs_the_handler(self) -> None:
-        self.assertEqual(_processes._transform(IncrementHandler(), b"abc"), b"bcd")
+        self.assertEqual(poolprocess.transform(IncrementHandler(), b"abc"), b"bcd")
 
-    def started(self, parent: int) -> List[Tuple[str, Any]]:
+    def test_transform_checks_the_reply(self) -> None:
+        """A pool process sends back a wrong reply as a named error (issue 22)."""
+        error = self.assertRaises(
+            HandlerReplyError, poolprocess.transform, TextHandler(), b"abc"
+        )
+        self.assertEqual(
+            str(error),
+            "handler tests.support.pools.TextHandler returned str, not bytes",
+        )
+
+    def started(self, parent: int, handler: Any = None) -> List[Tuple[str, Any]]:
         calls: List[Tuple[str, Any]] = []
-        self.patch(_processes, "os", SimpleNamespace(
-            nice=lambda n: calls.append(("nice", n)),
+        self.patch(poolprocess, "os", SimpleNamespace(
             getppid=lambda: 42,
             _exit=lambda code: calls.append(("exit", code)),
         ))  # fmt: skip
-        self.patch(_processes, "die_with_parent", lambda s: calls.append(("die", s)))
-        _processes._pool_process_started(parent)
+        self.patch(poolprocess, "die_with_parent", lambda s: calls.append(("die", s)))
+        self.patch(poolprocess, "pickle", SimpleNamespace(
+            loads=lambda b: calls.append(("loads", b)),
+        ))  # fmt: skip
+        poolprocess.started(parent, handler)
         return calls
 
-    def test_a_pool_process_lowers_its_priority_and_dies_with_its_parent(
-        self,
-    ) -> None:
-        self.assertEqual(self.started(42), [("nice", 10), ("die", signal.SIGKILL)])
+    def test_a_pool_process_dies_with_its_parent(self) -> None:
+        self.assertEqual(self.started(42), [("die", signal.SIGKILL)])
 
     def test_a_pool_process_whose_parent_went_exits(self) -> None:
+        self.assertEqual(self.started(41), [("die", signal.SIGKILL), ("exit", 1)])
+
+    def test_a_pool_process_imports_its_handler_as_it_starts(self) -> None:
+        """So that a new process is ready for its first job (issue 21)."""
         self.assertEqual(
-            self.started(41), [("nice", 10), ("die", signal.SIGKILL), ("exit", 1)]
+            self.started(42, b"pickled"),
+            [("die", signal.SIGKILL), ("loads", b"pickled")],
         )
 
     def test_terminate_processes(self) -> None:
@@ -1060,11 +1076,13 @@ class ProcessHelperTests(SynchronousTestCase):
         made, pebble_pool = self.new_pool(active=True)
         [(size, kwargs, stderr)] = made
         self.assertEqual(size, 3)
+        context = kwargs.pop("context")
         self.assertEqual(kwargs, {
-            "initializer": _processes._pool_process_started,
-            "initargs": (os.getpid(),),
-            "context": multiprocessing.get_context("spawn"),
+            "max_tasks": 0,
+            "initializer": poolprocess.started,
+            "initargs": (os.getpid(), pickle.dumps(IncrementHandler())),
         })  # fmt: skip
+        self.assertEqual(context.get_start_method(), "spawn")
         self.assertIs(stderr, sys.__stderr__)
         self.assertTrue(pebble_pool.active)
 

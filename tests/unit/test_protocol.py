@@ -691,12 +691,30 @@ class MoreProtocolTests(SynchronousTestCase):
         # only the close deadline is left
         self.assertEqual([c.getTime() for c in clock.getDelayedCalls()], [5.0])
 
-    def test_handler_errors_are_counted(self) -> None:
-        factory = IncrementFactory(clock=Clock(), handler=Failing())  # type: ignore[arg-type]
-        for _ in range(2):
+    def test_handler_errors_are_counted_and_their_log_rate_limited(self) -> None:
+        """
+        Every handler error is counted; the first is logged with its
+        traceback, the others within C{faultLogInterval} only counted, in
+        one line at the interval's end (issue 22).
+        """
+        clock = Clock()
+        factory = IncrementFactory(clock=clock, handler=Failing())  # type: ignore[arg-type]
+        events = capture(self)
+        for _ in range(5):
             connect_to(factory)[0].dataReceived(b"^a")
-        self.assertEqual(factory.handlerErrors, 2)
-        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+        clock.advance(factory.faultLogInterval)
+        self.assertEqual(factory.handlerErrors, 5)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        lines = [formatEvent(e) for e in events if "handler" in formatEvent(e)]
+        self.assertEqual(
+            lines,
+            [
+                "handler tests.support.pools.Failing failed; closing the "
+                "connection from 192.168.1.1:54321",
+                "4 more handler faults in the last 10.0s (not logged)",
+            ],
+        )
+        factory.doStop()
 
     def test_a_pool_reply_is_traffic(self) -> None:
         """A reply written long after its request restarts the idle timeout."""
