@@ -28,6 +28,7 @@ from zope.interface import implementer
 
 from incproto._kernel.addresses import describe
 from incproto._kernel.closing import CloseDeadline, close_politely
+from incproto._kernel.memory import give_back
 from incproto._kernel.ratelimit import RateLimitedLog
 from incproto._kernel.reactors import global_reactor
 from incproto._kernel.sockets import unacknowledged
@@ -38,10 +39,9 @@ from incproto.handlers import (
     HandlerReplyError,
     IncrementHandler,
     IPayloadHandler,
-    checked_reply,
     describe_handler,
 )
-from incproto.ordered import OrderedWork
+from incproto.ordered import OrderedWork, ReplyRatio
 from incproto.parser import GREETING, extract_payload
 from incproto.pools import HandlerPool, HandlerTimeoutError, PoolProcessLostError
 
@@ -55,6 +55,10 @@ HANDLER_TIMEOUT = "handler timeout"
 POOL_PROCESS_LOST = "pool process lost"
 SHUTDOWN = "shutdown"
 SERVER_CLOSED = "server closed"
+
+# A connection that moved more bytes than this gives memory back when it
+# closes (at most once a second: see IncrementFactory.closed).
+GIVE_BACK_AFTER = 1024 * 1024
 
 # Why reading from the client is paused: bits of IncrementProtocol._readPauses.
 # Reading resumes only once none is left.
@@ -88,14 +92,13 @@ class IncrementProtocol(Protocol):
     transport: Any
     # Writes to the transport: set when connected (incproto._kernel.writethrough).
     _send: Callable[[bytes], None]
-    # The inline handler's transform: set when connected.
-    _transform: Callable[[bytes], bytes]
     log = Logger()
 
     def __init__(self) -> None:
         self.inMessage = False
         self.bytesReceived = 0
         self.bytesSent = 0
+        # The connection's work, inline or in a pool: set when connected.
         self._work: Optional[OrderedWork] = None
         self._producing = False
         self._readPauses = 0
@@ -119,11 +122,14 @@ class IncrementProtocol(Protocol):
             self._idleTimer = factory.clock.callLater(
                 factory.idleTimeout, self._checkIdle
             )
-        pool = factory.pool
-        if pool is not None:
-            self._work = OrderedWork(pool, self, limit=factory.workBuffer)
+        self._work = OrderedWork(
+            factory.pool,
+            self,
+            limit=factory.workBuffer,
+            handler=factory.handler,
+            ratio=factory.replyRatio,
+        )
         self._send = writer(self.transport)  # see incproto._kernel.writethrough
-        self._transform = factory.handler.transform
         self._write(GREETING)
         self._acknowledged = self.bytesSent  # the peer's kernel, not its reading
 
@@ -149,17 +155,7 @@ class IncrementProtocol(Protocol):
         payload, self.inMessage = extract_payload(data, self.inMessage)
         if not payload:
             return
-        if self._work is not None:
-            self._work.add(payload)
-            return
-        try:
-            reply = self._transform(payload)
-            if reply.__class__ is not bytes:
-                reply = checked_reply(self.factory.handler, reply)
-        except Exception:
-            self._handlerFailed(Failure())
-        else:
-            self._write(reply)
+        self._work.add(payload)  # type: ignore[union-attr]  # see OrderedWork
 
     def readConnectionLost(self) -> None:
         """
@@ -376,8 +372,12 @@ class IncrementFactory(Factory):
     @ivar handler: the L{IPayloadHandler} that answers payload.
     @ivar pool: the pool the handler runs in, or C{None} to run it
         inline on the reactor thread.
-    @ivar workBuffer: payload bytes a connection may have waiting for the
-        pool before reading from it pauses.
+    @ivar workBuffer: payload bytes a connection may have waiting for its
+        handler (in the pool, or inline while its client does not read)
+        before reading from it pauses; also what sizes a job's reply (see
+        L{OrderedWork}).
+    @ivar replyRatio: the handler's last ratio of reply to payload bytes,
+        which sizes every connection's jobs (L{ReplyRatio}).
     @ivar logConnections: whether each connection's close is logged (the
         access log).
     @ivar accessLog: where closes are logged: an L{AccessLog}.
@@ -428,6 +428,7 @@ class IncrementFactory(Factory):
         self.pool = pool
         self.handler = pool.handler if pool else handler or IncrementHandler()
         self.workBuffer = workBuffer
+        self.replyRatio = ReplyRatio()
         self.logConnections = logConnections
         self.accessLog = accessLog if accessLog is not None else EventAccessLog()
         self.connections: Set[IncrementProtocol] = set()
@@ -444,11 +445,19 @@ class IncrementFactory(Factory):
             "{count} more handler faults in the last {interval}s (not logged)",
         )
         self._empty: List[Deferred[None]] = []
+        self._giveBack: Optional[IDelayedCall] = None
 
     def doStop(self) -> None:
         """Cancel the pending summary of handler faults."""
         self._faults.stop()
+        cancel(self._giveBack)
+        self._giveBack = None
         super().doStop()
+
+    def _gaveBack(self) -> None:
+        """Connections that held megabytes closed: give the memory back."""
+        self._giveBack = None
+        give_back()
 
     def handlerFailed(self, failure: Failure, peer: str) -> None:
         """
@@ -510,6 +519,9 @@ class IncrementFactory(Factory):
         """
         self.connections.discard(protocol)
         self.closedBy[why] = self.closedBy.get(why, 0) + 1
+        moved = protocol.bytesReceived + protocol.bytesSent
+        if moved > GIVE_BACK_AFTER and self._giveBack is None:
+            self._giveBack = self.clock.callLater(1.0, self._gaveBack)
         self.bytesIn += protocol.bytesReceived
         self.bytesOut += protocol.bytesSent
         if self.logConnections:
