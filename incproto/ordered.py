@@ -38,17 +38,21 @@ class WorkingConnection(Protocol):
         """Every reply was delivered and no payload waits."""
 
 
+# The most payload bytes of a job while the handler's ratio is not known.
+FIRST_JOB = 4096
+
+
 class ReplyRatio:
     """
     How many reply bytes the handler returned per payload byte, in the last
-    job of any connection of one factory (1 until one is known): what jobs
-    are sized by, so that a handler that amplifies its input still gives
-    replies of a bounded size.
+    job of any connection of one factory: what jobs are sized by, so that a
+    handler that amplifies its input still gives replies of a bounded size.
 
-    @ivar value: reply bytes over payload bytes.
+    @ivar value: reply bytes over payload bytes, or C{None} until a job with
+        payload finished (jobs are at most C{FIRST_JOB} bytes until then).
     """
 
-    def __init__(self, value: float = 1.0) -> None:
+    def __init__(self, value: Optional[float] = None) -> None:
         self.value = value
 
 
@@ -117,6 +121,8 @@ class OrderedWork:
         """
         Queue C{payload} for the pool, or answer it now if inline.
         """
+        if self._cancelled:
+            return
         if self.pool is None:
             if not self._batch and len(payload) <= self._jobSize():
                 if not self.connection.writesPaused:
@@ -166,6 +172,8 @@ class OrderedWork:
         """The most payload bytes of one job."""
         most = max(1, self.limit // 2)
         ratio = self.ratio.value
+        if ratio is None:
+            return min(most, FIRST_JOB)
         if ratio > 1.0:
             return max(1, min(most, int(most / ratio)))
         return most
