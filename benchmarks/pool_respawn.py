@@ -13,6 +13,13 @@ processes killed, for each.
         [--killers 5] [--interval 1]
         [-- extra twistd incproto options]
 
+With ``--replacement``, measures instead the time to replacement: with
+``--processes 1``, a client kills the pool's one process, and another
+times its round trip sent right after (the new process's start), 10 times
+a run.
+
+    python benchmarks/pool_respawn.py --replacement [--runs 3]
+
 Clients are threads in this process; the server is a separate process.
 Medians of the runs are printed last.
 """
@@ -104,14 +111,55 @@ def one_run(
     return len(latencies) / seconds, p99, len(kills)
 
 
+def replacement_times(options: Sequence[str], count: int = 10) -> List[float]:
+    """Seconds from a kill of the one pool process to a served round trip."""
+    server = start_incproto(
+        "--processes", "1", "--handler", "tests.support.faulty:faulty", *options,
+        cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    times = []
+    try:
+        for _ in range(count):
+            sock = connect(server.port)
+            receive_exactly(sock, 1)
+            sock.sendall(MESSAGE)  # the process is up
+            assert receive_exactly(sock, len(REPLY)) == REPLY
+            killer = connect(server.port)
+            killer.sendall(b"^!$")
+            while killer.recv(65536):
+                pass
+            killer.close()
+            started = time.monotonic()
+            sock.sendall(MESSAGE)
+            assert receive_exactly(sock, len(REPLY)) == REPLY
+            times.append(time.monotonic() - started)
+            sock.close()
+    finally:
+        server.stop()
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--killers", type=int, default=5)
     parser.add_argument("--interval", type=float, default=1.0, help="between kills")
+    parser.add_argument("--replacement", action="store_true")
     parser.add_argument("options", nargs="*", help="extra twistd incproto options")
     args = parser.parse_args()
+    if args.replacement:
+        medians = []
+        for run in range(args.runs):
+            times = sorted(replacement_times(args.options))
+            medians.append(statistics.median(times))
+            print(
+                f"run {run + 1}: time to replacement median "
+                f"{medians[-1] * 1000:.0f} ms, max {times[-1] * 1000:.0f} ms",
+                flush=True,
+            )
+        print(f"median: {statistics.median(medians) * 1000:.0f} ms")
+        return
     results: Dict[int, List[Tuple[float, float, int]]] = {0: [], args.killers: []}
     for run in range(args.runs):
         for killers in results:

@@ -17,22 +17,31 @@ from typing import Any, Optional
 
 from incproto._kernel.parentdeath import die_with_parent
 
+POOL_NICENESS = 10
+
 
 def started(parent: int, handler: Optional[bytes] = None) -> None:
     """
     Run in each pool process as it starts.
 
-    (Its scheduling priority was lowered as it was launched: see
-    L{incproto._kernel.spawning}.)  Make sure it cannot outlive the
-    server: on Linux the kernel kills it when its parent goes
-    (C{PR_SET_PDEATHSIG}), and if the parent went before that was set, it
-    exits now.  (A process blocked on its task pipe also sees end of file
-    when the server dies; one busy in a handler would not.)
+    Lower its scheduling priority: every job crosses a few threads of the
+    reactor's process (hand-off, results, the reactor itself); when pool
+    processes keep every core busy, those latency-bound threads would
+    otherwise wait a time slice for each job.  (Only now: a process that
+    replaces a dead one imports at full priority, so that it is ready
+    sooner on a busy machine.)
+
+    Then make sure it cannot outlive the server: on Linux the kernel
+    kills it when its parent goes (C{PR_SET_PDEATHSIG}), and if the
+    parent went before that was set, it exits now.  (A process blocked on
+    its task pipe also sees end of file when the server dies; one busy in
+    a handler would not.)
 
     Last, unpickle the handler once (C{handler}, pickled, if given), so
     that its modules are imported before the process takes its first job,
     not while a client waits.
     """
+    os.nice(POOL_NICENESS)
     die_with_parent(signal.SIGKILL)
     if os.getppid() != parent:
         os._exit(1)

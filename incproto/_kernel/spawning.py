@@ -9,24 +9,17 @@ C{twisted.scripts.twistd}: about 0.7 s of a pool process's 1.3 s start, on
 the path of every replacement of a dead process.  A handler defined in
 C{__main__} still needs it: L{spawn_context} keeps it then.
 
-A pool process is also given a lower scheduling priority (niceness 10)
-as soon as it exists, before its imports: every job crosses a few threads
-of the reactor's process (hand-off, results, the reactor itself); when
-pool processes keep every core busy, or one is starting, those
-latency-bound threads would otherwise wait a time slice for each job.
-
 The process classes live here, light, because the child unpickles its
 process object, and so imports this module, before anything else.
 """
 
 from __future__ import annotations
 
-import os
+import multiprocessing
 import threading
 from multiprocessing import context, popen_spawn_posix, spawn
 from typing import Any, Dict
 
-POOL_NICENESS = 10
 _MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
 _launching = threading.local()
 _real_preparation_data = spawn.get_preparation_data
@@ -51,22 +44,6 @@ class _Popen(popen_spawn_posix.Popen):
             super()._launch(process_obj)  # type: ignore[misc]
         finally:
             _launching.withoutMain = False
-        lower_priority(self.pid)
-
-
-def lower_priority(pid: int) -> None:
-    """Add L{POOL_NICENESS} to process C{pid}'s niceness, if it can."""
-    try:
-        now = os.getpriority(os.PRIO_PROCESS, 0)
-        os.setpriority(os.PRIO_PROCESS, pid, min(19, now + POOL_NICENESS))
-    except (AttributeError, OSError):
-        pass  # not POSIX, or the process is gone already
-
-
-class _MainPopen(popen_spawn_posix.Popen):
-    def _launch(self, process_obj: Any) -> None:
-        super()._launch(process_obj)  # type: ignore[misc]
-        lower_priority(self.pid)
 
 
 class _Process(context.SpawnProcess):
@@ -75,26 +52,18 @@ class _Process(context.SpawnProcess):
         return _Popen(process_obj)
 
 
-class _MainProcess(context.SpawnProcess):
-    @staticmethod
-    def _Popen(process_obj: Any) -> Any:
-        return _MainPopen(process_obj)
-
-
 class _Context(context.SpawnContext):
     Process = _Process
 
 
-class _MainContext(context.SpawnContext):
-    Process = _MainProcess
-
-
 def spawn_context(handler: object) -> Any:
     """
-    The C{spawn} context for a pool of C{handler}, whose processes start
-    with a lower priority, and without the main script unless C{handler}
-    (or, for a function handler, its function) was defined in C{__main__}.
+    The C{spawn} context for a pool of C{handler}: its processes start
+    without the main script, unless C{handler} (or, for a function handler,
+    its function) was defined in C{__main__}.
     """
     function = getattr(handler, "function", handler)
     modules = {type(handler).__module__, getattr(function, "__module__", None)}
-    return _MainContext() if "__main__" in modules else _Context()
+    if "__main__" in modules:
+        return multiprocessing.get_context("spawn")
+    return _Context()

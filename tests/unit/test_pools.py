@@ -979,6 +979,7 @@ class ProcessHelperTests(SynchronousTestCase):
     def started(self, parent: int, handler: Any = None) -> List[Tuple[str, Any]]:
         calls: List[Tuple[str, Any]] = []
         self.patch(poolprocess, "os", SimpleNamespace(
+            nice=lambda n: calls.append(("nice", n)),
             getppid=lambda: 42,
             _exit=lambda code: calls.append(("exit", code)),
         ))  # fmt: skip
@@ -989,17 +990,21 @@ class ProcessHelperTests(SynchronousTestCase):
         poolprocess.started(parent, handler)
         return calls
 
-    def test_a_pool_process_dies_with_its_parent(self) -> None:
-        self.assertEqual(self.started(42), [("die", signal.SIGKILL)])
+    def test_a_pool_process_lowers_its_priority_and_dies_with_its_parent(
+        self,
+    ) -> None:
+        self.assertEqual(self.started(42), [("nice", 10), ("die", signal.SIGKILL)])
 
     def test_a_pool_process_whose_parent_went_exits(self) -> None:
-        self.assertEqual(self.started(41), [("die", signal.SIGKILL), ("exit", 1)])
+        self.assertEqual(
+            self.started(41), [("nice", 10), ("die", signal.SIGKILL), ("exit", 1)]
+        )
 
     def test_a_pool_process_imports_its_handler_as_it_starts(self) -> None:
         """So that a new process is ready for its first job (issue 21)."""
         self.assertEqual(
             self.started(42, b"pickled"),
-            [("die", signal.SIGKILL), ("loads", b"pickled")],
+            [("nice", 10), ("die", signal.SIGKILL), ("loads", b"pickled")],
         )
 
     def test_terminate_processes(self) -> None:
