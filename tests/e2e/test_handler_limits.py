@@ -70,3 +70,21 @@ def test_a_pool_process_fault_is_logged_once_with_the_handlers_frames() -> None:
     assert output.count("Traceback") == 1
     assert 'badhandlers.py", line' in output  # the handler's own frame
     assert "the handler broke on purpose" in output
+
+
+def test_a_pool_process_starts_light() -> None:
+    """
+    A pool process imports neither twistd's main script nor Twisted's
+    reactor side (they were most of its 1.3 s start, on the path of every
+    replacement of a dead process: issue 21).
+    """
+    server = start_incproto(
+        "--processes", "1", "--handler", "tests.support.probe:heavy"
+    )
+    try:
+        with connect(server.port) as sock:
+            sock.sendall(b"^?$")
+            sock.shutdown(socket.SHUT_WR)
+            assert receive_all(sock) == b"*n"
+    finally:
+        server.stop()
