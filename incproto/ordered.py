@@ -45,15 +45,29 @@ FIRST_JOB = 4096
 class ReplyRatio:
     """
     How many reply bytes the handler returned per payload byte, in the last
-    job of any connection of one factory: what jobs are sized by, so that a
-    handler that amplifies its input still gives replies of a bounded size.
+    job of any connection of one factory, and the job size that follows
+    from it: at most C{limit // 2} payload bytes, and fewer for a handler
+    that amplifies, so that a job's reply is about C{limit // 2} bytes too.
 
+    @ivar limit: the connections' C{workBuffer}.
     @ivar value: reply bytes over payload bytes, or C{None} until a job with
-        payload finished (jobs are at most C{FIRST_JOB} bytes until then).
+        payload finished.
+    @ivar most: the most payload bytes of a job now (at most C{FIRST_JOB}
+        until C{value} is known).
     """
 
-    def __init__(self, value: Optional[float] = None) -> None:
-        self.value = value
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.value: Optional[float] = None
+        self.most = min(max(1, limit // 2), FIRST_JOB)
+
+    def update(self, payload: int, reply: int) -> None:
+        """A job of C{payload} bytes gave C{reply} bytes."""
+        if not payload:
+            return
+        self.value = value = reply / payload
+        half = max(1, self.limit // 2)
+        self.most = half if value <= 1.0 else max(1, min(half, int(half / value)))
 
 
 class OrderedWork:
@@ -103,7 +117,7 @@ class OrderedWork:
         self.handler = handler
         self.connection = connection
         self.limit = limit
-        self.ratio = ratio if ratio is not None else ReplyRatio()
+        self.ratio = ratio if ratio is not None else ReplyRatio(limit)
         self.pending = 0
         self.carried = 0
         self._batch: List[bytes] = []
@@ -124,7 +138,7 @@ class OrderedWork:
         if self._cancelled:
             return
         if self.pool is None:
-            if not self._batch and len(payload) <= self._jobSize():
+            if not self._batch and len(payload) <= self.ratio.most:
                 if not self.connection.writesPaused:
                     self._inline(payload)  # the usual case: nothing waits
                     return
@@ -168,20 +182,10 @@ class OrderedWork:
             self._behind = behind
             self.connection.workBehind(behind)
 
-    def _jobSize(self) -> int:
-        """The most payload bytes of one job."""
-        most = max(1, self.limit // 2)
-        ratio = self.ratio.value
-        if ratio is None:
-            return min(most, FIRST_JOB)
-        if ratio > 1.0:
-            return max(1, min(most, int(most / ratio)))
-        return most
-
     def _take(self) -> bytes:
         """The next job's payload, out of the batch."""
         batch = b"".join(self._batch)
-        most = self._jobSize()
+        most = self.ratio.most
         if len(batch) > most:
             batch, rest = batch[:most], batch[most:]
             self._batch = [rest]
@@ -191,8 +195,7 @@ class OrderedWork:
         return batch
 
     def _measure(self, payload: int, reply: bytes) -> None:
-        if payload:
-            self.ratio.value = len(reply) / payload
+        self.ratio.update(payload, len(reply))
 
     def _inline(self, payload: bytes) -> bool:
         """Run the handler inline on C{payload} and deliver its reply;

@@ -39,6 +39,7 @@ from incproto.handlers import (
     HandlerReplyError,
     IncrementHandler,
     IPayloadHandler,
+    checked_reply,
     describe_handler,
 )
 from incproto.ordered import OrderedWork, ReplyRatio
@@ -92,6 +93,8 @@ class IncrementProtocol(Protocol):
     transport: Any
     # Writes to the transport: set when connected (incproto._kernel.writethrough).
     _send: Callable[[bytes], None]
+    # The inline handler's transform: set when connected.
+    _transform: Callable[[bytes], bytes]
     log = Logger()
 
     def __init__(self) -> None:
@@ -100,6 +103,8 @@ class IncrementProtocol(Protocol):
         self.bytesSent = 0
         # The connection's work, inline or in a pool: set when connected.
         self._work: Optional[OrderedWork] = None
+        # Inline only: what sizes the handler's calls (see OrderedWork).
+        self._inlineRatio: Optional[ReplyRatio] = None
         self._producing = False
         self._readPauses = 0
         self._inputEnded = False
@@ -122,13 +127,19 @@ class IncrementProtocol(Protocol):
             self._idleTimer = factory.clock.callLater(
                 factory.idleTimeout, self._checkIdle
             )
+        ratio = factory.replyRatio
+        if ratio.limit != factory.workBuffer:  # set after the factory was made
+            ratio = factory.replyRatio = ReplyRatio(factory.workBuffer)
         self._work = OrderedWork(
             factory.pool,
             self,
             limit=factory.workBuffer,
             handler=factory.handler,
-            ratio=factory.replyRatio,
+            ratio=ratio,
         )
+        if factory.pool is None:
+            self._inlineRatio = ratio
+            self._transform = factory.handler.transform
         self._send = writer(self.transport)  # see incproto._kernel.writethrough
         self._write(GREETING)
         self._acknowledged = self.bytesSent  # the peer's kernel, not its reading
@@ -155,7 +166,23 @@ class IncrementProtocol(Protocol):
         payload, self.inMessage = extract_payload(data, self.inMessage)
         if not payload:
             return
-        self._work.add(payload)  # type: ignore[union-attr]  # see OrderedWork
+        ratio = self._inlineRatio
+        if ratio is None or self._readPauses or len(payload) > ratio.most:
+            # In the pool, or inline in pieces (see OrderedWork).
+            self._work.add(payload)  # type: ignore[union-attr]
+            return
+        # Inline, and nothing waits (which reading unpaused implies): answer
+        # now.  This is OrderedWork's inline path, kept here for speed.
+        try:
+            reply = self._transform(payload)
+            if reply.__class__ is not bytes:
+                reply = checked_reply(self.factory.handler, reply)
+        except Exception:
+            self._handlerFailed(Failure())
+            return
+        if len(reply) != len(payload) or ratio.value is None:
+            ratio.update(len(payload), len(reply))
+        self._write(reply)
 
     def readConnectionLost(self) -> None:
         """
@@ -428,7 +455,7 @@ class IncrementFactory(Factory):
         self.pool = pool
         self.handler = pool.handler if pool else handler or IncrementHandler()
         self.workBuffer = workBuffer
-        self.replyRatio = ReplyRatio()
+        self.replyRatio = ReplyRatio(workBuffer)
         self.logConnections = logConnections
         self.accessLog = accessLog if accessLog is not None else EventAccessLog()
         self.connections: Set[IncrementProtocol] = set()

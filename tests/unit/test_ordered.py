@@ -161,7 +161,7 @@ class AmplificationTests(SynchronousTestCase):
     def test_inline_runs_in_pieces_and_stops_while_writes_are_paused(self) -> None:
         connection = RecordingConnection(self)
         work = OrderedWork(None, connection, limit=400, handler=Tenfold())  # type: ignore[arg-type]
-        work.ratio.value = 10.0
+        work.ratio.update(1, 10)
         replies: List[int] = []
 
         def deliver(reply: bytes) -> None:
