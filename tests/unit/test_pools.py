@@ -6,6 +6,7 @@ runs in a helper thread of their own, which these tests join.)"""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import pickle
 import signal
@@ -25,8 +26,8 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from incproto._kernel import poolprocess
-from incproto.handlers import HandlerReplyError, IncrementHandler
+from incproto._kernel import poolprocess, spawning
+from incproto.handlers import FunctionHandler, HandlerReplyError, IncrementHandler
 from incproto.pools import (
     HandlerPool,
     HandlerTimeoutError,
@@ -1095,3 +1096,72 @@ class ProcessHelperTests(SynchronousTestCase):
         _, error = self.new_pool(active=False)
         self.assertIsInstance(error, RuntimeError)
         self.assertEqual(str(error), "the process pool did not start")
+
+
+class SpawningTests(SynchronousTestCase):
+    """The pool processes' light start (issue 21)."""
+
+    def test_a_handler_from_a_module_starts_without_the_main_script(self) -> None:
+        context = spawning.spawn_context(IncrementHandler())
+        self.assertIsInstance(context, spawning._Context)
+        self.assertIs(context.Process, spawning._Process)
+        self.assertEqual(context.get_start_method(), "spawn")
+
+    def test_a_handler_from_main_keeps_it(self) -> None:
+        kind = type("Main", (), {"__module__": "__main__"})
+        self.assertIs(
+            spawning.spawn_context(kind()), multiprocessing.get_context("spawn")
+        )
+        function = SimpleNamespace(function=SimpleNamespace(__module__="__main__"))
+        self.assertIs(
+            spawning.spawn_context(function), multiprocessing.get_context("spawn")
+        )
+
+    def test_the_main_script_is_left_out_only_while_launching(self) -> None:
+        self.patch(
+            spawning,
+            "_real_preparation_data",
+            lambda name: {"name": name, "init_main_from_path": "/bin/twistd"},
+        )
+        self.assertIn("init_main_from_path", spawning._preparation_data("p"))
+        spawning._launching.withoutMain = True
+        self.addCleanup(setattr, spawning._launching, "withoutMain", False)
+        self.assertEqual(spawning._preparation_data("p"), {"name": "p"})
+
+
+class RecyclingTests(SynchronousTestCase):
+    def test_jobs_per_process_reach_pebble(self) -> None:
+        made: List[Dict[str, Any]] = []
+
+        class ProcessPool:
+            def __init__(self, size: int, **kwargs: Any) -> None:
+                made.append(kwargs)
+                self.active = True
+
+        fake = ModuleType("pebble")
+        fake.ProcessPool = ProcessPool  # type: ignore[attr-defined]
+        pool = ProcessHandlerPool(IncrementHandler(), 1, maxJobsPerProcess=50)
+        with mock.patch.dict(sys.modules, {"pebble": fake}):
+            pool._newPool()
+        self.assertEqual(made[0]["max_tasks"], 50)
+
+    def test_jobs_per_process_cannot_be_negative(self) -> None:
+        error = self.assertRaises(
+            ValueError, ProcessHandlerPool, IncrementHandler(), 1, maxJobsPerProcess=-1
+        )
+        self.assertIn("not -1", str(error))
+
+    def test_an_unpicklable_handler_is_not_warmed(self) -> None:
+        made: List[Dict[str, Any]] = []
+
+        class ProcessPool:
+            def __init__(self, size: int, **kwargs: Any) -> None:
+                made.append(kwargs)
+                self.active = True
+
+        fake = ModuleType("pebble")
+        fake.ProcessPool = ProcessPool  # type: ignore[attr-defined]
+        pool = ProcessHandlerPool(FunctionHandler(lambda b: b), 1)
+        with mock.patch.dict(sys.modules, {"pebble": fake}):
+            pool._newPool()
+        self.assertEqual(made[0]["initargs"], (os.getpid(), None))

@@ -15,7 +15,9 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+import incproto.protocol as protocol_module
 from incproto import IncrementFactory, IncrementProtocol
+from incproto._kernel import memory
 from incproto.handlers import IncrementHandler
 from incproto.pools import HandlerTimeoutError, PoolProcessLostError
 from incproto.protocol import (
@@ -845,3 +847,34 @@ class FactoryTests(SynchronousTestCase):
             protocol.dataReceived(data)
             protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual((factory.bytesIn, factory.bytesOut), (7, 7))
+
+
+class GiveBackTests(SynchronousTestCase):
+    """Connections that held megabytes give memory back when they close
+    (issue 22)."""
+
+    def test_a_big_connection_gives_memory_back_within_a_second(self) -> None:
+        calls: List[None] = []
+        self.patch(protocol_module, "give_back", lambda: calls.append(None))
+        clock = Clock()
+        factory = IncrementFactory(clock=clock)
+        for size in (10, 2 * 1024 * 1024, 2 * 1024 * 1024):
+            protocol, _ = connect_to(factory)
+            protocol.dataReceived(b"^" + b"a" * size + b"$")
+            protocol.connectionLost(Failure(ConnectionDone()))
+        clock.advance(0.5)
+        self.assertEqual(calls, [])
+        clock.advance(0.5)
+        self.assertEqual(calls, [None])  # once for both
+        factory.doStop()
+
+    def test_small_connections_do_not(self) -> None:
+        clock = Clock()
+        factory = IncrementFactory(clock=clock)
+        protocol, _ = connect_to(factory)
+        protocol.dataReceived(b"^abc$")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_give_back_is_harmless(self) -> None:
+        self.assertIn(memory.give_back(), (True, False))
