@@ -17,6 +17,7 @@ from twisted.internet.defer import TimeoutError as StopTimeoutError
 from twisted.python.failure import Failure
 
 from incproto._kernel.poolprocess import started, transform
+from incproto._kernel.ratelimit import RateLimitedLog
 from incproto._kernel.spawning import spawn_context
 from incproto.handlers import IPayloadHandler
 from incproto.pools._base import (
@@ -30,6 +31,8 @@ from incproto.pools._base import (
 GIL_SWITCH_INTERVAL = 0.001
 # Seconds to wait for a pool's processes to stop, beyond the drain.
 STOP_GRACE = 10.0
+# Seconds between two logged faults of pool processes.
+FAULT_LOG_INTERVAL = 10.0
 
 
 class _PoolBrokeError(Exception):
@@ -78,6 +81,14 @@ class ProcessHandlerPool(HandlerPool):
         self.executor: Any = None
         self.replaced = 0
         self._jobs: Set[Job] = set()
+        # A process killed by each of many clients' jobs must not flood the
+        # log: one line per 10 s, then a count (as the protocol's own).
+        self._faults = RateLimitedLog(
+            self.log,
+            self.reactor,
+            FAULT_LOG_INTERVAL,
+            "{count} more pool process faults in the last {interval}s (not logged)",
+        )
 
     def startService(self) -> None:
         """
@@ -172,7 +183,7 @@ class ProcessHandlerPool(HandlerPool):
                 return
             result = PoolProcessLostError(f"the process pool broke: {result}")
         if isinstance(result, (PoolProcessLostError, HandlerTimeoutError)):
-            self.log.warn("{pool}: {error}", pool=self, error=str(result))
+            self._faults.warn("{pool}: {error}", pool=self, error=str(result))
             if self.running and pool is self.executor and not pool.active:
                 self._replace(pool, "its processes could not be replaced")
         super()._finished(job, ok, result)
@@ -194,6 +205,7 @@ class ProcessHandlerPool(HandlerPool):
         return self.executor
 
     def _stopPool(self, idle: bool) -> Deferred[None]:
+        self._faults.stop()
         pool, self.executor = self.executor, None
         if pool is None:
             return succeed(None)
