@@ -97,6 +97,7 @@ class ServerConfig:
     threads: Optional[int] = None
     processes: Optional[int] = None
     handler_timeout: Optional[float] = None
+    max_jobs_per_process: Optional[int] = None
     metrics: Optional[str] = None
     idle_timeout: Optional[float] = None
     workers: Optional[int] = None
@@ -126,6 +127,11 @@ class ServerConfig:
             raise ValueError(
                 "--handler-timeout needs --threads or --processes (an inline "
                 "handler runs on the reactor thread, which nothing can interrupt)"
+            )
+        if self.max_jobs_per_process is not None and not self.processes:
+            raise ValueError(
+                "--max-jobs-per-process needs --processes (threads share the "
+                "server's process, which is not recycled)"
             )
         if not self.endpoint:
             endpoint = endpoint_description(self.port, self.backlog)

@@ -18,8 +18,8 @@ import sys
 import types
 from typing import Any, Callable, Optional
 
-from twisted.python.components import registerAdapter
 from zope.interface import Interface, implementer
+from zope.interface.interface import adapter_hooks
 
 from incproto.parser import increment
 
@@ -41,8 +41,11 @@ class IPayloadHandler(Interface):
         connections; it must not touch the reactor.
       - For a process pool it must be picklable (an instance of a class
         defined at module level), and is called in another process.
-      - An exception closes that connection (it is logged and counted); it
-        does not affect other connections.
+      - It returns C{bytes}.  Anything else (C{str}, C{None}, ...) is a
+        handler error, as an exception is: under every runner (inline,
+        threads, processes) that connection is closed, the error counted
+        and logged (see L{checked_reply}); other connections are not
+        affected.
     """
 
     def transform(payload: bytes) -> bytes:  # noqa: N805 (zope: no self)
@@ -133,17 +136,49 @@ class FunctionHandler:
         """
         Call the function.
 
-        @raise TypeError: if it returns anything but bytes.
+        @raise HandlerReplyError: if it returns anything but bytes.
         """
-        reply = self.function(payload)
-        if not isinstance(reply, bytes):
-            raise TypeError(
-                f"{_describe(self.function)} returned {type(reply).__name__}, not bytes"
-            )
-        return reply
+        return checked_reply(self, self.function(payload))
 
     def __repr__(self) -> str:
         return f"FunctionHandler({_describe(self.function)})"
+
+
+class HandlerReplyError(TypeError):
+    """
+    A handler returned something other than C{bytes}: a handler error, as
+    if it had raised.  The message names the handler and what it returned.
+    """
+
+
+def describe_handler(handler: object) -> str:
+    """
+    A handler's name for a log line: a function handler's dotted name, a
+    handler's own C{repr} if its class defines one, else its class's
+    dotted name.
+    """
+    if isinstance(handler, FunctionHandler):
+        return _describe(handler.function)
+    kind = type(handler)
+    if kind.__repr__ is not object.__repr__:
+        return repr(handler)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def checked_reply(handler: object, reply: object) -> bytes:
+    """
+    The one check of a handler's reply, made by every runner (inline,
+    threads, processes) on whatever C{handler.transform} returned.
+
+    @return: C{reply}, if it is C{bytes}.
+    @raise HandlerReplyError: if it is not, naming C{handler}.
+    """
+    if isinstance(reply, bytes):
+        return reply
+    raise HandlerReplyError(
+        f"handler {describe_handler(handler)} returned "
+        f"{type(reply).__name__}, not bytes"
+    )
 
 
 def _describe(function: Callable[..., Any]) -> str:
@@ -152,7 +187,18 @@ def _describe(function: Callable[..., Any]) -> str:
     return f"{module}.{name}" if module else name
 
 
-registerAdapter(FunctionHandler, types.FunctionType, IPayloadHandler)
+def _adapt_function(interface: Any, found: Any) -> Optional[IPayloadHandler]:
+    """
+    Adapt a plain function to L{IPayloadHandler} (C{IPayloadHandler(f)}).
+    A zope adapter hook, not Twisted's C{registerAdapter}: a pool process
+    imports this module, and must not pay for C{twisted.python.components}.
+    """
+    if interface is IPayloadHandler and isinstance(found, types.FunctionType):
+        return FunctionHandler(found)
+    return None
+
+
+adapter_hooks.append(_adapt_function)
 
 # Ready-made instances, for --handler incproto.handlers:NAME.
 increment_handler = IncrementHandler()

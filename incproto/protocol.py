@@ -28,13 +28,21 @@ from zope.interface import implementer
 
 from incproto._kernel.addresses import describe
 from incproto._kernel.closing import CloseDeadline, close_politely
+from incproto._kernel.memory import give_back
+from incproto._kernel.ratelimit import RateLimitedLog
 from incproto._kernel.reactors import global_reactor
 from incproto._kernel.sockets import unacknowledged
 from incproto._kernel.timers import cancel
 from incproto._kernel.writethrough import writer
 from incproto.accesslog import AccessLog, EventAccessLog
-from incproto.handlers import IncrementHandler, IPayloadHandler
-from incproto.ordered import OrderedWork
+from incproto.handlers import (
+    HandlerReplyError,
+    IncrementHandler,
+    IPayloadHandler,
+    checked_reply,
+    describe_handler,
+)
+from incproto.ordered import OrderedWork, ReplyRatio
 from incproto.parser import GREETING, extract_payload
 from incproto.pools import HandlerPool, HandlerTimeoutError, PoolProcessLostError
 
@@ -48,6 +56,10 @@ HANDLER_TIMEOUT = "handler timeout"
 POOL_PROCESS_LOST = "pool process lost"
 SHUTDOWN = "shutdown"
 SERVER_CLOSED = "server closed"
+
+# A connection that moved more bytes than this gives memory back when it
+# closes (at most once a second: see IncrementFactory.closed).
+GIVE_BACK_AFTER = 1024 * 1024
 
 # Why reading from the client is paused: bits of IncrementProtocol._readPauses.
 # Reading resumes only once none is left.
@@ -89,7 +101,10 @@ class IncrementProtocol(Protocol):
         self.inMessage = False
         self.bytesReceived = 0
         self.bytesSent = 0
+        # The connection's work, inline or in a pool: set when connected.
         self._work: Optional[OrderedWork] = None
+        # Inline only: what sizes the handler's calls (see OrderedWork).
+        self._inlineRatio: Optional[ReplyRatio] = None
         self._producing = False
         self._readPauses = 0
         self._inputEnded = False
@@ -112,11 +127,20 @@ class IncrementProtocol(Protocol):
             self._idleTimer = factory.clock.callLater(
                 factory.idleTimeout, self._checkIdle
             )
-        pool = factory.pool
-        if pool is not None:
-            self._work = OrderedWork(pool, self, limit=factory.workBuffer)
+        ratio = factory.replyRatio
+        if ratio.limit != factory.workBuffer:  # set after the factory was made
+            ratio = factory.replyRatio = ReplyRatio(factory.workBuffer)
+        self._work = OrderedWork(
+            factory.pool,
+            self,
+            limit=factory.workBuffer,
+            handler=factory.handler,
+            ratio=ratio,
+        )
+        if factory.pool is None:
+            self._inlineRatio = ratio
+            self._transform = factory.handler.transform
         self._send = writer(self.transport)  # see incproto._kernel.writethrough
-        self._transform = factory.handler.transform
         self._write(GREETING)
         self._acknowledged = self.bytesSent  # the peer's kernel, not its reading
 
@@ -142,15 +166,23 @@ class IncrementProtocol(Protocol):
         payload, self.inMessage = extract_payload(data, self.inMessage)
         if not payload:
             return
-        if self._work is not None:
-            self._work.add(payload)
+        ratio = self._inlineRatio
+        if ratio is None or self._readPauses or len(payload) > ratio.most:
+            # In the pool, or inline in pieces (see OrderedWork).
+            self._work.add(payload)  # type: ignore[union-attr]
             return
+        # Inline, and nothing waits (which reading unpaused implies): answer
+        # now.  This is OrderedWork's inline path, kept here for speed.
         try:
             reply = self._transform(payload)
+            if reply.__class__ is not bytes:
+                reply = checked_reply(self.factory.handler, reply)
         except Exception:
             self._handlerFailed(Failure())
-        else:
-            self._write(reply)
+            return
+        if len(reply) != len(payload) or ratio.value is None:
+            ratio.update(len(payload), len(reply))
+        self._write(reply)
 
     def readConnectionLost(self) -> None:
         """
@@ -332,25 +364,20 @@ class IncrementProtocol(Protocol):
             )
 
     def _handlerFailed(self, failure: Failure) -> None:
+        """
+        The handler raised or returned no bytes, or its pool lost or timed
+        out its job: log it (rate-limited, see
+        L{IncrementFactory.handlerFailed}) and close.
+        """
+        peer = describe(self.transport.getPeer())
         pool_fault = failure.check(HandlerTimeoutError, PoolProcessLostError)
-        if pool_fault is not None:
-            # Not the handler's exception: a one-line reason, no traceback.
-            self.log.warn(
-                "{error}; closing the connection from {peer}",
-                error=failure.getErrorMessage(),
-                peer=describe(self.transport.getPeer()),
-            )
-            timeout = pool_fault is HandlerTimeoutError
-            self.finish(HANDLER_TIMEOUT if timeout else POOL_PROCESS_LOST)
-            return
-        self.factory.handlerErrors += 1
-        self.log.failure(
-            "handler {handler!r} failed; closing the connection from {peer}",
-            failure,
-            handler=self.factory.handler,
-            peer=describe(self.transport.getPeer()),
-        )
-        self.finish(HANDLER_ERROR)
+        self.factory.handlerFailed(failure, peer)
+        if pool_fault is None:
+            self.finish(HANDLER_ERROR)
+        elif pool_fault is HandlerTimeoutError:
+            self.finish(HANDLER_TIMEOUT)
+        else:
+            self.finish(POOL_PROCESS_LOST)
 
     def _write(self, data: bytes) -> None:
         self.bytesSent += len(data)
@@ -372,8 +399,12 @@ class IncrementFactory(Factory):
     @ivar handler: the L{IPayloadHandler} that answers payload.
     @ivar pool: the pool the handler runs in, or C{None} to run it
         inline on the reactor thread.
-    @ivar workBuffer: payload bytes a connection may have waiting for the
-        pool before reading from it pauses.
+    @ivar workBuffer: payload bytes a connection may have waiting for its
+        handler (in the pool, or inline while its client does not read)
+        before reading from it pauses; also what sizes a job's reply (see
+        L{OrderedWork}).
+    @ivar replyRatio: the handler's last ratio of reply to payload bytes,
+        which sizes every connection's jobs (L{ReplyRatio}).
     @ivar logConnections: whether each connection's close is logged (the
         access log).
     @ivar accessLog: where closes are logged: an L{AccessLog}.
@@ -382,7 +413,10 @@ class IncrementFactory(Factory):
     @ivar closedBy: connections closed, in total, by reason.
     @ivar bytesIn: bytes received on closed connections, in total.
     @ivar bytesOut: bytes sent on closed connections, in total.
-    @ivar handlerErrors: how many times the handler raised, in total.
+    @ivar handlerErrors: how many times the handler raised or returned
+        something other than bytes, in total.
+    @ivar faultLogInterval: seconds between two logged handler faults; in
+        between they are counted, and the count logged once.
     """
 
     # Twisted types Factory.protocol through a generic that older Twisted
@@ -401,6 +435,7 @@ class IncrementFactory(Factory):
         idleTimeout: Optional[float] = None,
         logConnections: bool = True,
         accessLog: Optional[AccessLog] = None,
+        faultLogInterval: float = 10.0,
     ) -> None:
         """
         @param handler: runs inline; the increment by default.
@@ -420,6 +455,7 @@ class IncrementFactory(Factory):
         self.pool = pool
         self.handler = pool.handler if pool else handler or IncrementHandler()
         self.workBuffer = workBuffer
+        self.replyRatio = ReplyRatio(workBuffer)
         self.logConnections = logConnections
         self.accessLog = accessLog if accessLog is not None else EventAccessLog()
         self.connections: Set[IncrementProtocol] = set()
@@ -428,7 +464,74 @@ class IncrementFactory(Factory):
         self.bytesIn = 0
         self.bytesOut = 0
         self.handlerErrors = 0
+        self.faultLogInterval = faultLogInterval
+        self._faults = RateLimitedLog(
+            self.log,
+            self.clock,
+            faultLogInterval,
+            "{count} more handler faults in the last {interval}s (not logged)",
+        )
         self._empty: List[Deferred[None]] = []
+        self._giveBack: Optional[IDelayedCall] = None
+
+    def doStop(self) -> None:
+        """Cancel the pending summary of handler faults."""
+        self._faults.stop()
+        cancel(self._giveBack)
+        self._giveBack = None
+        super().doStop()
+
+    def _gaveBack(self) -> None:
+        """Connections that held megabytes closed: give the memory back."""
+        self._giveBack = None
+        give_back()
+
+    def handlerFailed(self, failure: Failure, peer: str) -> None:
+        """
+        Count a handler fault (C{failure}) that closes the connection from
+        C{peer}, and log it: at most one every C{faultLogInterval} seconds,
+        the others counted in one line at the end of the interval.
+
+        A reply that is not bytes (L{HandlerReplyError}) and a pool's own
+        fault (L{HandlerTimeoutError}, L{PoolProcessLostError}) are one line;
+        an exception of the handler's comes with its traceback: from the
+        pool process where it ran, if it ran in one (pebble sends it as the
+        exception's C{traceback}), so that it shows the handler's frames.
+        """
+        pool_fault = failure.check(HandlerTimeoutError, PoolProcessLostError)
+        if pool_fault is None:
+            self.handlerErrors += 1
+        if not self._faults.allow():
+            return
+        if pool_fault is not None:
+            self.log.warn(
+                "{error}; closing the connection from {peer}",
+                error=failure.getErrorMessage(),
+                peer=peer,
+            )
+        elif failure.check(HandlerReplyError):
+            self.log.error(
+                "{error}; closing the connection from {peer}",
+                error=failure.getErrorMessage(),
+                peer=peer,
+            )
+        else:
+            remote = getattr(failure.value, "traceback", None)
+            if isinstance(remote, str):
+                self.log.error(
+                    "handler {handler} failed; closing the connection from "
+                    "{peer}\n{traceback}",
+                    handler=describe_handler(self.handler),
+                    peer=peer,
+                    traceback=remote.rstrip(),
+                )
+                return
+            self.log.failure(
+                "handler {handler} failed; closing the connection from {peer}",
+                failure,
+                handler=describe_handler(self.handler),
+                peer=peer,
+            )
 
     def opened(self, protocol: IncrementProtocol) -> None:
         """
@@ -443,6 +546,9 @@ class IncrementFactory(Factory):
         """
         self.connections.discard(protocol)
         self.closedBy[why] = self.closedBy.get(why, 0) + 1
+        moved = protocol.bytesReceived + protocol.bytesSent
+        if moved > GIVE_BACK_AFTER and self._giveBack is None:
+            self._giveBack = self.clock.callLater(1.0, self._gaveBack)
         self.bytesIn += protocol.bytesReceived
         self.bytesOut += protocol.bytesSent
         if self.logConnections:

@@ -215,6 +215,16 @@ class Options(usage.Options):
                 _positive_float,
             ],
             [
+                "max-jobs-per-process",
+                None,
+                None,
+                "With --processes: replace a pool process by a fresh one after it "
+                "ran this many handler calls, so that a handler that leaks memory "
+                "cannot grow it for ever (gunicorn's --max-requests). Never by "
+                "default",
+                _positive_int,
+            ],
+            [
                 "metrics",
                 None,
                 None,

@@ -42,6 +42,15 @@ class RateLimitedLog:
         Log this event, unless one was logged less than C{interval} seconds
         ago: then only count it.
         """
+        if self.allow():
+            self.log.warn(format, **fields)
+
+    def allow(self) -> bool:
+        """
+        Whether to log this event, however the caller logs it: C{True} if
+        none was logged in the last C{interval} seconds; otherwise it is
+        counted (and summarised at the interval's end), and C{False}.
+        """
         now = self.clock.seconds()
         if now < self._quietUntil:
             self.unlogged += 1
@@ -49,9 +58,9 @@ class RateLimitedLog:
                 self._summaryCall = self.clock.callLater(
                     self._quietUntil - now, self._summarize
                 )
-            return
+            return False
         self._quietUntil = now + self.interval
-        self.log.warn(format, **fields)
+        return True
 
     def stop(self) -> None:
         """Cancel the pending summary."""

@@ -5,9 +5,8 @@ handler that runs too long."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import signal
+import pickle
 import sys
 import threading
 from contextlib import contextmanager, suppress
@@ -17,7 +16,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.defer import TimeoutError as StopTimeoutError
 from twisted.python.failure import Failure
 
-from incproto._kernel.parentdeath import die_with_parent
+from incproto._kernel.poolprocess import started, transform
+from incproto._kernel.ratelimit import RateLimitedLog
+from incproto._kernel.spawning import spawn_context
 from incproto.handlers import IPayloadHandler
 from incproto.pools._base import (
     HandlerPool,
@@ -26,41 +27,16 @@ from incproto.pools._base import (
     PoolProcessLostError,
 )
 
-POOL_NICENESS = 10
 # See ProcessHandlerPool.startService.
 GIL_SWITCH_INTERVAL = 0.001
 # Seconds to wait for a pool's processes to stop, beyond the drain.
 STOP_GRACE = 10.0
+# Seconds between two logged faults of pool processes.
+FAULT_LOG_INTERVAL = 10.0
 
 
 class _PoolBrokeError(Exception):
     """A process pool failed a job that none of its processes held."""
-
-
-def _transform(handler: IPayloadHandler, payload: bytes) -> bytes:
-    """Run in a pool process: the handler arrives pickled."""
-    return handler.transform(payload)
-
-
-def _pool_process_started(parent: int) -> None:
-    """
-    Run in each pool process as it starts.
-
-    Lower its scheduling priority: every job crosses a few threads of the
-    reactor's process (hand-off, results, the reactor itself); when pool processes
-    keep every core busy, those latency-bound threads would otherwise wait a
-    time slice for each job.
-
-    Then make sure it cannot outlive the server: on Linux the kernel kills
-    it when its parent goes (C{PR_SET_PDEATHSIG}), and if the parent went
-    before that was set, it exits now.  (A process blocked on its task pipe
-    also sees end of file when the server dies; one busy in a handler would
-    not.)
-    """
-    os.nice(POOL_NICENESS)
-    die_with_parent(signal.SIGKILL)
-    if os.getppid() != parent:
-        os._exit(1)
 
 
 class ProcessHandlerPool(HandlerPool):
@@ -77,17 +53,42 @@ class ProcessHandlerPool(HandlerPool):
     server would still accept in the child), and a C{forkserver}'s
     children outlive the server when the forkserver is killed, and look dead
     to the pool while they still run.  Spawned processes are the server's
-    own children, and die with it (see L{_pool_process_started}).  The handler is
+    own children, and die with it (see L{incproto._kernel.poolprocess}).  The handler is
     pickled with each job.
 
     @ivar replaced: how many times a broken pool was replaced.
     """
 
-    def __init__(self, handler: IPayloadHandler, size: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: IPayloadHandler,
+        size: int,
+        maxJobsPerProcess: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        """
+        @param maxJobsPerProcess: jobs after which a process is replaced by
+            a fresh one (pebble's C{max_tasks}), so that a handler that
+            leaks memory cannot grow a process for ever; 0 for never.
+        """
         super().__init__(handler, size, **kwargs)
+        if maxJobsPerProcess < 0:
+            raise ValueError(
+                "jobs per process must be 0 (no limit) or more, "
+                f"not {maxJobsPerProcess}"
+            )
+        self.maxJobsPerProcess = maxJobsPerProcess
         self.executor: Any = None
         self.replaced = 0
         self._jobs: Set[Job] = set()
+        # A process killed by each of many clients' jobs must not flood the
+        # log: one line per 10 s, then a count (as the protocol's own).
+        self._faults = RateLimitedLog(
+            self.log,
+            self.reactor,
+            FAULT_LOG_INTERVAL,
+            "{count} more pool process faults in the last {interval}s (not logged)",
+        )
 
     def startService(self) -> None:
         """
@@ -109,12 +110,17 @@ class ProcessHandlerPool(HandlerPool):
     def _newPool(self) -> Any:
         import pebble
 
+        try:
+            warm = pickle.dumps(self.handler)
+        except Exception:
+            warm = None  # each job fails with the pickling error instead
         with _real_stderr():
             pool = pebble.ProcessPool(
                 self.size,
-                initializer=_pool_process_started,
-                initargs=(os.getpid(),),
-                context=multiprocessing.get_context("spawn"),
+                max_tasks=self.maxJobsPerProcess,
+                initializer=started,
+                initargs=(os.getpid(), warm),
+                context=spawn_context(self.handler),
             )
             # Start the processes now, from this thread (the reactor's):
             # their death signal follows the thread that started them.
@@ -128,12 +134,12 @@ class ProcessHandlerPool(HandlerPool):
             pool = self._replace(pool, "it broke")
         try:
             future = pool.schedule(
-                _transform, (self.handler, job.payload), timeout=self.handlerTimeout
+                transform, (self.handler, job.payload), timeout=self.handlerTimeout
             )
         except RuntimeError:  # it broke just now
             pool = self._replace(pool, "it broke")
             future = pool.schedule(
-                _transform, (self.handler, job.payload), timeout=self.handlerTimeout
+                transform, (self.handler, job.payload), timeout=self.handlerTimeout
             )
         job.executor, job.future = pool, future
         self._jobs.add(job)
@@ -177,7 +183,7 @@ class ProcessHandlerPool(HandlerPool):
                 return
             result = PoolProcessLostError(f"the process pool broke: {result}")
         if isinstance(result, (PoolProcessLostError, HandlerTimeoutError)):
-            self.log.warn("{pool}: {error}", pool=self, error=str(result))
+            self._faults.warn("{pool}: {error}", pool=self, error=str(result))
             if self.running and pool is self.executor and not pool.active:
                 self._replace(pool, "its processes could not be replaced")
         super()._finished(job, ok, result)
@@ -199,6 +205,7 @@ class ProcessHandlerPool(HandlerPool):
         return self.executor
 
     def _stopPool(self, idle: bool) -> Deferred[None]:
+        self._faults.stop()
         pool, self.executor = self.executor, None
         if pool is None:
             return succeed(None)

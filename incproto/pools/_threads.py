@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from incproto.handlers import IPayloadHandler
+from incproto.handlers import IPayloadHandler, checked_reply
 from incproto.pools._base import HandlerPool, HandlerTimeoutError, Job
 
 
@@ -48,7 +48,7 @@ class ThreadHandlerPool(HandlerPool):
             if job.abandoned:
                 return b""  # it timed out while waiting for a thread
             job.started = time.monotonic()
-            return self.handler.transform(job.payload)
+            return checked_reply(self.handler, self.handler.transform(job.payload))
 
         if self.handlerTimeout is not None:
             job.timer = self.reactor.callLater(self.handlerTimeout, self._check, job)

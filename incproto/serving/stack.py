@@ -132,11 +132,19 @@ def serving_stack(
     if handler is None:
         handler = load_handler(config.handler)
     pool: Optional[HandlerPool] = None
-    if config.pool_size:
-        kind = ThreadHandlerPool if config.threads else ProcessHandlerPool
-        pool = kind(
+    if config.threads:
+        pool = ThreadHandlerPool(
             handler,
-            config.pool_size,
+            config.threads,
+            reactor=reactor,
+            drainTimeout=config.drain_timeout,
+            handlerTimeout=config.handler_timeout,
+        )
+    elif config.processes:
+        pool = ProcessHandlerPool(
+            handler,
+            config.processes,
+            maxJobsPerProcess=config.max_jobs_per_process or 0,
             reactor=reactor,
             drainTimeout=config.drain_timeout,
             handlerTimeout=config.handler_timeout,

@@ -463,7 +463,8 @@ def test_every_option_is_a_field_of_the_configuration() -> None:
     fields = {field.name for field in dataclasses.fields(ServerConfig)}
     options = {name.replace("-", "_") for name in option_names()}
     assert fields == options | {"endpoint"}
-    assert set(EVERY_OPTION) | {"processes", "no-connection-log"} == set(option_names())
+    given_apart = {"processes", "max-jobs-per-process", "no-connection-log"}
+    assert set(EVERY_OPTION) | given_apart == set(option_names())
 
 
 def test_every_option_reaches_the_workers_but_workers_and_metrics() -> None:
@@ -476,7 +477,7 @@ def test_every_option_reaches_the_workers_but_workers_and_metrics() -> None:
         given = getattr(options.config, field)
         if name in ("workers", "metrics"):  # the supervisor's own
             assert getattr(worker, field) is None is not given
-        elif name != "processes":
+        elif name not in ("processes", "max-jobs-per-process"):
             assert getattr(worker, field) == given != getattr(default, field), name
     assert (
         worker.endpoint
@@ -486,8 +487,12 @@ def test_every_option_reaches_the_workers_but_workers_and_metrics() -> None:
 
 
 def test_processes_reach_the_workers() -> None:
-    options = Options.parse(["--port", "tcp:0", "--workers", "2", "--processes", "3"])
+    options = Options.parse(
+        ["--port", "tcp:0", "--workers", "2", "--processes", "3",
+         "--max-jobs-per-process", "50"]
+    )  # fmt: skip
     assert worker_config(options).processes == 3
+    assert worker_config(options).max_jobs_per_process == 50
 
 
 class ProcessReactor(MemoryReactorClock, ProcessClock):

@@ -56,3 +56,10 @@ class ManualPool(HandlerPool):
 class Failing:
     def transform(self, payload: bytes) -> bytes:
         raise RuntimeError("handler broke")
+
+
+class TextHandler:
+    """Breaks the handler contract: replies with text, not bytes."""
+
+    def transform(self, payload: bytes) -> str:
+        return payload.decode()

@@ -151,7 +151,8 @@ class LoadTests(SynchronousTestCase):
     def test_function_returning_text_is_one_line(self) -> None:
         error = self.assertRaises(TypeError, FunctionHandler(to_text).transform, b"abc")
         self.assertEqual(
-            str(error), "tests.unit.test_handlers.to_text returned str, not bytes"
+            str(error),
+            "handler tests.unit.test_handlers.to_text returned str, not bytes",
         )
 
 

@@ -121,6 +121,85 @@ class OrderedWorkTests(SynchronousTestCase):
         self.assertEqual(self.pool.jobs, [])
 
 
+class Tenfold:
+    """Each byte's increment, ten times (it keeps the handler contract)."""
+
+    def transform(self, payload: bytes) -> bytes:
+        return b"".join(bytes([(b + 1) % 256]) * 10 for b in payload)
+
+
+class AmplificationTests(SynchronousTestCase):
+    """
+    Jobs are sized by the handler's last ratio of reply to payload, so that
+    a job's reply is about C{limit // 2} bytes whatever the handler returns,
+    and none runs while the client does not read (issue 22).
+    """
+
+    def setUp(self) -> None:
+        self.delivered: List[bytes] = []
+        self.pauses: List[bool] = []
+        self.idles = 0
+        self.failures: List[Failure] = []
+
+    def test_pool_jobs_shrink_by_the_ratio(self) -> None:
+        pool = ManualPool(Tenfold())  # type: ignore[arg-type]
+        work = OrderedWork(pool, RecordingConnection(self), limit=400)
+        work.add(b"a" * 1000)
+        self.assertEqual(len(pool.jobs[0][0]), 200)  # no ratio known: limit // 2
+        pool.finish()  # 2000 bytes of reply: the ratio is 10
+        self.assertEqual(work.ratio.value, 10.0)
+        self.assertEqual(len(pool.jobs[0][0]), 20)  # 200 bytes of reply
+        pool.finish()
+        self.assertEqual([len(r) for r in self.delivered], [2000, 200])
+
+    def test_first_job_is_small_until_the_ratio_is_known(self) -> None:
+        pool = ManualPool(Tenfold())  # type: ignore[arg-type]
+        work = OrderedWork(pool, RecordingConnection(self), limit=1 << 20)
+        work.add(b"a" * 100000)
+        self.assertEqual(len(pool.jobs[0][0]), 4096)
+
+    def test_inline_runs_in_pieces_and_stops_while_writes_are_paused(self) -> None:
+        connection = RecordingConnection(self)
+        work = OrderedWork(None, connection, limit=400, handler=Tenfold())  # type: ignore[arg-type]
+        work.ratio.update(1, 10)
+        replies: List[int] = []
+
+        def deliver(reply: bytes) -> None:
+            replies.append(len(reply))
+            if len(replies) == 3:
+                connection.writesPaused = True  # the client stopped reading
+
+        connection.deliver = deliver  # type: ignore[method-assign]
+        work.add(b"a" * 100)
+        self.assertEqual(replies, [200, 200, 200])  # 20 bytes a job, then paused
+        self.assertEqual(work.pending, 40)
+        self.assertTrue(work.busy)
+        self.assertEqual(self.idles, 0)
+        writes_paused(work, False)
+        self.assertEqual(replies, [200] * 5)
+        self.assertEqual((work.pending, work.busy, self.idles), (0, False, 1))
+
+    def test_inline_small_payload_is_answered_at_once(self) -> None:
+        work = OrderedWork(
+            None, RecordingConnection(self), limit=400, handler=Tenfold()
+        )  # type: ignore[arg-type]
+        work.add(b"ab")
+        self.assertEqual(self.delivered, [b"b" * 10 + b"c" * 10])
+        self.assertFalse(work.busy)
+
+    def test_inline_fault_is_reported_once(self) -> None:
+        work = OrderedWork(
+            None, RecordingConnection(self), limit=400, handler=Failing()
+        )  # type: ignore[arg-type]
+        work.add(b"ab")
+        work.add(b"cd")
+        self.assertEqual(len(self.failures), 1)
+        self.assertFalse(work.busy)
+
+    def test_inline_needs_a_handler(self) -> None:
+        self.assertRaises(ValueError, OrderedWork, None, RecordingConnection(self), 10)
+
+
 class ProtocolWithPoolTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.pool = ManualPool()

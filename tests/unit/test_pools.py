@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -25,7 +26,8 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from incproto.handlers import IncrementHandler
+from incproto._kernel import poolprocess, spawning
+from incproto.handlers import FunctionHandler, HandlerReplyError, IncrementHandler
 from incproto.pools import (
     HandlerPool,
     HandlerTimeoutError,
@@ -35,7 +37,7 @@ from incproto.pools import (
     _processes,
     _threads,
 )
-from tests.support.pools import ImmediateReactor, ManualPool
+from tests.support.pools import ImmediateReactor, ManualPool, TextHandler
 
 
 class PoolSizeTests(SynchronousTestCase):
@@ -621,7 +623,7 @@ class ProcessHandlerPoolTests(SynchronousTestCase):
         pool = self.pool()
         d = pool.run(b"abc")
         [(function, args, timeout, future)] = pool.executor.scheduled
-        self.assertIs(function, _processes._transform)
+        self.assertIs(function, poolprocess.transform)
         self.assertEqual((args, timeout), ((pool.handler, b"abc"), 2.0))
         [job] = pool._jobs
         self.assertEqual((job.executor, job.future), (pool.executor, future))
@@ -765,7 +767,7 @@ class ProcessHandlerPoolTests(SynchronousTestCase):
         self.assertEqual(pool.pools, [old, new])
         self.assertEqual((pool.replaced, old.scheduled), (1, []))
         [(function, args, timeout, future)] = new.scheduled
-        self.assertIs(function, _processes._transform)
+        self.assertIs(function, poolprocess.transform)
         self.assertEqual((args, timeout), ((pool.handler, b"abc"), 2.0))
         [job] = pool._jobs
         self.assertEqual((job.executor, job.future), (new, future))
@@ -980,17 +982,30 @@ class ProcessHelperTests(SynchronousTestCase):
     """The process pool's helpers, called directly."""
 
     def test_transform_runs_the_handler(self) -> None:
-        self.assertEqual(_processes._transform(IncrementHandler(), b"abc"), b"bcd")
+        self.assertEqual(poolprocess.transform(IncrementHandler(), b"abc"), b"bcd")
 
-    def started(self, parent: int) -> List[Tuple[str, Any]]:
+    def test_transform_checks_the_reply(self) -> None:
+        """A pool process sends back a wrong reply as a named error (issue 22)."""
+        error = self.assertRaises(
+            HandlerReplyError, poolprocess.transform, TextHandler(), b"abc"
+        )
+        self.assertEqual(
+            str(error),
+            "handler tests.support.pools.TextHandler returned str, not bytes",
+        )
+
+    def started(self, parent: int, handler: Any = None) -> List[Tuple[str, Any]]:
         calls: List[Tuple[str, Any]] = []
-        self.patch(_processes, "os", SimpleNamespace(
+        self.patch(poolprocess, "os", SimpleNamespace(
             nice=lambda n: calls.append(("nice", n)),
             getppid=lambda: 42,
             _exit=lambda code: calls.append(("exit", code)),
         ))  # fmt: skip
-        self.patch(_processes, "die_with_parent", lambda s: calls.append(("die", s)))
-        _processes._pool_process_started(parent)
+        self.patch(poolprocess, "die_with_parent", lambda s: calls.append(("die", s)))
+        self.patch(poolprocess, "pickle", SimpleNamespace(
+            loads=lambda b: calls.append(("loads", b)),
+        ))  # fmt: skip
+        poolprocess.started(parent, handler)
         return calls
 
     def test_a_pool_process_lowers_its_priority_and_dies_with_its_parent(
@@ -1001,6 +1016,13 @@ class ProcessHelperTests(SynchronousTestCase):
     def test_a_pool_process_whose_parent_went_exits(self) -> None:
         self.assertEqual(
             self.started(41), [("nice", 10), ("die", signal.SIGKILL), ("exit", 1)]
+        )
+
+    def test_a_pool_process_imports_its_handler_as_it_starts(self) -> None:
+        """So that a new process is ready for its first job (issue 21)."""
+        self.assertEqual(
+            self.started(42, b"pickled"),
+            [("nice", 10), ("die", signal.SIGKILL), ("loads", b"pickled")],
         )
 
     def test_terminate_processes(self) -> None:
@@ -1077,11 +1099,13 @@ class ProcessHelperTests(SynchronousTestCase):
         made, pebble_pool = self.new_pool(active=True)
         [(size, kwargs, stderr)] = made
         self.assertEqual(size, 3)
+        context = kwargs.pop("context")
         self.assertEqual(kwargs, {
-            "initializer": _processes._pool_process_started,
-            "initargs": (os.getpid(),),
-            "context": multiprocessing.get_context("spawn"),
+            "max_tasks": 0,
+            "initializer": poolprocess.started,
+            "initargs": (os.getpid(), pickle.dumps(IncrementHandler())),
         })  # fmt: skip
+        self.assertEqual(context.get_start_method(), "spawn")
         self.assertIs(stderr, sys.__stderr__)
         self.assertTrue(pebble_pool.active)
 
@@ -1089,3 +1113,72 @@ class ProcessHelperTests(SynchronousTestCase):
         _, error = self.new_pool(active=False)
         self.assertIsInstance(error, RuntimeError)
         self.assertEqual(str(error), "the process pool did not start")
+
+
+class SpawningTests(SynchronousTestCase):
+    """The pool processes' light start (issue 21)."""
+
+    def test_a_handler_from_a_module_starts_without_the_main_script(self) -> None:
+        context = spawning.spawn_context(IncrementHandler())
+        self.assertIsInstance(context, spawning._Context)
+        self.assertIs(context.Process, spawning._Process)
+        self.assertEqual(context.get_start_method(), "spawn")
+
+    def test_a_handler_from_main_keeps_it(self) -> None:
+        kind = type("Main", (), {"__module__": "__main__"})
+        self.assertIs(
+            spawning.spawn_context(kind()), multiprocessing.get_context("spawn")
+        )
+        function = SimpleNamespace(function=SimpleNamespace(__module__="__main__"))
+        self.assertIs(
+            spawning.spawn_context(function), multiprocessing.get_context("spawn")
+        )
+
+    def test_the_main_script_is_left_out_only_while_launching(self) -> None:
+        self.patch(
+            spawning,
+            "_real_preparation_data",
+            lambda name: {"name": name, "init_main_from_path": "/bin/twistd"},
+        )
+        self.assertIn("init_main_from_path", spawning._preparation_data("p"))
+        spawning._launching.withoutMain = True
+        self.addCleanup(setattr, spawning._launching, "withoutMain", False)
+        self.assertEqual(spawning._preparation_data("p"), {"name": "p"})
+
+
+class RecyclingTests(SynchronousTestCase):
+    def test_jobs_per_process_reach_pebble(self) -> None:
+        made: List[Dict[str, Any]] = []
+
+        class ProcessPool:
+            def __init__(self, size: int, **kwargs: Any) -> None:
+                made.append(kwargs)
+                self.active = True
+
+        fake = ModuleType("pebble")
+        fake.ProcessPool = ProcessPool  # type: ignore[attr-defined]
+        pool = ProcessHandlerPool(IncrementHandler(), 1, maxJobsPerProcess=50)
+        with mock.patch.dict(sys.modules, {"pebble": fake}):
+            pool._newPool()
+        self.assertEqual(made[0]["max_tasks"], 50)
+
+    def test_jobs_per_process_cannot_be_negative(self) -> None:
+        error = self.assertRaises(
+            ValueError, ProcessHandlerPool, IncrementHandler(), 1, maxJobsPerProcess=-1
+        )
+        self.assertIn("not -1", str(error))
+
+    def test_an_unpicklable_handler_is_not_warmed(self) -> None:
+        made: List[Dict[str, Any]] = []
+
+        class ProcessPool:
+            def __init__(self, size: int, **kwargs: Any) -> None:
+                made.append(kwargs)
+                self.active = True
+
+        fake = ModuleType("pebble")
+        fake.ProcessPool = ProcessPool  # type: ignore[attr-defined]
+        pool = ProcessHandlerPool(FunctionHandler(lambda b: b), 1)
+        with mock.patch.dict(sys.modules, {"pebble": fake}):
+            pool._newPool()
+        self.assertEqual(made[0]["initargs"], (os.getpid(), None))

@@ -15,7 +15,9 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+import incproto.protocol as protocol_module
 from incproto import IncrementFactory, IncrementProtocol
+from incproto._kernel import memory
 from incproto.handlers import IncrementHandler
 from incproto.pools import HandlerTimeoutError, PoolProcessLostError
 from incproto.protocol import (
@@ -691,12 +693,30 @@ class MoreProtocolTests(SynchronousTestCase):
         # only the close deadline is left
         self.assertEqual([c.getTime() for c in clock.getDelayedCalls()], [5.0])
 
-    def test_handler_errors_are_counted(self) -> None:
-        factory = IncrementFactory(clock=Clock(), handler=Failing())  # type: ignore[arg-type]
-        for _ in range(2):
+    def test_handler_errors_are_counted_and_their_log_rate_limited(self) -> None:
+        """
+        Every handler error is counted; the first is logged with its
+        traceback, the others within C{faultLogInterval} only counted, in
+        one line at the interval's end (issue 22).
+        """
+        clock = Clock()
+        factory = IncrementFactory(clock=clock, handler=Failing())  # type: ignore[arg-type]
+        events = capture(self)
+        for _ in range(5):
             connect_to(factory)[0].dataReceived(b"^a")
-        self.assertEqual(factory.handlerErrors, 2)
-        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+        clock.advance(factory.faultLogInterval)
+        self.assertEqual(factory.handlerErrors, 5)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        lines = [formatEvent(e) for e in events if "handler" in formatEvent(e)]
+        self.assertEqual(
+            lines,
+            [
+                "handler tests.support.pools.Failing failed; closing the "
+                "connection from 192.168.1.1:54321",
+                "4 more handler faults in the last 10.0s (not logged)",
+            ],
+        )
+        factory.doStop()
 
     def test_a_pool_reply_is_traffic(self) -> None:
         """A reply written long after its request restarts the idle timeout."""
@@ -827,3 +847,34 @@ class FactoryTests(SynchronousTestCase):
             protocol.dataReceived(data)
             protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual((factory.bytesIn, factory.bytesOut), (7, 7))
+
+
+class GiveBackTests(SynchronousTestCase):
+    """Connections that held megabytes give memory back when they close
+    (issue 22)."""
+
+    def test_a_big_connection_gives_memory_back_within_a_second(self) -> None:
+        calls: List[None] = []
+        self.patch(protocol_module, "give_back", lambda: calls.append(None))
+        clock = Clock()
+        factory = IncrementFactory(clock=clock)
+        for size in (10, 2 * 1024 * 1024, 2 * 1024 * 1024):
+            protocol, _ = connect_to(factory)
+            protocol.dataReceived(b"^" + b"a" * size + b"$")
+            protocol.connectionLost(Failure(ConnectionDone()))
+        clock.advance(0.5)
+        self.assertEqual(calls, [])
+        clock.advance(0.5)
+        self.assertEqual(calls, [None])  # once for both
+        factory.doStop()
+
+    def test_small_connections_do_not(self) -> None:
+        clock = Clock()
+        factory = IncrementFactory(clock=clock)
+        protocol, _ = connect_to(factory)
+        protocol.dataReceived(b"^abc$")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_give_back_is_harmless(self) -> None:
+        self.assertIn(memory.give_back(), (True, False))

@@ -309,6 +309,15 @@ class HandlerOptionsTests(SynchronousTestCase):
         [pool] = [child for child in service if isinstance(child, HandlerPool)]
         self.assertIsInstance(pool, ProcessHandlerPool)
         self.assertIsNone(pool.executor)
+        self.assertEqual(pool.maxJobsPerProcess, 0)  # never recycled
+
+    def test_max_jobs_per_process(self) -> None:
+        """--max-jobs-per-process reaches the process pool (issue 22)."""
+        argv = ["--processes", "2", "--max-jobs-per-process", "100"]
+        service = makeService(Options.parse(argv), reactor=MemoryReactor())
+        [pool] = [child for child in service if isinstance(child, HandlerPool)]
+        assert isinstance(pool, ProcessHandlerPool)
+        self.assertEqual(pool.maxJobsPerProcess, 100)
 
     def test_handler_errors(self) -> None:
         for argv, message in [
@@ -317,6 +326,15 @@ class HandlerOptionsTests(SynchronousTestCase):
             (["--handler-timeout", "5"], "--handler-timeout needs --threads"),
             (["--threads", "2", "--handler-timeout", "0"], "not a positive number"),
             (["--threads", "0"], "not a positive integer"),
+            (
+                ["--max-jobs-per-process", "5"],
+                "--max-jobs-per-process needs --processes",
+            ),
+            (
+                ["--threads", "2", "--max-jobs-per-process", "5"],
+                "--max-jobs-per-process needs --processes",
+            ),
+            (["--processes", "2", "--max-jobs-per-process", "0"], "not a positive"),
             (
                 ["--handler", "tests.unit.test_tap:unpicklable", "--processes", "2"],
                 "--processes needs a picklable handler",
