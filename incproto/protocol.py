@@ -28,6 +28,7 @@ from zope.interface import implementer
 
 from incproto._kernel.addresses import describe
 from incproto._kernel.closing import CloseDeadline, close_politely
+from incproto._kernel.histogram import CONNECTION_SECONDS, HANDLER_SECONDS, Histogram
 from incproto._kernel.reactors import global_reactor
 from incproto._kernel.sockets import unacknowledged
 from incproto._kernel.timers import cancel
@@ -145,11 +146,14 @@ class IncrementProtocol(Protocol):
         if self._work is not None:
             self._work.add(payload)
             return
+        clock = self.factory.clock
+        started = clock.seconds()
         try:
             reply = self._transform(payload)
         except Exception:
             self._handlerFailed(Failure())
         else:
+            self.factory.handlerSeconds.observe(clock.seconds() - started)
             self._write(reply)
 
     def readConnectionLost(self) -> None:
@@ -383,6 +387,10 @@ class IncrementFactory(Factory):
     @ivar bytesIn: bytes received on closed connections, in total.
     @ivar bytesOut: bytes sent on closed connections, in total.
     @ivar handlerErrors: how many times the handler raised, in total.
+    @ivar connectionSeconds: how long closed connections were open, a
+        L{Histogram}.
+    @ivar handlerSeconds: how long the inline handler took per read's
+        payload, a L{Histogram} (a pool times its own jobs).
     """
 
     # Twisted types Factory.protocol through a generic that older Twisted
@@ -428,6 +436,8 @@ class IncrementFactory(Factory):
         self.bytesIn = 0
         self.bytesOut = 0
         self.handlerErrors = 0
+        self.connectionSeconds = Histogram(CONNECTION_SECONDS)
+        self.handlerSeconds = Histogram(HANDLER_SECONDS)
         self._empty: List[Deferred[None]] = []
 
     def opened(self, protocol: IncrementProtocol) -> None:
@@ -445,6 +455,7 @@ class IncrementFactory(Factory):
         self.closedBy[why] = self.closedBy.get(why, 0) + 1
         self.bytesIn += protocol.bytesReceived
         self.bytesOut += protocol.bytesSent
+        self.connectionSeconds.observe(duration)
         if self.logConnections:
             self.accessLog.record(
                 describe(protocol.transport.getPeer()),

@@ -41,6 +41,7 @@ from typing import (
     Union,
 )
 
+from prometheus_client import ProcessCollector
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.error import ProcessExitedAlready
@@ -184,6 +185,8 @@ class WorkerPool(Service):
     @ivar retired: workers replaced by L{reload}, still draining.
     @ivar restarts: how many times a worker was restarted.
     @ivar socket: the shared listening socket, while the pool runs.
+    @ivar processMetrics: the supervisor's own CPU, memory and open files,
+        for its metrics.
     """
 
     name = "workers"
@@ -217,6 +220,7 @@ class WorkerPool(Service):
         self.workers: Dict[int, WorkerProcess] = {}
         self.retired: Set[WorkerProcess] = set()
         self.restarts = 0
+        self.processMetrics = ProcessCollector(registry=None)
         self._delays: Dict[int, float] = {}
         self._pending: Dict[int, IDelayedCall] = {}
 
@@ -338,7 +342,9 @@ class WorkerPool(Service):
 
         def merge(answers: List[Optional[str]]) -> WorkersCollector:
             texts = {s: text for s, text in zip(slots, answers) if text is not None}
-            return WorkersCollector(texts, len(self.workers), self.restarts)
+            return WorkersCollector(
+                texts, len(self.workers), self.restarts, self.processMetrics
+            )
 
         return gatherResults(asked).addCallback(merge)
 
