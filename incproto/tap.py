@@ -114,9 +114,11 @@ class Options(usage.Options):
                 "port",
                 "p",
                 DEFAULT_PORT,
-                "Where to listen: a TCP port number, or a Twisted server endpoint "
-                "description (tcp:, tcp6:, unix:, ssl:, systemd:; under proxy: "
-                "(or haproxy:) each connection starts with a PROXY header).",
+                "Where to listen: a TCP port number, which listens on every "
+                "IPv4 interface (tcp:PORT:interface=127.0.0.1 for loopback "
+                "only), or a Twisted server endpoint description (tcp:, tcp6:, "
+                "unix:, ssl:, systemd:; under proxy: (or haproxy:) each "
+                "connection starts with a PROXY header).",
             ],
             [
                 "backlog",
@@ -201,8 +203,9 @@ class Options(usage.Options):
                 None,
                 "Serve Prometheus metrics at /metrics and health at /healthz "
                 "(200 while listening and not draining, else 503) on this "
-                "endpoint (a port number means tcp:PORT:interface=127.0.0.1). "
-                "Off by default.",
+                "endpoint. A port number listens on loopback only (unlike "
+                "--port): tcp:PORT:interface=127.0.0.1; tcp:PORT for every "
+                "interface. Off by default.",
             ],
             [
                 "idle-timeout",

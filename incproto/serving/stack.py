@@ -20,6 +20,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamServerEndpoint,
 )
+from twisted.logger import Logger
 
 from incproto._kernel.reactors import global_reactor
 from incproto.accesslog import FileAccessLog
@@ -57,6 +58,8 @@ class IncprotoService(SequentialMultiService):
     @ivar listener: the listening service.
     @ivar signals: its signal handling.
     @ivar collector: the metrics collector of its connections.
+    @ivar config: what it serves, logged in one line as it starts (not by
+        a C{--workers} worker: its supervisor does).
     """
 
     factory: IncrementFactory
@@ -65,6 +68,28 @@ class IncprotoService(SequentialMultiService):
     listener: ListeningService
     signals: SignalHandling
     collector: IncprotoCollector
+    config: Optional[ServerConfig] = None
+    log = Logger()
+    _announced = False
+
+    def privilegedStartService(self) -> None:
+        """Log the settings in force, then start (twistd listens here)."""
+        self._announce()
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        """Log the settings in force if not yet done (C{twist}), then start."""
+        self._announce()
+        super().startService()
+
+    def _announce(self) -> None:
+        if self.config is not None and not self._announced:
+            self._announced = True
+            self.log.info(
+                "incproto settings: {settings}",
+                settings=self.config.summary(),
+                config=self.config.to_json(),
+            )
 
 
 def serving_stack(
@@ -168,4 +193,5 @@ def serving_stack(
     signals.setServiceParent(service)
     service.factory, service.limit, service.pool = increment, limit, pool
     service.listener, service.signals = listener, signals
+    service.config = config
     return service

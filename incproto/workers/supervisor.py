@@ -79,6 +79,7 @@ def supervise(
     if reactor is None:
         reactor = global_reactor()
     service = IncprotoService(config.drain_timeout, reactor)
+    service.config = config
     pool = WorkerPool(config, reactor)
     pool.setServiceParent(service)
     if config.metrics is not None:

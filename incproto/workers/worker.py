@@ -116,6 +116,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     endpoint = adopted_endpoint(reactor, config.endpoint, WORKER_FD, family)
     # A worker's SIGHUP is its supervisor's business.
     service = serving_stack(config, reactor, endpoint=endpoint, hangup=None)
+    service.config = None  # its settings are the supervisor's to log, once
     signals = service.signals
     stop = signals.stop
 

@@ -29,3 +29,22 @@ def test_workers_option_builds_a_supervisor() -> None:
     options = Options.parse(["--port", "tcp:0", "--workers", "2"])
     service = makeService(options, ProcessClock())
     assert isinstance(service.getServiceNamed("workers"), WorkerPool)  # type: ignore[attr-defined]
+
+
+def test_the_supervisor_logs_the_settings_once() -> None:
+    """Under --workers the supervisor logs the settings; a worker's stack
+    (incproto.workers.worker) does not log them again."""
+    from twisted.logger import globalLogPublisher
+
+    options = Options.parse(["--port", "tcp:0", "--workers", "2"])
+    service = makeService(options, ProcessClock())
+    events: list = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        service._announce()  # type: ignore[attr-defined]
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    [event] = [e for e in events if "settings" in e]
+    assert event["settings"].endswith(
+        "drain timeout 30s; 2 workers (limits per worker)"
+    )
