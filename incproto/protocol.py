@@ -82,8 +82,11 @@ class IncrementProtocol(Protocol):
     transport: Any
     # Writes to the transport: set when connected (incproto._kernel.writethrough).
     _send: Callable[[bytes], None]
-    # The inline handler's transform: set when connected.
+    # The inline handler's transform, the clock that times it and where its
+    # time is counted: set when connected.
     _transform: Callable[[bytes], bytes]
+    _now: Callable[[], float]
+    _timeHandler: Callable[[float], None]
     log = Logger()
 
     def __init__(self) -> None:
@@ -118,6 +121,8 @@ class IncrementProtocol(Protocol):
             self._work = OrderedWork(pool, self, limit=factory.workBuffer)
         self._send = writer(self.transport)  # see incproto._kernel.writethrough
         self._transform = factory.handler.transform
+        self._now = factory.clock.seconds
+        self._timeHandler = factory.handlerSeconds.observe
         self._write(GREETING)
         self._acknowledged = self.bytesSent  # the peer's kernel, not its reading
 
@@ -146,14 +151,14 @@ class IncrementProtocol(Protocol):
         if self._work is not None:
             self._work.add(payload)
             return
-        clock = self.factory.clock
-        started = clock.seconds()
+        now = self._now
+        started = now()
         try:
             reply = self._transform(payload)
         except Exception:
             self._handlerFailed(Failure())
         else:
-            self.factory.handlerSeconds.observe(clock.seconds() - started)
+            self._timeHandler(now() - started)
             self._write(reply)
 
     def readConnectionLost(self) -> None:
