@@ -86,6 +86,10 @@ def _with_named_errors(parameters: List[List[Any]]) -> List[List[Any]]:
     ]
 
 
+# What getUsage answers after a parse failure.
+HELP_HINT = "--help (after incproto) lists incproto's options."
+
+
 class Options(usage.Options):
     """
     The command line of C{twistd incproto} and C{twist incproto}.
@@ -244,6 +248,34 @@ class Options(usage.Options):
             ],
         ]
     )
+
+    # Set when parsing failed: see getUsage.
+    failed = False
+
+    def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
+        """
+        Parse the command line; remember a failure, for L{getUsage}.
+
+        @raise usage.UsageError: for bad input.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError:
+            self.failed = True
+            raise
+
+    def getUsage(self, width: Optional[int] = None) -> str:
+        """
+        Every option, as C{--help} shows them; after a parse failure, one
+        line that points to C{--help}.
+
+        twistd answers a usage error with the usage text, then the
+        reason: the reason stays in sight, the last of three lines, not
+        below some seventy lines of options.
+        """
+        if not self.failed:
+            return super().getUsage(width)
+        return HELP_HINT
 
     @classmethod
     def parse(cls, argv: Sequence[str]) -> Options:

@@ -149,6 +149,23 @@ class OptionsTests(SynchronousTestCase):
             "(LISTEN_FDS=1, LISTEN_FDNAMES=a)",
         )
 
+    def test_a_usage_error_under_twistd_keeps_the_reason_in_sight(self) -> None:
+        """twistd prints the usage text, then the reason: after a parse
+        failure the usage text is one line that points to --help, not
+        every option; --help still documents every option."""
+        from twisted.scripts.twistd import ServerOptions
+
+        from incproto.tap import HELP_HINT
+
+        for argv in (["--port", "nope:x"], ["--bogus"], ["--backlog", "0"]):
+            config = ServerOptions()
+            with self.assertRaises(usage.UsageError):
+                config.parseOptions(["-n", "incproto", *argv])
+            self.assertEqual(
+                str(config).splitlines(), ["Usage: twistd [options]", HELP_HINT]
+            )
+        self.assertGreater(len(str(Options()).splitlines()), 40)
+
     def test_help_says_which_interfaces_a_bare_port_binds(self) -> None:
         """A bare --port listens on every interface, a bare --metrics on
         loopback only: --help says so next to each."""
