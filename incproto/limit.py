@@ -178,7 +178,8 @@ class ConnectionLimit(FactoryWrapper):
             self.log,
             clock,
             rejectLogInterval,
-            "{count} more connections rejected or timed out in the last {interval}s",
+            "{more} rejected or timed out in the last {interval}s",
+            ("more connection", "more connections"),
         )
         self._probe: Optional[IDelayedCall] = None
 

@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 from incproto._kernel.histogram import JOB_SECONDS, Histogram
 from incproto._kernel.reactors import global_reactor
 from incproto._kernel.timers import cancel, time_left
+from incproto._kernel.words import counted
 from incproto.handlers import IPayloadHandler
 
 DEFAULT_DRAIN_TIMEOUT = 30.0
@@ -221,9 +222,10 @@ class HandlerPool(Service):
             idle = not isinstance(result, Failure)
             if not idle:
                 self.log.warn(
-                    "stopping {pool} with {count} jobs unfinished after {timeout}s",
+                    "stopping {pool} with {jobs} unfinished after {timeout}s",
                     pool=self,
                     count=self.inFlight + len(self._waiting),
+                    jobs=counted(self.inFlight + len(self._waiting), "job"),
                     timeout=round(timeout, 3),
                 )
             return self._stopPool(idle)

@@ -187,8 +187,8 @@ class ProxyFactory(FactoryWrapper):
             self.log,
             self.clock,
             REFUSAL_LOG_INTERVAL,
-            "{count} more connections closed for their PROXY header "
-            "in the last {interval}s",
+            "{more} closed for their PROXY header in the last {interval}s",
+            ("more connection", "more connections"),
         )
 
     def doStop(self) -> None:

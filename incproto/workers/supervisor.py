@@ -51,6 +51,7 @@ from twisted.logger import Logger, eventFromJSON
 from twisted.python.failure import Failure
 
 from incproto._kernel.reactors import global_reactor
+from incproto._kernel.words import counted
 from incproto.config import ServerConfig
 from incproto.serving.health import supervisor_readiness
 from incproto.serving.service import ListeningService
@@ -240,7 +241,11 @@ class WorkerPool(Service):
         if self.listener.port is None:
             self.listener.privilegedStartService()
         super().startService()
-        self.log.info("starting {count} workers", count=self.count)
+        self.log.info(
+            "starting {workers}",
+            count=self.count,
+            workers=counted(self.count, "worker"),
+        )
         for slot in range(1, self.count + 1):
             self.spawn(slot)
 
@@ -288,8 +293,9 @@ class WorkerPool(Service):
             return
         old = list(self.workers.values())
         self.log.info(
-            "reloading: starting {count} new workers, then draining the old ones",
+            "reloading: starting {workers}, then draining the old ones",
             count=len(old),
+            workers=counted(len(old), "new worker"),
         )
         for worker in old:
             self.retired.add(worker)
@@ -362,7 +368,11 @@ class WorkerPool(Service):
         workers = [*self.workers.values(), *self.retired]
         if not workers:
             return succeed(None)
-        self.log.info("stopping {count} workers", count=len(workers))
+        self.log.info(
+            "stopping {workers}",
+            count=len(workers),
+            workers=counted(len(workers), "worker"),
+        )
         for worker in workers:
             worker.signal("TERM")
         kill = self.reactor.callLater(self.killTimeout, self._kill)

@@ -289,7 +289,7 @@ class PendingHeaderTests(SynchronousTestCase):
         closing = [e for e in events if e.get("log_format", "").startswith("closing")]
         self.assertEqual(len(closing), 1)
         self.clock.advance(10.0)
-        [summary] = [e for e in events if "more connections" in e["log_format"]]
+        [summary] = [e for e in events if "in the last" in e["log_format"]]
         self.assertEqual(summary["count"], 99)
 
 
