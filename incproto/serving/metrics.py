@@ -8,7 +8,8 @@ Not C{prometheus_client.twisted.MetricsResource}: that imports the global
 reactor, renders in the reactor's shared thread pool, and reads the global
 registry.  Here each service has its own registry, whose collector reads
 incproto's own counters when scraped, on the reactor thread; nothing is
-counted twice and nothing is added to the per-message path.
+counted twice.  The per-message path pays only the inline handler's
+histogram: two clock reads and one observation per read with payload.
 """
 
 from __future__ import annotations
