@@ -20,7 +20,6 @@ from twisted.python.failure import Failure
 
 from incproto.config import ServerConfig
 from incproto.serving.health import supervisor_readiness
-from incproto.serving.metrics import registry_of
 from incproto.tap import Options, makeService
 from incproto.workers.supervisor import (
     METRICS_REPLIES,
@@ -192,7 +191,7 @@ def test_scrape_asks_every_worker_and_labels_their_samples(pool: Any) -> None:
     assert not scraped.called
     clock.advance(METRICS_TIMEOUT)  # the second never answers
     collector = scraped.result
-    text = generate_latest(registry_of(collector)).decode()
+    text = generate_latest(collector).decode()  # as WorkersMetricsResource does
     assert "incproto_workers 2.0" in text
     assert 'incproto_connections_accepted_total{worker="1"} 3.0' in text
     assert (
