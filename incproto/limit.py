@@ -102,7 +102,7 @@ class ConnectionLimit(FactoryWrapper):
     @ivar timedOut: held connections closed after C{queueTimeout}, in total.
     @ivar abandoned: held connections whose client left the queue, in total.
     @ivar queueSeconds: how long each admitted connection waited in the
-        queue (0 if admitted on arrival), a L{Histogram}.
+        queue (0 if admitted on arrival), a L{incproto._kernel.histogram.Histogram}.
     """
 
     log = Logger()

@@ -393,9 +393,9 @@ class IncrementFactory(Factory):
     @ivar bytesOut: bytes sent on closed connections, in total.
     @ivar handlerErrors: how many times the handler raised, in total.
     @ivar connectionSeconds: how long closed connections were open, a
-        L{Histogram}.
+        L{incproto._kernel.histogram.Histogram}.
     @ivar handlerSeconds: how long the inline handler took per read's
-        payload, a L{Histogram} (a pool times its own jobs).
+        payload, a L{incproto._kernel.histogram.Histogram} (a pool times its own jobs).
     """
 
     # Twisted types Factory.protocol through a generic that older Twisted

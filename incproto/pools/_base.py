@@ -97,7 +97,7 @@ class HandlerPool(Service):
     @ivar lost: jobs that failed with L{PoolProcessLostError}, in total.
     @ivar jobSeconds: how long each job that answered took, from L{run} to
         its reply on the reactor thread (waiting for a thread or process
-        included), a L{Histogram}.
+        included), a L{incproto._kernel.histogram.Histogram}.
     """
 
     log = Logger()

@@ -153,7 +153,7 @@ def _by_reason(
 def _histogram(
     name: str, documentation: str, histogram: Histogram
 ) -> HistogramMetricFamily:
-    """A histogram family of one of incproto's L{Histogram}s."""
+    """A histogram family of one of incproto's histograms."""
     family = HistogramMetricFamily(name, documentation)
     buckets = [(floatToGoString(le), count) for le, count in histogram.cumulative()]
     family.add_metric([], buckets, histogram.total)
