@@ -21,11 +21,13 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger, formatTime
 
+from incproto._kernel.words import counted
+
 # The namespace of the close event (and of the lines, which look the same).
 NAMESPACE = "incproto.protocol.IncrementFactory"
 CLOSE_FORMAT = (
     "connection from {peer} closed ({why}) after {duration:.3f}s: "
-    "{bytesIn} bytes in, {bytesOut} bytes out"
+    "{received} in, {sent} out"
 )
 # --access-log's values other than a path.
 STANDARD_OUTPUT = "-"
@@ -56,11 +58,15 @@ class AccessLog(Protocol):
 class EventAccessLog:
     """
     Log each close as a Twisted log event with the fields C{peer}, C{why},
-    C{duration}, C{bytesIn} and C{bytesOut}: what JSON logs and custom
+    C{duration}, C{bytesIn} and C{bytesOut} (and C{received} and C{sent},
+    those counts in words, for the text): what JSON logs and custom
     observers need, at Twisted's cost per event.
     """
 
-    log = Logger(namespace=NAMESPACE)
+    def __init__(self) -> None:
+        # An instance's, not the class's: a Logger class attribute names its
+        # events after the class, whatever namespace it was given.
+        self.log = Logger(namespace=NAMESPACE)
 
     def record(
         self, peer: str, why: str, duration: float, bytesIn: int, bytesOut: int
@@ -75,6 +81,8 @@ class EventAccessLog:
             duration=duration,
             bytesIn=bytesIn,
             bytesOut=bytesOut,
+            received=counted(bytesIn, "byte"),
+            sent=counted(bytesOut, "byte"),
         )
 
 
@@ -137,7 +145,8 @@ class FileAccessLog(Service):
         lines = self._lines
         lines.append(
             f"{self._prefix}{peer} closed ({why}) after {duration:.3f}s: "
-            f"{bytesIn} bytes in, {bytesOut} bytes out\n"
+            f"{bytesIn} byte{'' if bytesIn == 1 else 's'} in, "
+            f"{bytesOut} byte{'' if bytesOut == 1 else 's'} out\n"
         )
         if len(lines) >= self.maxLines:
             self.flush()

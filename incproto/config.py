@@ -18,6 +18,7 @@ import re
 from typing import Optional
 
 from incproto._kernel.preambles import DEFAULT_TIMEOUT as DEFAULT_HANDSHAKE_TIMEOUT
+from incproto._kernel.words import counted
 from incproto.accesslog import STANDARD_OUTPUT, TWISTED_LOG
 from incproto.limit import DEFAULT_QUEUE_SIZE
 from incproto.pools import DEFAULT_DRAIN_TIMEOUT
@@ -174,6 +175,37 @@ class ServerConfig:
             self, workers=None, metrics=None, access_log=access_log
         )
 
+    def summary(self) -> str:
+        """
+        What is in force, in one line for the startup log: the handler and
+        where it runs, the limits and the timeouts (C{off} where none is
+        set), and the workers.
+        """
+        where = "inline"
+        if self.pool_size:
+            if self.threads:
+                where = f"in {counted(self.pool_size, 'thread')}"
+            else:
+                where = f"in {counted(self.pool_size, 'process', 'processes')}"
+        limits = "connections unlimited"
+        if self.max_connections is not None:
+            limits = (
+                f"at most {self.max_connections} connections, "
+                f"queue {self.queue}, queue timeout {_seconds(self.queue_timeout)}, "
+                f"per peer {self.max_per_peer or 'unlimited'}"
+            )
+        parts = [
+            f"handler {self.handler} {where}",
+            limits,
+            f"idle timeout {_seconds(self.idle_timeout)}",
+        ]
+        if self.pool_size:
+            parts.append(f"handler timeout {_seconds(self.handler_timeout)}")
+        parts.append(f"drain timeout {_seconds(self.drain_timeout)}")
+        if self.workers:
+            parts.append(f"{counted(self.workers, 'worker')} (limits per worker)")
+        return "; ".join(parts)
+
     def to_json(self) -> str:
         """This configuration as a JSON object (see L{from_json})."""
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -191,3 +223,8 @@ class ServerConfig:
 def _option(field: str) -> str:
     """The command line option of a field."""
     return "--" + field.replace("_", "-")
+
+
+def _seconds(value: Optional[float]) -> str:
+    """A timeout for the startup log: C{off}, or seconds."""
+    return "off" if value is None else f"{value:g}s"

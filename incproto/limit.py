@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 from incproto._kernel.accepting import AcceptControl
 from incproto._kernel.addresses import describe
 from incproto._kernel.closing import CloseDeadline, close_politely
+from incproto._kernel.histogram import QUEUE_WAIT_SECONDS, Histogram
 from incproto._kernel.ratelimit import RateLimitedLog
 from incproto._kernel.reactors import global_reactor
 from incproto._kernel.sockets import reset_by_peer
@@ -100,6 +101,8 @@ class ConnectionLimit(FactoryWrapper):
     @ivar rejected: connections closed on arrival, in total.
     @ivar timedOut: held connections closed after C{queueTimeout}, in total.
     @ivar abandoned: held connections whose client left the queue, in total.
+    @ivar queueSeconds: how long each admitted connection waited in the
+        queue (0 if admitted on arrival), a L{incproto._kernel.histogram.Histogram}.
     """
 
     log = Logger()
@@ -168,13 +171,15 @@ class ConnectionLimit(FactoryWrapper):
         self.rejected = 0
         self.timedOut = 0
         self.abandoned = 0
+        self.queueSeconds = Histogram(QUEUE_WAIT_SECONDS)
         self._queue: OrderedDict[LimitedConnection, None] = OrderedDict()
         self._perPeer: Dict[Hashable, int] = {}
         self._refusals = RateLimitedLog(
             self.log,
             clock,
             rejectLogInterval,
-            "{count} more connections rejected or timed out in the last {interval}s",
+            "{more} rejected or timed out in the last {interval}s",
+            ("more connection", "more connections"),
         )
         self._probe: Optional[IDelayedCall] = None
 
@@ -275,14 +280,16 @@ class ConnectionLimit(FactoryWrapper):
         while self._queue and self.active < self.maxConnections:
             connection, _ = self._queue.popitem(last=False)
             cancel(connection.holdTimer)
+            waited = self.clock.seconds() - connection.arrivedAt
             self.log.debug(
                 "admitted {peer} after {waited:.3f}s in the queue",
                 peer=describe(connection.peer),
-                waited=self.clock.seconds() - connection.arrivedAt,
+                waited=waited,
             )
-            self._admit(connection)
+            self._admit(connection, waited)
 
-    def _admit(self, connection: LimitedConnection) -> None:
+    def _admit(self, connection: LimitedConnection, waited: float = 0.0) -> None:
+        self.queueSeconds.observe(waited)
         self.active += 1
         self.admitted += 1
         self.peak = max(self.peak, self.active)

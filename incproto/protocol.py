@@ -28,6 +28,7 @@ from zope.interface import implementer
 
 from incproto._kernel.addresses import describe
 from incproto._kernel.closing import CloseDeadline, close_politely
+from incproto._kernel.histogram import CONNECTION_SECONDS, HANDLER_SECONDS, Histogram
 from incproto._kernel.memory import give_back
 from incproto._kernel.ratelimit import RateLimitedLog
 from incproto._kernel.reactors import global_reactor
@@ -93,8 +94,11 @@ class IncrementProtocol(Protocol):
     transport: Any
     # Writes to the transport: set when connected (incproto._kernel.writethrough).
     _send: Callable[[bytes], None]
-    # The inline handler's transform: set when connected.
+    # The inline handler's transform, the clock that times it and where its
+    # time is counted: set when connected.
     _transform: Callable[[bytes], bytes]
+    _now: Callable[[], float]
+    _timeHandler: Callable[[float], None]
     log = Logger()
 
     def __init__(self) -> None:
@@ -140,6 +144,8 @@ class IncrementProtocol(Protocol):
         if factory.pool is None:
             self._inlineRatio = ratio
             self._transform = factory.handler.transform
+            self._now = factory.clock.seconds
+            self._timeHandler = factory.handlerSeconds.observe
         self._send = writer(self.transport)  # see incproto._kernel.writethrough
         self._write(GREETING)
         self._acknowledged = self.bytesSent  # the peer's kernel, not its reading
@@ -173,6 +179,8 @@ class IncrementProtocol(Protocol):
             return
         # Inline, and nothing waits (which reading unpaused implies): answer
         # now.  This is OrderedWork's inline path, kept here for speed.
+        now = self._now
+        started = now()
         try:
             reply = self._transform(payload)
             if reply.__class__ is not bytes:
@@ -180,6 +188,7 @@ class IncrementProtocol(Protocol):
         except Exception:
             self._handlerFailed(Failure())
             return
+        self._timeHandler(now() - started)
         if len(reply) != len(payload) or ratio.value is None:
             ratio.update(len(payload), len(reply))
         self._write(reply)
@@ -417,6 +426,11 @@ class IncrementFactory(Factory):
         something other than bytes, in total.
     @ivar faultLogInterval: seconds between two logged handler faults; in
         between they are counted, and the count logged once.
+    @ivar connectionSeconds: how long closed connections were open, a
+        L{incproto._kernel.histogram.Histogram}.
+    @ivar handlerSeconds: how long the inline handler took per read's
+        payload, a L{incproto._kernel.histogram.Histogram} (a pool times its
+        own jobs).
     """
 
     # Twisted types Factory.protocol through a generic that older Twisted
@@ -471,6 +485,8 @@ class IncrementFactory(Factory):
             faultLogInterval,
             "{count} more handler faults in the last {interval}s (not logged)",
         )
+        self.connectionSeconds = Histogram(CONNECTION_SECONDS)
+        self.handlerSeconds = Histogram(HANDLER_SECONDS)
         self._empty: List[Deferred[None]] = []
         self._giveBack: Optional[IDelayedCall] = None
 
@@ -551,6 +567,7 @@ class IncrementFactory(Factory):
             self._giveBack = self.clock.callLater(1.0, self._gaveBack)
         self.bytesIn += protocol.bytesReceived
         self.bytesOut += protocol.bytesSent
+        self.connectionSeconds.observe(duration)
         if self.logConnections:
             self.accessLog.record(
                 describe(protocol.transport.getPeer()),

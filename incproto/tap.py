@@ -105,6 +105,10 @@ def _with_named_errors(parameters: List[List[Any]]) -> List[List[Any]]:
     ]
 
 
+# What getUsage answers after a parse failure.
+HELP_HINT = "--help (after incproto) lists incproto's options."
+
+
 class Options(usage.Options):
     """
     The command line of C{twistd incproto} and C{twist incproto}.
@@ -133,9 +137,11 @@ class Options(usage.Options):
                 "port",
                 "p",
                 DEFAULT_PORT,
-                "Where to listen: a TCP port number, or a Twisted server endpoint "
-                "description (tcp:, tcp6:, unix:, ssl:, systemd:; under proxy: "
-                "(or haproxy:) each connection starts with a PROXY header).",
+                "Where to listen: a TCP port number, which listens on every "
+                "IPv4 interface (tcp:PORT:interface=127.0.0.1 for loopback "
+                "only), or a Twisted server endpoint description (tcp:, tcp6:, "
+                "unix:, ssl:, systemd:; under proxy: (or haproxy:) each "
+                "connection starts with a PROXY header).",
             ],
             [
                 "backlog",
@@ -230,8 +236,9 @@ class Options(usage.Options):
                 None,
                 "Serve Prometheus metrics at /metrics, readiness at /healthz "
                 "(200 while listening, not draining and able to run the "
-                "handler, else 503) and liveness at /livez on this "
-                "endpoint (a port number means tcp:PORT:interface=127.0.0.1). "
+                "handler, else 503) and liveness at /livez on this endpoint. "
+                "A port number listens on loopback only (unlike --port): "
+                "tcp:PORT:interface=127.0.0.1; tcp:PORT for every interface. "
                 "Off by default.",
             ],
             [
@@ -300,6 +307,34 @@ class Options(usage.Options):
             ],
         ]
     )
+
+    # Set when parsing failed: see getUsage.
+    failed = False
+
+    def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
+        """
+        Parse the command line; remember a failure, for L{getUsage}.
+
+        @raise usage.UsageError: for bad input.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError:
+            self.failed = True
+            raise
+
+    def getUsage(self, width: Optional[int] = None) -> str:
+        """
+        Every option, as C{--help} shows them; after a parse failure, one
+        line that points to C{--help}.
+
+        twistd answers a usage error with the usage text, then the
+        reason: the reason stays in sight, the last of three lines, not
+        below some seventy lines of options.
+        """
+        if not self.failed:
+            return super().getUsage(width)
+        return HELP_HINT
 
     @classmethod
     def parse(cls, argv: Sequence[str]) -> Options:

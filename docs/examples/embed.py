@@ -1,6 +1,6 @@
 """Serve incproto from your own Twisted program, without twistd.
 
-python docs/examples/embed.py tcp:9090 9091
+.venv/bin/python docs/examples/embed.py tcp:9090 9091  # the venv's python
 """
 
 import sys

@@ -121,7 +121,8 @@ class AcceptControl:
             self.log,
             clock,
             logInterval,
-            "{count} more accept errors in the last {interval}s",
+            "{more} in the last {interval}s",
+            ("more accept error", "more accept errors"),
         )
         accept: Any = getattr(port, "doRead", None)
         self.controls = (

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from incproto._kernel.timers import cancel
+from incproto._kernel.words import counted
 
 
 class RateLimitedLog:
@@ -20,19 +21,26 @@ class RateLimitedLog:
     """
 
     def __init__(
-        self, log: Logger, clock: IReactorTime, interval: float, summary: str
+        self,
+        log: Logger,
+        clock: IReactorTime,
+        interval: float,
+        summary: str,
+        things: Tuple[str, str] = ("more event", "more events"),
     ) -> None:
         """
         @param log: where to log.
         @param clock: the time source.
         @param interval: seconds between logged events.
         @param summary: the format of the summary line; it may use
-            C{{count}} and C{{interval}}.
+            C{{count}}, C{{interval}} and C{{more}}: the count in words,
+            with C{things} (singular, plural) after it.
         """
         self.log = log
         self.clock = clock
         self.interval = interval
         self.summary = summary
+        self.things = things
         self.unlogged = 0
         self._quietUntil = 0.0
         self._summaryCall: Optional[IDelayedCall] = None
@@ -69,6 +77,11 @@ class RateLimitedLog:
 
     def _summarize(self) -> None:
         self._summaryCall = None
-        self.log.warn(self.summary, count=self.unlogged, interval=self.interval)
+        self.log.warn(
+            self.summary,
+            count=self.unlogged,
+            interval=self.interval,
+            more=counted(self.unlogged, *self.things),
+        )
         self.unlogged = 0
         self._quietUntil = self.clock.seconds() + self.interval

@@ -14,8 +14,10 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from incproto._kernel.histogram import JOB_SECONDS, Histogram
 from incproto._kernel.reactors import global_reactor
 from incproto._kernel.timers import cancel, time_left
+from incproto._kernel.words import counted
 from incproto.handlers import IPayloadHandler
 
 DEFAULT_DRAIN_TIMEOUT = 30.0
@@ -40,6 +42,7 @@ class Job:
     One payload on its way through a pool.
 
     @ivar payload: the bytes to transform.
+    @ivar asked: when it was given to the pool (the reactor's time).
     @ivar deferred: fires with the reply, or fails.
     @ivar started: when a thread started it (C{time.monotonic()}), or C{None}.
     @ivar timer: the thread pool's check for C{handlerTimeout}.
@@ -53,6 +56,7 @@ class Job:
 
     __slots__ = (
         "abandoned",
+        "asked",
         "deferred",
         "executor",
         "future",
@@ -63,8 +67,9 @@ class Job:
         "timer",
     )
 
-    def __init__(self, payload: bytes) -> None:
+    def __init__(self, payload: bytes, asked: float = 0.0) -> None:
         self.payload = payload
+        self.asked = asked
         self.deferred: Deferred[bytes] = Deferred()
         self.started: Optional[float] = None
         self.timer: Optional[IDelayedCall] = None
@@ -90,6 +95,9 @@ class HandlerPool(Service):
     @ivar completed: jobs finished, in total.
     @ivar timeouts: jobs that failed with L{HandlerTimeoutError}, in total.
     @ivar lost: jobs that failed with L{PoolProcessLostError}, in total.
+    @ivar jobSeconds: how long each job that answered took, from L{run} to
+        its reply on the reactor thread (waiting for a thread or process
+        included), a L{incproto._kernel.histogram.Histogram}.
     """
 
     log = Logger()
@@ -117,6 +125,7 @@ class HandlerPool(Service):
         self.completed = 0
         self.timeouts = 0
         self.lost = 0
+        self.jobSeconds = Histogram(JOB_SECONDS)
         self._waiting: Deque[Job] = deque()
         self._idle: List[Deferred[None]] = []
 
@@ -139,7 +148,7 @@ class HandlerPool(Service):
         @return: a Deferred that fires with the reply bytes, or fails with
             the handler's exception, L{HandlerTimeoutError} or L{PoolProcessLostError}.
         """
-        job = Job(payload)
+        job = Job(payload, self.reactor.seconds())
         if self.inFlight < self.backlog:
             self._submit(job)
         else:
@@ -158,6 +167,7 @@ class HandlerPool(Service):
             return
         self._release()
         if ok:
+            self.jobSeconds.observe(self.reactor.seconds() - job.asked)
             job.deferred.callback(result)
             return
         failure = result if isinstance(result, Failure) else Failure(result)
@@ -219,9 +229,10 @@ class HandlerPool(Service):
             idle = not isinstance(result, Failure)
             if not idle:
                 self.log.warn(
-                    "stopping {pool} with {count} jobs unfinished after {timeout}s",
+                    "stopping {pool} with {jobs} unfinished after {timeout}s",
                     pool=self,
                     count=self.inFlight + len(self._waiting),
+                    jobs=counted(self.inFlight + len(self._waiting), "job"),
                     timeout=round(timeout, 3),
                 )
             return self._stopPool(idle)

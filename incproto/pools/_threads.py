@@ -11,6 +11,7 @@ from typing import Any, Callable, Optional
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from incproto._kernel.words import counted
 from incproto.handlers import IPayloadHandler, checked_reply
 from incproto.pools._base import HandlerPool, HandlerTimeoutError, Job
 
@@ -76,11 +77,12 @@ class ThreadHandlerPool(HandlerPool):
             self.stuck += 1
             self._resize()
         self.log.warn(
-            "{pool}: a handler call {what} {timeout}s; {stuck} threads stuck",
+            "{pool}: a handler call {what} {timeout}s; {threads} stuck",
             pool=self,
             what="ran longer than" if started is not None else "found no thread in",
             timeout=timeout,
             stuck=self.stuck,
+            threads=counted(self.stuck, "thread"),
         )
         self._release()
         self.timeouts += 1

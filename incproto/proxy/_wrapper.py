@@ -235,8 +235,8 @@ class ProxyFactory(FactoryWrapper):
             self.log,
             self.clock,
             REFUSAL_LOG_INTERVAL,
-            "{count} more connections closed for their PROXY header "
-            "in the last {interval}s",
+            "{more} closed for their PROXY header in the last {interval}s",
+            ("more connection", "more connections"),
         )
 
     @property

@@ -29,6 +29,7 @@ from incproto._kernel.addresses import describe
 from incproto._kernel.filelimit import raise_file_limit
 from incproto._kernel.reactors import global_reactor
 from incproto._kernel.timers import time_left
+from incproto._kernel.words import counted
 
 
 class ListenError(SystemExit, Exception):
@@ -182,7 +183,11 @@ class DrainingService(Service):
         timeout = time_left(self, self.timeout, self.clock)
         count = len(self.factory.connections)
         if count:
-            self.log.info("draining {count} connections", count=count)
+            self.log.info(
+                "draining {connections}",
+                count=count,
+                connections=counted(count, "connection"),
+            )
         drained: Deferred[None] = self.factory.drain()
         if drained.called:
             return drained
@@ -191,8 +196,9 @@ class DrainingService(Service):
             failure.trap(TimeoutError)
             left = list(self.factory.connections)
             self.log.warn(
-                "aborting {count} connections still open after {timeout}s",
+                "aborting {connections} still open after {timeout}s",
                 count=len(left),
+                connections=counted(len(left), "connection"),
                 timeout=round(timeout, 3),
             )
             for protocol in left:

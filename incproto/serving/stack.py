@@ -21,6 +21,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamServerEndpoint,
 )
+from twisted.logger import Logger
 
 from incproto._kernel.preambles import (
     DEFAULT_MAX_PREAMBLES,
@@ -67,6 +68,8 @@ class IncprotoService(SequentialMultiService):
     @ivar signals: its signal handling.
     @ivar collector: the metrics collector of its connections.
     @ivar heartbeat: the reactor's heartbeat (C{--watchdog}), if any.
+    @ivar config: what it serves, logged in one line as it starts (not by
+        a C{--workers} worker: its supervisor does).
     """
 
     factory: IncrementFactory
@@ -76,6 +79,28 @@ class IncprotoService(SequentialMultiService):
     signals: SignalHandling
     collector: IncprotoCollector
     heartbeat: Optional[Heartbeat] = None
+    config: Optional[ServerConfig] = None
+    log = Logger()
+    _announced = False
+
+    def privilegedStartService(self) -> None:
+        """Log the settings in force, then start (twistd listens here)."""
+        self._announce()
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        """Log the settings in force if not yet done (C{twist}), then start."""
+        self._announce()
+        super().startService()
+
+    def _announce(self) -> None:
+        if self.config is not None and not self._announced:
+            self._announced = True
+            self.log.info(
+                "incproto settings: {settings}",
+                settings=self.config.summary(),
+                config=self.config.to_json(),
+            )
 
 
 def preamble_bound(config: ServerConfig) -> int:
@@ -228,4 +253,5 @@ def serving_stack(
     service.factory, service.limit, service.pool = increment, limit, pool
     service.heartbeat = heartbeat
     service.listener, service.signals = listener, signals
+    service.config = config
     return service

@@ -5,7 +5,17 @@ the supervisor's own."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    cast,
+)
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -19,12 +29,17 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from incproto.serving.health import ReadinessCheck
 from incproto.serving.web import SCRAPE_FAILED, failed_scrape, site_of
 
+if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
 
 class WorkersCollector:
     """
     The metrics of several worker processes as one scrape: each worker's
-    samples with a C{worker} label (sum them in PromQL for the service), and
-    the supervisor's own.
+    samples with a C{worker} label (sum them in PromQL for the service:
+    every worker's histograms have the same buckets, so summing each
+    C{le}'s bucket, C{_sum} and C{_count} over C{worker} is the service's
+    histogram), and the supervisor's own.
 
     @ivar texts: each worker's metrics in Prometheus's text format, by its
         number, as of this scrape.
@@ -40,12 +55,19 @@ class WorkersCollector:
         restarts: int,
         slots: Iterable[int] = (),
         replaced: Optional[Dict[str, int]] = None,
+        own: Optional[Collector] = None,
     ) -> None:
+        """
+        @param own: the supervisor's own process metrics (a
+            C{ProcessCollector}), merged unlabelled into the workers'
+            families of the same names.
+        """
         self.texts = texts
         self.workers = workers
         self.restarts = restarts
         self.slots = list(slots)
         self.replaced = replaced or {}
+        self.own = own
 
     def collect(self) -> Iterator[Metric]:
         """The merged metrics."""
@@ -74,6 +96,8 @@ class WorkersCollector:
             up.add_metric([str(slot)], 1 if slot in self.texts else 0)
         yield up
         families: Dict[str, Metric] = {}
+        if self.own is not None:
+            families.update((family.name, family) for family in self.own.collect())
         for worker, text in sorted(self.texts.items()):
             for family in text_string_to_metric_families(text):
                 merged = families.setdefault(

@@ -53,6 +53,7 @@ from typing import (
     Union,
 )
 
+from prometheus_client import ProcessCollector
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.error import ProcessExitedAlready
@@ -64,6 +65,7 @@ from twisted.python.failure import Failure
 
 from incproto._kernel.reactors import global_reactor
 from incproto._kernel.sdnotify import NOTIFY_VARIABLES, SystemdNotifier
+from incproto._kernel.words import counted
 from incproto.config import ServerConfig
 from incproto.serving.health import supervisor_readiness
 from incproto.serving.service import ListeningService
@@ -109,6 +111,7 @@ def supervise(
     if config.watchdog is not None:
         service.heartbeat = Heartbeat(config.watchdog, reactor, abort_stalled)
         service.heartbeat.setServiceParent(service)
+    service.config = config
     pool = WorkerPool(config, reactor)
     pool.setServiceParent(service)
     if config.metrics is not None:
@@ -265,6 +268,8 @@ class WorkerPool(Service):
         is killed, or C{None}.
     @ivar now: the monotonic clock heartbeats are timed by.
     @ivar socket: the shared listening socket, while the pool runs.
+    @ivar processMetrics: the supervisor's own CPU, memory and open files,
+        for its metrics.
     """
 
     name = "workers"
@@ -312,6 +317,7 @@ class WorkerPool(Service):
         self.replaced = {"crashed": 0, "stalled": 0}
         self.watchdog = config.watchdog
         self.now = now
+        self.processMetrics = ProcessCollector(registry=None)
         self._delays: Dict[int, float] = {}
         self._pending: Dict[int, IDelayedCall] = {}
         self._watching: Optional[LoopingCall] = None
@@ -332,7 +338,11 @@ class WorkerPool(Service):
             self.listener.privilegedStartService()
         super().startService()
         self.table = BalanceTable.create(self.count)
-        self.log.info("starting {count} workers", count=self.count)
+        self.log.info(
+            "starting {workers}",
+            count=self.count,
+            workers=counted(self.count, "worker"),
+        )
         for slot in range(1, self.count + 1):
             self.spawn(slot)
         if self.watchdog is not None:
@@ -404,9 +414,10 @@ class WorkerPool(Service):
             self.table.closeFile()
         self.table = BalanceTable.create(self.count)
         self.log.info(
-            "reloading: starting {count} workers of generation {generation}, "
+            "reloading: starting {workers} of generation {generation}, "
             "{step} at a time, each old one draining once its successor accepts",
             count=len(old),
+            workers=counted(len(old), "worker"),
             generation=self.generation,
             step=self.startingAtOnce,
         )
@@ -544,6 +555,7 @@ class WorkerPool(Service):
                 self.restarts,
                 range(1, self.count + 1),
                 self.replaced,
+                self.processMetrics,
             )
 
         return gatherResults(asked).addCallback(merge)
@@ -565,7 +577,11 @@ class WorkerPool(Service):
         workers = list(dict.fromkeys([*self.workers.values(), *self._old()]))
         if not workers:
             return succeed(None)
-        self.log.info("stopping {count} workers", count=len(workers))
+        self.log.info(
+            "stopping {workers}",
+            count=len(workers),
+            workers=counted(len(workers), "worker"),
+        )
         for worker in workers:
             worker.signal("TERM")
         kill = self.reactor.callLater(self.killTimeout, self._kill)

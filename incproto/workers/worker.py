@@ -140,6 +140,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     # A worker's SIGHUP is its supervisor's business, and so is a stall: it
     # is killed and replaced, and does not abort itself.
     service = serving_stack(config, reactor, endpoint=endpoint, hangup=None, abort=None)
+    service.config = None  # its settings are the supervisor's to log, once
     signals = service.signals
     stop = signals.stop
 

@@ -130,7 +130,7 @@ def test_the_image_command_serves_probes_and_drains(tmp_path: Path) -> None:
             server.stop()
     assert status in (0, -15, 143), server.output
     assert "Traceback" not in server.output, server.output
-    assert '"log_format": "draining {count} connections"' in server.output
+    assert '"log_format": "draining {connections}"' in server.output
 
 
 def listening(what: bytes) -> re.Pattern[bytes]:

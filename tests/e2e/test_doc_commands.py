@@ -235,6 +235,16 @@ def run_server(argv: List[str], env: Dict[str, str], cwd: Path) -> None:
     assert "Traceback" not in process.output, process.output
 
 
+def run_usage_error(command: Command, argv: List[str], cwd: Path) -> None:
+    """A server command line shown with its output: a usage error, run and
+    compared (the program as the document names it)."""
+    real = script(Path(argv[0]).name)
+    done = run_command([real, *argv[1:]], cwd)
+    assert "Traceback" not in done.stdout + done.stderr
+    output = (done.stdout + done.stderr).replace(real, argv[0])
+    assert output.splitlines() == command.output
+
+
 class _ParsedError(Exception):
     pass
 
@@ -337,7 +347,9 @@ def test_documented_command(
         if argv[0] == "sudo":
             argv.pop(0)
         program = Path(argv[0]).name
-        if program in SERVERS or argv[1:3] == ["-m", "incproto"]:
+        if program in SERVERS and command.output:
+            run_usage_error(command, argv, tmp_path)
+        elif program in SERVERS or argv[1:3] == ["-m", "incproto"]:
             run_server(argv, env, scratch(tmp_path))
         elif program == "systemd-socket-activate":
             run_socket_activated(argv, tmp_path)

@@ -163,7 +163,7 @@ def test_repeated_stop_signals_are_quiet(options: List[str]) -> None:
         sock.sendall(b"^ab")
         assert receive_exactly(sock, 2) == b"bc"
         server.process.send_signal(signal.SIGTERM)
-        server.wait_for(re.compile(r"(draining) 1 connections"))
+        server.wait_for(re.compile(r"(draining) 1 connection\b"))
         server.process.send_signal(signal.SIGTERM)
         server.process.send_signal(signal.SIGINT)
         server.wait_for(re.compile(r"received (SIG\w+) while stopping"), 2)
@@ -217,7 +217,7 @@ def test_the_drain_timeout_bounds_the_whole_stop() -> None:
         assert receive_exactly(sock, 1) == b"*"
         sock.sendall(b"^~")
         server.process.send_signal(signal.SIGTERM)
-        server.wait_for(re.compile(r"(aborting) 1 connections"))
+        server.wait_for(re.compile(r"(aborting) 1 connection\b"))
         status = server.process.wait(TIMEOUT)
     server.stop()
     assert status == -signal.SIGTERM

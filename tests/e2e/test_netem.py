@@ -166,7 +166,7 @@ def test_impaired_network(namespace: Namespace, tmp_path: Path) -> None:
         if server.process.poll() is None:
             server.stop()
     assert status in (-15, 143), server.output
-    assert "draining 1 connections" in server.output
+    assert "draining 1 connection" in server.output
     assert "Traceback" not in server.output
     print(
         f"\nimpaired network ({namespace.impairment}): {checked} bytes in "

@@ -15,6 +15,7 @@ from typing import Generator, List
 import pytest
 
 import twisted
+from incproto.tap import HELP_HINT
 from tests.support.processes import (
     TIMEOUT,
     ServerProcess,
@@ -187,8 +188,11 @@ def test_bad_option_is_a_one_line_error(
     output = result.stdout + result.stderr
     assert result.returncode == (1 if TWISTD_FAILS_ON_USAGE_ERRORS else 0)
     assert "Traceback" not in output
-    last = output.strip().splitlines()[-1]
-    assert last.startswith(script("twistd")) and last.endswith(f": {reason}"), last
+    lines = output.strip().splitlines()
+    assert lines[-1].startswith(script("twistd")), lines
+    assert lines[-1].endswith(f": {reason}"), lines
+    # A usage line, a pointer to --help, the reason: not ~70 lines of options.
+    assert lines[:2] == ["Usage: twistd [options]", HELP_HINT], lines
 
 
 def test_untrusted_proxy_source_is_refused_through_the_plugin(tmp_path: Path) -> None:
@@ -213,7 +217,12 @@ def test_twist_bad_option(tmp_path: Path) -> None:
     result = run_command([script("twist"), "incproto", "--port", "banana"], tmp_path)
     assert result.returncode == 64  # EX_USAGE
     assert "Traceback" not in result.stdout + result.stderr
-    assert "Error: --port banana: Unknown endpoint type: 'banana'" in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "Error: --port banana: Unknown endpoint type: 'banana'",
+        "",
+        "Usage: twist [options] plugin [plugin_options]",
+        HELP_HINT,
+    ]
 
 
 def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:

@@ -100,6 +100,26 @@ def test_metrics_of_all_workers_at_the_supervisor(tmp_path: Path) -> None:
     )
     assert sorted(slot for slot, _ in accepted) == ["1", "2"]
     assert sum(float(count) for _, count in accepted) == 1
+    # Histograms: each worker's, with the same buckets; summed over workers,
+    # the service's (one connection, closed).
+    for le in ("0.01", "+Inf"):
+        buckets = re.findall(
+            rf'incproto_connection_duration_seconds_bucket\{{le="{re.escape(le)}",'
+            rf'worker="(\d)"\}} (\S+)',
+            text,
+        )
+        assert sorted(slot for slot, _ in buckets) == ["1", "2"], le
+    counts = re.findall(
+        r'incproto_connection_duration_seconds_count\{worker="\d"\} (\S+)', text
+    )
+    assert sum(float(count) for count in counts) == 1
+    # The process collector: each worker's, and the supervisor's unlabelled.
+    assert len(re.findall(r'process_open_fds\{worker="\d"\} \d', text)) == 2
+    assert re.search(r"^process_open_fds \d", text, re.MULTILINE)
+    # The settings are logged once, by the supervisor.
+    settings = re.findall(r".*incproto settings: .*", server.output)
+    assert len(settings) == 1, settings
+    assert "[worker" not in settings[0] and "2 workers" in settings[0]
 
 
 def test_a_worker_that_served_and_died_is_replaced_at_once(tmp_path: Path) -> None:

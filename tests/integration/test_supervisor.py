@@ -20,7 +20,6 @@ from twisted.python.failure import Failure
 
 from incproto.config import ServerConfig
 from incproto.serving.health import supervisor_readiness
-from incproto.serving.metrics import registry_of
 from incproto.tap import Options, makeService
 from incproto.workers.balance import READY_FD, TABLE_FD, WORKER_ENV
 from incproto.workers.supervisor import (
@@ -411,7 +410,7 @@ def test_scrape_asks_every_worker_and_labels_their_samples(pool: Any) -> None:
     clock.advance(METRICS_TIMEOUT)  # the second never answers: within 2 s
     assert METRICS_TIMEOUT == 2.0
     collector = scraped.result
-    text = generate_latest(registry_of(collector)).decode()
+    text = generate_latest(collector).decode()  # as WorkersMetricsResource does
     assert "incproto_workers 2.0" in text
     assert 'incproto_worker_up{worker="1"} 1.0' in text
     assert 'incproto_worker_up{worker="2"} 0.0' in text
@@ -427,7 +426,7 @@ def test_scrape_asks_every_worker_and_labels_their_samples(pool: Any) -> None:
     again = pool_.scrape()
     second.childDataReceived(METRICS_REPLIES, reply.replace(b"3.0", b"5.0"))
     clock.advance(METRICS_TIMEOUT)
-    text = generate_latest(registry_of(again.result)).decode()
+    text = generate_latest(again.result).decode()
     assert 'incproto_connections_accepted_total{worker="2"} 5.0' in text
 
 

@@ -43,7 +43,7 @@ def test_accept_errors_pause_accepting_and_are_logged_once_per_interval() -> Non
         clock.advance(1.0)
         assert port.reading  # tries again after the back-off
         clock.advance(9.0)
-        [summary] = [e for e in events if "more accept errors" in e["log_format"]]
+        [summary] = [e for e in events if "in the last" in e["log_format"]]
         assert summary["count"] == 999
     finally:
         globalLogPublisher.removeObserver(events.append)

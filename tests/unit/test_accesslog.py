@@ -66,12 +66,43 @@ class LineTests(SynchronousTestCase):
             "duration": 0.00125,
             "bytesIn": 5,
             "bytesOut": 4,
+            "received": "5 bytes",
+            "sent": "4 bytes",
         }
         self.assertEqual(out.getvalue(), formatEventAsClassicLogText(event))
         self.assertIn(
             "connection from 127.0.0.1:4321 closed (client closed) after "
             "0.001s: 5 bytes in, 4 bytes out\n",
             out.getvalue(),
+        )
+
+    def test_one_byte_is_a_byte_in_both_logs(self) -> None:
+        """The event's text and the file's line say the same, in the
+        singular for one byte (a connection that only got the greeting)."""
+        events: List[Dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        try:
+            for received, sent in ((0, 1), (1, 2), (5, 4)):
+                clock = Clock()
+                clock.advance(WHEN)
+                log, out, _ = a_log(clock=clock)
+                log.record("127.0.0.1:1", "client closed", 0.5, received, sent)
+                log.flush()
+                EventAccessLog().record(
+                    "127.0.0.1:1", "client closed", 0.5, received, sent
+                )
+                event = dict(events[-1], log_time=WHEN)
+                self.assertEqual(out.getvalue(), formatEventAsClassicLogText(event))
+        finally:
+            globalLogPublisher.removeObserver(events.append)
+        lines = [formatEventAsClassicLogText(e).split(": ")[-1] for e in events]
+        self.assertEqual(
+            lines,
+            [
+                "0 bytes in, 1 byte out\n",
+                "1 byte in, 2 bytes out\n",
+                "5 bytes in, 4 bytes out\n",
+            ],
         )
 
     def test_timestamp_is_formatted_once_per_second(self) -> None:

@@ -274,8 +274,12 @@ class RejectionTests(LimitTestCase):
         [first] = self.logged("{what} {peer}: {why}")
         self.assertEqual((first["what"], first["why"]), ("rejected", "limit"))
         self.clock.advance(10.0)
-        [summary] = self.logged("more connections")
+        [summary] = self.logged("rejected or timed out in the last")
         self.assertEqual(summary["count"], 99)
+        self.assertEqual(
+            formatEvent(summary),
+            "99 more connections rejected or timed out in the last 10.0s",
+        )
         self.assertEqual(limit.rejected, 100)
 
     def test_wrapped_factory_refusing_frees_the_slot(self) -> None:
@@ -498,12 +502,12 @@ class MutationTests(LimitTestCase):
         for _ in range(3):
             self.connect(limit)
         self.clock.advance(9.9)
-        self.assertEqual(self.logged("more connections"), [])
+        self.assertEqual(self.logged("in the last"), [])
         self.clock.advance(0.1)
-        [summary] = self.logged("more connections")
+        [summary] = self.logged("in the last")
         self.assertEqual(
             formatEvent(summary),
-            "1 more connections rejected or timed out in the last 10.0s",
+            "1 more connection rejected or timed out in the last 10.0s",
         )
 
     def test_rejection_log_names_peer_and_reason(self) -> None:

@@ -262,3 +262,133 @@ def test_a_scraper_gone_is_not_written_to(
         scraped.errback(ValueError("no workers"))
         assert len(failures) == 1  # logged even so
     assert transport.value() == b""
+
+
+# Histograms and process metrics ----------------------------------------------
+
+
+class ClockHandler:
+    """A handler that takes C{seconds} of C{clock}'s time per call."""
+
+    def __init__(self, clock: Clock, seconds: float) -> None:
+        self.clock, self.seconds = clock, seconds
+
+    def transform(self, payload: bytes) -> bytes:
+        self.clock.advance(self.seconds)
+        return payload
+
+
+def scrape(collector: Any) -> dict[str, float]:
+    from prometheus_client import generate_latest
+
+    from incproto.serving.metrics import registry_of
+
+    return metric_samples(generate_latest(registry_of(collector)).decode())
+
+
+def test_connection_duration_and_inline_handler_time() -> None:
+    """Each closed connection's duration and each read's handler time."""
+    clock = Clock()
+    factory = IncrementFactory(clock=clock, handler=ClockHandler(clock, 0.003))
+    protocol = factory.buildProtocol(None)
+    protocol.makeConnection(StringTransport())
+    protocol.dataReceived(b"^ab")
+    protocol.dataReceived(b"$xyz")  # no payload: the handler is not called
+    clock.advance(2.5)
+    protocol.connectionLost(Failure(ConnectionLost()))
+    samples = scrape(IncprotoCollector(factory))
+    name = "incproto_connection_duration_seconds"
+    assert samples[f'{name}_bucket{{le="1.0"}}'] == 0
+    assert samples[f'{name}_bucket{{le="10.0"}}'] == 1
+    assert samples[f"{name}_count"] == 1
+    assert samples[f"{name}_sum"] == pytest.approx(2.503)
+    name = "incproto_handler_seconds"
+    assert samples[f'{name}_bucket{{le="0.001"}}'] == 0
+    assert samples[f'{name}_bucket{{le="0.005"}}'] == 1
+    assert samples[f"{name}_count"] == 1
+    assert "incproto_pool_job_seconds_count" not in samples
+
+
+def test_queue_wait() -> None:
+    """Every admitted connection's wait: 0 if admitted on arrival."""
+    from incproto.limit import ConnectionLimit
+
+    clock = Clock()
+    limit = ConnectionLimit(IncrementFactory(clock=clock), 1, clock=clock)
+    first, second = (limit.buildProtocol(None) for _ in range(2))
+    first.makeConnection(StringTransport())
+    second.makeConnection(StringTransport())
+    clock.advance(0.2)
+    first.connectionLost(Failure(ConnectionLost()))
+    samples = scrape(IncprotoCollector(limit.wrappedFactory, limit))
+    name = "incproto_queue_wait_seconds"
+    assert samples[f'{name}_bucket{{le="0.001"}}'] == 1
+    assert samples[f'{name}_bucket{{le="0.1"}}'] == 1
+    assert samples[f'{name}_bucket{{le="0.5"}}'] == 2
+    assert samples[f"{name}_count"] == 2
+    assert samples[f"{name}_sum"] == pytest.approx(0.2)
+
+
+def test_pool_job_time() -> None:
+    """A pool's jobs, from submission to reply; not the inline histogram."""
+    from tests.support.pools import ManualPool
+
+    pool = ManualPool()
+    factory = IncrementFactory(clock=pool.reactor, pool=pool)
+    pool.run(b"a")
+    pool.reactor.advance(0.02)
+    pool.finish()
+    samples = scrape(IncprotoCollector(factory, None, pool))
+    name = "incproto_pool_job_seconds"
+    assert samples[f'{name}_bucket{{le="0.01"}}'] == 0
+    assert samples[f'{name}_bucket{{le="0.05"}}'] == 1
+    assert samples[f"{name}_sum"] == pytest.approx(0.02)
+    assert "incproto_handler_seconds_count" not in samples
+
+
+def test_process_metrics() -> None:
+    """CPU, memory and open files of the serving process."""
+    samples = scrape(IncprotoCollector(IncrementFactory(clock=Clock())))
+    assert samples["process_open_fds"] >= 3
+    assert samples["process_resident_memory_bytes"] > 0
+    assert "process_cpu_seconds_total" in samples
+
+
+def test_workers_histograms_merge() -> None:
+    """Under --workers, each worker's histograms and process metrics carry
+    its worker label; summed over workers, buckets, _sum and _count are the
+    service's; the supervisor's process metrics are unlabelled."""
+    from prometheus_client import ProcessCollector, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from incproto.serving.metrics import registry_of
+
+    texts, clock = {}, Clock()
+    for worker, durations in [(1, [0.05, 20.0]), (2, [0.5])]:
+        factory = IncrementFactory(clock=clock)
+        for duration in durations:
+            factory.connectionSeconds.observe(duration)
+        collector = IncprotoCollector(factory)
+        texts[worker] = generate_latest(registry_of(collector)).decode()
+    merged = WorkersCollector(texts, 2, 0, own=ProcessCollector(registry=None))
+    text = generate_latest(merged).decode()  # type: ignore[arg-type]
+    names = [family.name for family in text_string_to_metric_families(text)]
+    assert len(names) == len(set(names))  # one family per name
+    samples = metric_samples(text)
+    name = "incproto_connection_duration_seconds"
+
+    def summed(sample: str) -> float:
+        return sum(
+            value
+            for key, value in samples.items()
+            if key.startswith(sample) and 'worker="' in key
+        )
+
+    assert summed(f'{name}_bucket{{le="0.1"') == 1
+    assert summed(f'{name}_bucket{{le="1.0"') == 2
+    assert summed(f'{name}_bucket{{le="+Inf"') == 3
+    assert summed(f"{name}_count") == 3
+    assert summed(f"{name}_sum") == pytest.approx(20.55)
+    assert samples[f'{name}_count{{worker="2"}}'] == 1
+    assert samples['process_open_fds{worker="1"}'] >= 3
+    assert samples["process_open_fds"] >= 3  # the supervisor's own

@@ -352,7 +352,7 @@ class ThreadHandlerPoolTests(SynchronousTestCase):
         self.assertEqual(
             formatEvent(warning),
             "ThreadHandlerPool(IncrementHandler(), 1): a handler call ran "
-            "longer than 2.0s; 1 threads stuck",
+            "longer than 2.0s; 1 thread stuck",
         )
         done(True, result)  # the stuck thread returns at last: retired
         self.assertEqual((pool.stuck, threads.sizes), (0, [(2, 2), (1, 1)]))
@@ -377,7 +377,7 @@ class ThreadHandlerPoolTests(SynchronousTestCase):
         self.assertEqual(
             warnings[-1],
             "ThreadHandlerPool(IncrementHandler(), 1): a handler call found no "
-            "thread in 2.0s; 1 threads stuck",
+            "thread in 2.0s; 1 thread stuck",
         )
         threads.run()  # the abandoned job reaches a thread: it does nothing
         self.assertEqual((pool.stuck, pool.timeouts), (1, 2))

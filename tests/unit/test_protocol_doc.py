@@ -1,5 +1,6 @@
 """docs/protocol.md, the normative text: its worked examples, read from the
-document and played in order on one connection."""
+document and played in order on one connection; and README's short table,
+the same way."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from incproto import IncrementFactory
 from tests.support.fakes import connect_to
 
-PROTOCOL_MD = Path(__file__).resolve().parent.parent.parent / "docs" / "protocol.md"
+ROOT = Path(__file__).resolve().parent.parent.parent
+PROTOCOL_MD = ROOT / "docs" / "protocol.md"
+README_MD = ROOT / "README.md"
 # A cell: `literal` and 0xNN tokens, or "(nothing)", or "(connect)".
 TOKEN = re.compile(r"`([^`]*)`|0x([0-9A-Fa-f]{2})|(\(nothing\))|(\(connect\))")
 
@@ -34,26 +37,44 @@ def cell_bytes(cell: str) -> bytes:
     return bytes(out)
 
 
-def worked_examples() -> List[Tuple[str, str]]:
-    """The rows of the table under "Worked examples", as (sent, received)."""
-    section = PROTOCOL_MD.read_text().split("## Worked examples", 1)[1]
+def worked_examples(
+    path: Path = PROTOCOL_MD, heading: str = "## Worked examples"
+) -> List[Tuple[str, str]]:
+    """The rows of the table under C{heading}, as (sent, received), with
+    the header row first."""
+    section = path.read_text().split(heading, 1)[1]
     section = section.split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("|")]
     cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
-    return [(sent, received) for sent, received in cells[2:]]
+    return [(sent, received) for sent, received in cells[:1] + cells[2:]]
+
+
+def play(test: SynchronousTestCase, rows: List[Tuple[str, str]]) -> None:
+    """Send each row's bytes after the one before, on one connection, and
+    check the server's answer to each."""
+    test.assertEqual(rows[0], ("(connect)", "`*`"))
+    protocol, transport = connect_to(IncrementFactory(clock=Clock()))
+    test.assertEqual(transport.value(), cell_bytes(rows[0][1]))
+    for sent, received in rows[1:]:
+        transport.clear()
+        protocol.dataReceived(cell_bytes(sent))
+        test.assertEqual(transport.value(), cell_bytes(received), sent)
 
 
 class WorkedExampleTests(SynchronousTestCase):
     def test_table_plays_on_one_connection(self) -> None:
-        rows = worked_examples()
-        self.assertEqual(rows[0], ("(connect)", "`*`"))
+        rows = worked_examples()[1:]
         self.assertGreaterEqual(len(rows), 8)
-        protocol, transport = connect_to(IncrementFactory(clock=Clock()))
-        self.assertEqual(transport.value(), cell_bytes(rows[0][1]))
-        for sent, received in rows[1:]:
-            transport.clear()
-            protocol.dataReceived(cell_bytes(sent))
-            self.assertEqual(transport.value(), cell_bytes(received), sent)
+        play(self, rows)
+
+    def test_readmes_table_plays_on_one_connection_and_says_so(self) -> None:
+        """README's short table holds only on one connection, in order
+        (its last row continues the message the row before opened): its
+        header says so."""
+        header, *rows = worked_examples(README_MD, "## The protocol in brief")
+        self.assertEqual(header[0], "client sends (one connection, in order)")
+        self.assertEqual(len(rows), 4)
+        play(self, rows)
 
     def test_wrapping_is_in_the_table(self) -> None:
         """0xFF comes back as 0x00, and the table says so."""

@@ -47,3 +47,22 @@ def test_the_supervisor_watches_its_own_reactor_and_its_workers() -> None:
     service = makeService(off, ProcessClock())
     assert service.heartbeat is None  # type: ignore[attr-defined]
     assert service.getServiceNamed("workers").watchdog is None  # type: ignore[attr-defined]
+
+
+def test_the_supervisor_logs_the_settings_once() -> None:
+    """Under --workers the supervisor logs the settings; a worker's stack
+    (incproto.workers.worker) does not log them again."""
+    from twisted.logger import globalLogPublisher
+
+    options = Options.parse(["--port", "tcp:0", "--workers", "2"])
+    service = makeService(options, ProcessClock())
+    events: list = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        service._announce()  # type: ignore[attr-defined]
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    [event] = [e for e in events if "settings" in e]
+    assert event["settings"].endswith(
+        "drain timeout 30s; 2 workers (limits per worker)"
+    )

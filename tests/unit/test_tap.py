@@ -149,6 +149,36 @@ class OptionsTests(SynchronousTestCase):
             "(LISTEN_FDS=1, LISTEN_FDNAMES=a)",
         )
 
+    def test_a_usage_error_under_twistd_keeps_the_reason_in_sight(self) -> None:
+        """twistd prints the usage text, then the reason: after a parse
+        failure the usage text is one line that points to --help, not
+        every option; --help still documents every option."""
+        from twisted.scripts.twistd import ServerOptions
+
+        from incproto.tap import HELP_HINT
+
+        for argv in (["--port", "nope:x"], ["--bogus"], ["--backlog", "0"]):
+            config = ServerOptions()
+            with self.assertRaises(usage.UsageError):
+                config.parseOptions(["-n", "incproto", *argv])
+            self.assertEqual(
+                str(config).splitlines(), ["Usage: twistd [options]", HELP_HINT]
+            )
+        self.assertGreater(len(str(Options()).splitlines()), 40)
+
+    def test_help_says_which_interfaces_a_bare_port_binds(self) -> None:
+        """A bare --port listens on every interface, a bare --metrics on
+        loopback only: --help says so next to each."""
+        text = " ".join(str(Options()).split())
+        port = text[text.index("--port=") :]
+        metrics = text[text.index("--metrics=") :]
+        self.assertIn("port number, which listens on every IPv4 interface", port)
+        self.assertIn("port number listens on loopback only (unlike --port)", metrics)
+        self.assertEqual(ServerConfig(port="9090").endpoint, "tcp:9090:backlog=1024")
+        self.assertEqual(
+            ServerConfig(metrics="9100").metrics, "tcp:9100:interface=127.0.0.1"
+        )
+
     def test_help_documents_every_option(self) -> None:
         """
         Every declared option (parameters and flags) is named in --help, with
@@ -191,6 +221,33 @@ class MakeServiceTests(SynchronousTestCase):
         service = makeService(Options.parse(["--port", "9191"]), reactor=reactor)
         service.startService()
         self.assertEqual(len(reactor.tcpServers), 1)
+
+    def test_settings_logged_once_before_listening(self) -> None:
+        """One line says the handler, pool, limits and timeouts in force,
+        before the listening line, however the service is started."""
+        from twisted.logger import globalLogPublisher
+
+        argv = ["--port", "9191", "--threads", "1", "--max-connections", "5"]
+        for privileged in (True, False):
+            events: list = []
+            globalLogPublisher.addObserver(events.append)
+            try:
+                reactor = MemoryReactor()
+                service = makeService(Options.parse(argv), reactor=reactor)
+                if privileged:
+                    service.privilegedStartService()
+                service.startService()
+                service.stopService()
+            finally:
+                globalLogPublisher.removeObserver(events.append)
+            formats = [e.get("log_format") for e in events]
+            settings = [e for e in events if "settings" in e]
+            self.assertEqual(len(settings), 1)
+            self.assertIn("in 1 thread; at most 5 connections", settings[0]["settings"])
+            self.assertLess(
+                formats.index("incproto settings: {settings}"),
+                formats.index("{what} listening on {address}"),
+            )
 
     def test_nothing_listens_before_start(self) -> None:
         """twistd calls makeService before daemonizing: no sockets yet."""
@@ -400,6 +457,24 @@ class ServerConfigTests(SynchronousTestCase):
             with self.assertRaises(ValueError) as raised:
                 ServerConfig(**settings)  # type: ignore[arg-type]
             self.assertTrue(str(raised.exception).startswith(message), settings)
+
+    def test_summary_says_what_is_in_force(self) -> None:
+        self.assertEqual(
+            ServerConfig().summary(),
+            "handler incproto.handlers:increment_handler inline; connections "
+            "unlimited; idle timeout off; drain timeout 30s",
+        )
+        config = ServerConfig(
+            handler="m:f", processes=4, handler_timeout=2.5, max_connections=100,
+            queue=10, queue_timeout=5, max_per_peer=3, idle_timeout=300,
+            drain_timeout=20, workers=2,
+        )  # fmt: skip
+        self.assertEqual(
+            config.summary(),
+            "handler m:f in 4 processes; at most 100 connections, queue 10, "
+            "queue timeout 5s, per peer 3; idle timeout 300s; handler timeout "
+            "2.5s; drain timeout 20s; 2 workers (limits per worker)",
+        )
 
     def test_the_json_round_trip_is_exact(self) -> None:
         config = ServerConfig(
