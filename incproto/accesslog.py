@@ -21,6 +21,8 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger, formatTime
 
+from incproto._kernel.logpipe import protect
+
 # The namespace of the close event (and of the lines, which look the same).
 NAMESPACE = "incproto.protocol.IncrementFactory"
 CLOSE_FORMAT = (
@@ -201,7 +203,9 @@ def choose(destination: Optional[str], parent: Any, clock: IReactorTime) -> Acce
     if destination == STANDARD_OUTPUT:
         # The stream as it is now: twistd and twist replace sys.stdout with
         # a logging file after building the service, and log to this one.
-        return FileAccessLog(sys.stdout, clock)
+        # On a pipe or socket it is made non-blocking: a reader that stops
+        # costs lines, not sessions.
+        return FileAccessLog(protect(sys.stdout, clock), clock)
     return FileAccessLog(open(destination, "a"), clock, closeOnStop=True)
 
 

@@ -377,6 +377,13 @@ def makeService(options: Options, reactor: Optional[IReactorTime] = None) -> ISe
         signals are quiet and SIGHUP is graceful (a stop; with C{--workers}
         a rolling restart of the workers).
     """
+    if options.parent is not None:
+        from incproto._kernel.logpipe import protect_twisted_log
+        from incproto._kernel.reactors import global_reactor
+
+        # Before twistd or twist starts its log: a stdout pipe whose reader
+        # stops must cost log lines, not the reactor.
+        protect_twisted_log(options.parent, reactor or global_reactor())
     if options.config.workers is not None:
         from incproto.workers.supervisor import supervise
 

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Tuple
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from incproto._kernel.logpipe import dropped_lines
+
 if TYPE_CHECKING:
     from incproto.limit import ConnectionLimit
     from incproto.pools import HandlerPool
@@ -70,6 +72,7 @@ class IncprotoCollector:
             "Payload handler failures.",
             factory.handlerErrors,
         )
+        yield dropped_log_lines(dropped_lines())
         if self.limit is not None:
             yield from self._limit(self.limit)
         if self.proxy is not None:
@@ -106,6 +109,18 @@ class IncprotoCollector:
             [("rejected", limit.rejected), ("queue timeout", limit.timedOut),
              ("left the queue", limit.abandoned)],
         )  # fmt: skip
+
+
+def dropped_log_lines(count: int) -> CounterMetricFamily:
+    """
+    The counter of log lines dropped because the log's reader did not keep
+    up (see L{incproto._kernel.logpipe}).
+    """
+    return CounterMetricFamily(
+        "incproto_log_lines_dropped",
+        "Log lines dropped because the log's reader did not keep up.",
+        count,
+    )
 
 
 def _by_reason(

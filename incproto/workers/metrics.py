@@ -17,6 +17,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from incproto.serving.health import ReadinessCheck
+from incproto.serving.metrics import dropped_log_lines
 from incproto.serving.web import SCRAPE_FAILED, failed_scrape, site_of
 
 
@@ -28,12 +29,17 @@ class WorkersCollector:
 
     @ivar texts: each worker's metrics in Prometheus's text format, by its
         number, as of this scrape.
+    @ivar droppedLines: the log lines the supervisor itself dropped: a
+        sample without a C{worker} label in the workers' family.
     """
 
-    def __init__(self, texts: Dict[int, str], workers: int, restarts: int) -> None:
+    def __init__(
+        self, texts: Dict[int, str], workers: int, restarts: int, droppedLines: int = 0
+    ) -> None:
         self.texts = texts
         self.workers = workers
         self.restarts = restarts
+        self.droppedLines = droppedLines
 
     def collect(self) -> Iterator[Metric]:
         """The merged metrics."""
@@ -43,7 +49,8 @@ class WorkersCollector:
         yield CounterMetricFamily(
             "incproto_worker_restarts", "Worker processes restarted.", self.restarts
         )
-        families: Dict[str, Metric] = {}
+        own = dropped_log_lines(self.droppedLines)
+        families: Dict[str, Metric] = {own.name: own}
         for worker, text in sorted(self.texts.items()):
             for family in text_string_to_metric_families(text):
                 merged = families.setdefault(

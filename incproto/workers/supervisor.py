@@ -49,6 +49,7 @@ from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger, eventFromJSON
 from twisted.python.failure import Failure
 
+from incproto._kernel.logpipe import dropped_lines
 from incproto._kernel.reactors import global_reactor
 from incproto.config import ServerConfig
 from incproto.serving.health import supervisor_readiness
@@ -338,7 +339,9 @@ class WorkerPool(Service):
 
         def merge(answers: List[Optional[str]]) -> WorkersCollector:
             texts = {s: text for s, text in zip(slots, answers) if text is not None}
-            return WorkersCollector(texts, len(self.workers), self.restarts)
+            return WorkersCollector(
+                texts, len(self.workers), self.restarts, dropped_lines()
+            )
 
         return gatherResults(asked).addCallback(merge)
 

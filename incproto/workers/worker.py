@@ -91,6 +91,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from twisted.internet.stdio import StandardIO
     from twisted.logger import globalLogBeginner, jsonFileLogObserver
 
+    from incproto._kernel.logpipe import protect
     from incproto._kernel.parentdeath import die_with_parent
     from incproto.serving.metrics import registry_of
     from incproto.serving.stack import serving_stack
@@ -109,8 +110,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         signal.SIGTERM, lambda signum, frame: reactor.callWhenRunning(reactor.stop)
     )
     die_with_parent(signal.SIGTERM)
+    # Non-blocking: a supervisor that stops reading (SIGSTOP) costs log
+    # lines, counted, never this worker's sessions.
+    out = protect(sys.stdout, reactor)
     globalLogBeginner.beginLoggingTo(
-        [jsonFileLogObserver(sys.stdout, recordSeparator="")],
+        [jsonFileLogObserver(out, recordSeparator="")],
         redirectStandardIO=False,
     )
     endpoint = adopted_endpoint(reactor, config.endpoint, WORKER_FD, family)
