@@ -311,14 +311,9 @@ def protect_twisted_log(parent: Any, reactor: Any) -> None:
         return
     if "fileLogObserverFactory" in parent:  # twist
         parent["logFile"] = protect(parent.get("logFile"), reactor)
-    elif "nodaemon" in parent:  # twistd
-        if (
-            parent["nodaemon"]
-            and parent.get("logfile") in (None, "", "-")
-            and not parent.get("syslog")
-            and parent.get("logger") is None
-        ):
-            protect(sys.stdout, reactor)
+    elif parent.get("nodaemon"):  # twistd -n
+        # Its log (and a --logger's observer, and print) reads sys.stdout.
+        protect(sys.stdout, reactor)
 
 
 def dropped_lines() -> int:

@@ -164,7 +164,8 @@ def serving_stack(
         )
         service.addServiceStoppedLast(metrics_listener(reactor, config.metrics, site))
     listener.setServiceParent(service)
-    signals = SignalHandling(reactor, hangup)
+    reopen = access_log.reopen if isinstance(access_log, FileAccessLog) else None
+    signals = SignalHandling(reactor, hangup, reopen)
     signals.setServiceParent(service)
     service.factory, service.limit, service.pool = increment, limit, pool
     service.listener, service.signals = listener, signals

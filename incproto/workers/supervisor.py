@@ -85,7 +85,7 @@ def supervise(
         site = workers_metrics_site(pool.scrape, reactor, supervisor_readiness(pool))
         # Stopped last: /healthz answers 503 while the workers drain.
         service.addServiceStoppedLast(metrics_listener(reactor, config.metrics, site))
-    SignalHandling(reactor, pool.reload).setServiceParent(service)
+    SignalHandling(reactor, pool.reload, pool.reopen).setServiceParent(service)
     return service
 
 
@@ -291,6 +291,11 @@ class WorkerPool(Service):
             self.retired.add(worker)
             self.spawn(worker.slot)
             worker.signal(signal.SIGQUIT)
+
+    def reopen(self) -> None:
+        """Have every worker reopen its access log file (SIGUSR1)."""
+        for worker in [*self.workers.values(), *self.retired]:
+            worker.signal(signal.SIGUSR1)
 
     def ended(self, worker: WorkerProcess, reason: Failure) -> None:
         """A worker exited: restart it, with back-off, unless stopping."""

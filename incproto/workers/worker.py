@@ -103,6 +103,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     # (PR_SET_PDEATHSIG), and the pipe from it ends (see orphaned below).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # SIGUSR1 (reopen the access log) is forwarded by the supervisor, maybe
+    # before this worker's reactor runs: it must not end the worker.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     # A SIGTERM before the reactor runs (and installs its own handler) must
     # not kill the worker at once: it listens before then, and may have
     # accepted connections.  Stop as soon as the reactor runs instead.
@@ -121,6 +124,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     # A worker's SIGHUP is its supervisor's business.
     service = serving_stack(config, reactor, endpoint=endpoint, hangup=None)
     signals = service.signals
+    signals.quit = None  # SIGQUIT retires a worker: see below
     stop = signals.stop
 
     def orphaned() -> None:
