@@ -90,24 +90,33 @@ class SignalHandling(Service):
 
     def startService(self) -> None:
         """
-        Install the handlers once the reactor runs (it installs its own as it
-        starts, which these wrap).
+        Handle SIGHUP, SIGQUIT, SIGUSR1 and the ignored signals now (what
+        they do waits for the reactor to run), and wrap the reactor's
+        SIGTERM and SIGINT handlers once it runs (it installs them as it
+        starts).
         """
         super().startService()
+        self.install()
         if hasattr(self.reactor, "callWhenRunning"):
-            self.reactor.callWhenRunning(self.install)
+            self.reactor.callWhenRunning(self.wrapStops)
         if hasattr(self.reactor, "addSystemEventTrigger"):
             self.reactor.addSystemEventTrigger("before", "shutdown", self._shutdown)
 
-    def install(self) -> None:
+    def wrapStops(self) -> None:
         """
-        Wrap the reactor's SIGTERM and SIGINT handlers; handle SIGHUP,
-        SIGQUIT and SIGUSR1; ignore the rest of the habitual signals.
+        Wrap the reactor's SIGTERM and SIGINT handlers: a second one is only
+        logged.
         """
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous = signal.getsignal(signum)
             if callable(previous):
                 self._handle(signum, self._stopper(previous))
+
+    def install(self) -> None:
+        """
+        Handle SIGHUP, SIGQUIT and SIGUSR1; ignore the rest of the habitual
+        signals.
+        """
         if self.quit == STOP:
             self._handle(signal.SIGQUIT, self._gracefully)
         self._handle(signal.SIGUSR1, self._reopen)
@@ -172,8 +181,8 @@ class SignalHandling(Service):
         if self.reopen is None:
             self.log.info("received SIGUSR1: no access log file to reopen")
             return
-        self.log.info("received SIGUSR1: reopening the access log")
         self.reopen()
+        self.log.info("received SIGUSR1: reopened the access log")
 
     def _ignore(self, signum: int) -> None:
         now = self.reactor.seconds()

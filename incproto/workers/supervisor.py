@@ -105,12 +105,18 @@ class WorkerProcess(ProcessProtocol):
         self.ended: Deferred[None] = Deferred()
         self._lines = {1: b"", 2: b"", METRICS_REPLIES: b""}
         self._asked: Deque[Deferred[Optional[str]]] = deque()
+        # Whether it has logged (so handles SIGUSR1), and owes a reopen.
+        self.heard = self.reopenOwed = False
 
     def _split(self, fd: int, data: bytes) -> List[bytes]:
         *lines, self._lines[fd] = (self._lines[fd] + data).split(b"\n")
         return [line for line in lines if line.strip()]
 
     def outReceived(self, data: bytes) -> None:
+        self.heard = True
+        if self.reopenOwed:
+            self.reopenOwed = False
+            self.signal(signal.SIGUSR1)
         for line in self._split(1, data):
             try:
                 event = eventFromJSON(line.decode("utf-8"))
@@ -293,9 +299,15 @@ class WorkerPool(Service):
             worker.signal(signal.SIGQUIT)
 
     def reopen(self) -> None:
-        """Have every worker reopen its access log file (SIGUSR1)."""
+        """
+        Have every worker reopen its access log file (SIGUSR1); one that has
+        not logged yet (so may not handle SIGUSR1 yet) gets it when it does.
+        """
         for worker in [*self.workers.values(), *self.retired]:
-            worker.signal(signal.SIGUSR1)
+            if worker.heard:
+                worker.signal(signal.SIGUSR1)
+            else:
+                worker.reopenOwed = True
 
     def ended(self, worker: WorkerProcess, reason: Failure) -> None:
         """A worker exited: restart it, with back-off, unless stopping."""

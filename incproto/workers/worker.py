@@ -125,6 +125,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     service = serving_stack(config, reactor, endpoint=endpoint, hangup=None)
     signals = service.signals
     signals.quit = None  # SIGQUIT retires a worker: see below
+    # Before anything is logged: the supervisor sends SIGUSR1 (reopen the
+    # access log) only to a worker it has heard from.
+    signals.install()
     stop = signals.stop
 
     def orphaned() -> None:

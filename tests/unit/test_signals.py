@@ -124,9 +124,7 @@ class SignalHandlingTests(SynchronousTestCase):
         ).startService()
         self.deliver(signal.SIGUSR1)
         self.assertEqual((len(reopened), self.reactor.stopped), (1, 0))
-        self.assertEqual(
-            self.messages(), ["received SIGUSR1: reopening the access log"]
-        )
+        self.assertEqual(self.messages(), ["received SIGUSR1: reopened the access log"])
 
     def test_sigusr1_with_nothing_to_reopen(self) -> None:
         SignalHandling(self.reactor).startService()
