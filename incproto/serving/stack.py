@@ -164,7 +164,9 @@ def serving_stack(
         )
         service.addServiceStoppedLast(metrics_listener(reactor, config.metrics, site))
     listener.setServiceParent(service)
-    reopen = access_log.reopen if isinstance(access_log, FileAccessLog) else None
+    reopen = None
+    if isinstance(access_log, FileAccessLog) and access_log.path is not None:
+        reopen = access_log.reopen
     signals = SignalHandling(reactor, hangup, reopen)
     signals.setServiceParent(service)
     service.factory, service.limit, service.pool = increment, limit, pool
