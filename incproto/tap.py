@@ -226,17 +226,18 @@ class Options(usage.Options):
                 None,
                 None,
                 "Where each connection's close is logged: - (standard output) or "
-                "a file to append to, buffered and written at least once a "
-                "second; or log (an event in twistd's or twist's log, with "
-                "fields, at several times the CPU). Default: standard output when "
-                "the log is text there (twistd -n, twist on a terminal), else log.",
+                "a file to append to (SIGUSR1 reopens it), buffered and written "
+                "at least once a second; or log (an event in twistd's or twist's "
+                "log, with fields, at several times the CPU). Default: standard "
+                "output when the log is text there (twistd -n, twist on a "
+                "terminal), else log.",
             ],
             [
                 "drain-timeout",
                 None,
                 DEFAULT_DRAIN_TIMEOUT,
-                "On shutdown (SIGTERM, SIGINT), give connections and handler work "
-                "this many seconds to finish, then abort them.",
+                "On shutdown (SIGTERM, SIGINT, SIGQUIT), give connections and "
+                "handler work this many seconds to finish, then abort them.",
                 _positive_float,
             ],
         ]
