@@ -72,7 +72,8 @@ class DroppingWriter:
         self._midline = False  # the last byte kept ends no line
         self._skipping = False  # dropping the rest of a line
         self._watched = False
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler that logs may interrupt a write.
+        self._lock = threading.RLock()
         flags = fcntl.fcntl(fd, fcntl.F_GETFL)
         fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
 
