@@ -14,6 +14,7 @@ the fields (C{twist --log-format json}, syslog, a daemon's log file).
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import IO, Any, Callable, List, Optional, Protocol
 
@@ -21,6 +22,7 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger, formatTime
 
+from incproto._kernel.logpipe import protect
 from incproto._kernel.words import counted
 
 # The namespace of the close event (and of the lines, which look the same).
@@ -101,6 +103,7 @@ class FileAccessLog(Service):
     @ivar flushInterval: at most how many seconds a line waits in memory.
     @ivar maxLines: how many lines may wait before they are written at once.
     @ivar closeOnStop: whether stopping the service closes C{out}.
+    @ivar path: the file's path, for L{reopen}, if it is a file of ours.
     @ivar errors: how many writes failed (their lines are dropped).
     """
 
@@ -114,12 +117,14 @@ class FileAccessLog(Service):
         maxLines: int = 1000,
         closeOnStop: bool = False,
         timeFormatter: Callable[[float], str] = formatTime,
+        path: Optional[str] = None,
     ) -> None:
         """
         @param timeFormatter: formats a whole second as the line's
             timestamp; Twisted's text log's format (local time) by default.
         """
         self.out = out
+        self.path = path
         self.clock = clock
         self.flushInterval = flushInterval
         self.maxLines = maxLines
@@ -178,6 +183,29 @@ class FileAccessLog(Service):
                     error=e,
                 )
 
+    def reopen(self) -> None:
+        """
+        Write what is waiting, then append to C{path} anew (SIGUSR1, after
+        logrotate renamed the file): new lines go to a new file of that
+        name.  If it cannot be opened, lines keep going to the old one.
+        """
+        self.flush()
+        if self.path is None:
+            return
+        try:
+            out = open(self.path, "a")
+        except OSError as e:
+            self.log.warn(
+                "cannot reopen the access log {path}: {error}; still writing "
+                "to the file it was",
+                path=self.path,
+                error=e.strerror,
+            )
+            return
+        old, self.out = self.out, out
+        if self.closeOnStop:
+            old.close()
+
     def stopService(self) -> None:
         """
         Write what is waiting (and close the file if it is ours).
@@ -210,8 +238,15 @@ def choose(destination: Optional[str], parent: Any, clock: IReactorTime) -> Acce
     if destination == STANDARD_OUTPUT:
         # The stream as it is now: twistd and twist replace sys.stdout with
         # a logging file after building the service, and log to this one.
-        return FileAccessLog(sys.stdout, clock)
-    return FileAccessLog(open(destination, "a"), clock, closeOnStop=True)
+        # On a pipe or socket it is made non-blocking: a reader that stops
+        # costs lines, not sessions.
+        return FileAccessLog(protect(sys.stdout, clock), clock)
+    return FileAccessLog(
+        open(destination, "a"),
+        clock,
+        closeOnStop=True,
+        path=os.path.abspath(destination),
+    )
 
 
 def _logs_text_to_stdout(parent: Any) -> bool:

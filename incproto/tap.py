@@ -263,10 +263,11 @@ class Options(usage.Options):
                 None,
                 None,
                 "Where each connection's close is logged: - (standard output) or "
-                "a file to append to, buffered and written at least once a "
-                "second; or log (an event in twistd's or twist's log, with "
-                "fields, at several times the CPU). Default: standard output when "
-                "the log is text there (twistd -n, twist on a terminal), else log.",
+                "a file to append to (SIGUSR1 reopens it), buffered and written "
+                "at least once a second; or log (an event in twistd's or twist's "
+                "log, with fields, at several times the CPU). Default: standard "
+                "output when the log is text there (twistd -n, twist on a "
+                "terminal), else log.",
             ],
             [
                 "handshake-timeout",
@@ -290,8 +291,8 @@ class Options(usage.Options):
                 "drain-timeout",
                 None,
                 DEFAULT_DRAIN_TIMEOUT,
-                "On shutdown (SIGTERM, SIGINT), give connections and handler work "
-                "this many seconds to finish, then abort them.",
+                "On shutdown (SIGTERM, SIGINT, SIGQUIT), give connections and "
+                "handler work this many seconds to finish, then abort them.",
                 _positive_float,
             ],
             [
@@ -471,6 +472,13 @@ def makeService(options: Options, reactor: Optional[IReactorTime] = None) -> ISe
         signals are quiet and SIGHUP is graceful (a stop; with C{--workers}
         a rolling restart of the workers).
     """
+    if options.parent is not None:
+        from incproto._kernel.logpipe import protect_twisted_log
+        from incproto._kernel.reactors import global_reactor
+
+        # Before twistd or twist starts its log: a stdout pipe whose reader
+        # stops must cost log lines, not the reactor.
+        protect_twisted_log(options.parent, reactor or global_reactor())
     if options.config.workers is not None:
         from incproto.workers.supervisor import supervise
 

@@ -26,6 +26,7 @@ from prometheus_client.core import (
 from prometheus_client.utils import floatToGoString
 
 from incproto._kernel.histogram import Histogram
+from incproto._kernel.logpipe import dropped_lines
 
 if TYPE_CHECKING:
     from incproto._kernel.preambles import Preambles
@@ -102,6 +103,7 @@ class IncprotoCollector:
                 "How long the inline handler took per read's payload.",
                 factory.handlerSeconds,
             )
+        yield dropped_log_lines(dropped_lines())
         if self.limit is not None:
             yield from self._limit(self.limit)
         accepting = self.listener.accepting if self.listener is not None else None
@@ -185,6 +187,18 @@ class IncprotoCollector:
             "How long admitted connections waited in the queue (0: not queued).",
             limit.queueSeconds,
         )
+
+
+def dropped_log_lines(count: int) -> CounterMetricFamily:
+    """
+    The counter of log lines dropped because the log's reader did not keep
+    up (see L{incproto._kernel.logpipe}).
+    """
+    return CounterMetricFamily(
+        "incproto_log_lines_dropped",
+        "Log lines dropped because the log's reader did not keep up.",
+        count,
+    )
 
 
 def _by_reason(

@@ -1,45 +1,65 @@
-# -*- test-case-name: tests.unit.test_signals -*-
+# -*- test-case-name: tests.unit.test_signals,tests.e2e.test_signals -*-
 """How an incproto process answers signals once its reactor runs.
 
-Twisted's reactor stops on SIGTERM and SIGINT, but a second one during the
-drain makes it call C{reactor.stop()} again, which logs a
-C{ReactorNotRunning} traceback; and it leaves SIGHUP at its default, which
-kills the process at once and resets every client.  L{SignalHandling}
-wraps the reactor's handlers so that the first SIGTERM or SIGINT stops the
-reactor as before and any later one is logged in one line, and gives
-SIGHUP a meaning:
+By the conventions of nginx and gunicorn, so that no signal an operator
+sends by habit kills the server:
 
-  - in one process, the same graceful stop as SIGTERM (POSIX's SIGHUP
-    means the controlling terminal or the supervising session went away:
-    end, but cleanly); twistd then exits by re-raising SIGHUP, which
-    systemd, like SIGTERM, counts as a clean stop;
-  - in a C{--workers} supervisor, a rolling restart of the workers
-    (gunicorn's convention: start new workers, drain the old ones);
-  - in a worker, nothing: the supervisor decides.
+  - SIGTERM and SIGINT: the reactor's graceful stop (a drain); a second one
+    during the drain is logged in one line (the reactor would call
+    C{reactor.stop()} again and log a C{ReactorNotRunning} traceback).
+  - SIGQUIT: the same graceful stop (nginx's and gunicorn's "quit"); the
+    process exits 0, not by re-raising it (which would dump core).  A
+    worker of C{--workers} keeps its own meaning: retire (see
+    L{incproto.workers.worker.retire_gracefully}).
+  - SIGHUP: in one process, the same graceful stop (the terminal or the
+    session went away); twistd then exits by re-raising SIGHUP, which
+    systemd, like SIGTERM, counts as a clean stop.  In a C{--workers}
+    supervisor, a rolling restart of the workers; in a worker, nothing (the
+    supervisor decides).  A SIGHUP ignored at start (C{nohup}) stays
+    ignored.
+  - SIGUSR1: reopen the access log file (after logrotate renamed it); a
+    supervisor forwards it to every worker.
+  - SIGUSR2, SIGALRM, SIGTTIN, SIGTTOU, SIGWINCH: ignored, with one log line
+    (at most one a second of each), where their action was the default
+    (end or freeze the process).
 
-A SIGHUP that was ignored when the process started (C{nohup}) stays
-ignored.
+Each handler only hands the signal to the reactor thread
+(C{callFromThread}): nothing is logged or written from inside a signal
+handler, which could interrupt the very log write it would make.
 """
 
 from __future__ import annotations
 
 import signal
-from typing import Any, Callable
+from typing import Any, Callable, Dict, Optional
 
 from twisted.application.service import Service
 from twisted.logger import Logger
 
-# What SIGHUP does: stop like SIGTERM (this), call a function, or nothing.
+# What SIGHUP or SIGQUIT does: stop gracefully (this), call a function, or
+# nothing.
 STOP = "stop"
+# Signals whose default action ends or freezes the process, and which an
+# incproto process ignores, with a log line.
+IGNORED = tuple(
+    getattr(signal, name)
+    for name in ("SIGUSR2", "SIGALRM", "SIGTTIN", "SIGTTOU", "SIGWINCH")
+    if hasattr(signal, name)
+)
+# At most one log line a second for each ignored signal.
+IGNORED_LOG_INTERVAL = 1.0
 
 
-# <linux/prctl.h>
 class SignalHandling(Service):
     """
     Install incproto's signal handling when the reactor runs.
 
     @ivar hangup: C{STOP} to stop gracefully on SIGHUP, a callable to call
         on it, or C{None} to ignore it.
+    @ivar quit: C{STOP} to stop gracefully on SIGQUIT, or C{None} to leave
+        SIGQUIT as it is (a worker handles it itself).
+    @ivar reopen: what SIGUSR1 calls (reopen the access log, or tell the
+        workers to), or C{None} if there is nothing to reopen.
     @ivar stopping: whether a stop was asked for (by a signal, or by the
         reactor shutting down); later stop signals are only logged.
     """
@@ -48,10 +68,19 @@ class SignalHandling(Service):
 
     name = "signals"
 
-    def __init__(self, reactor: Any, hangup: Any = STOP) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        hangup: Any = STOP,
+        reopen: Optional[Callable[[], Any]] = None,
+        quit: Any = STOP,
+    ) -> None:
         self.reactor = reactor
         self.hangup = hangup
+        self.reopen = reopen
+        self.quit = quit
         self.stopping = False
+        self._ignoredLogged: Dict[int, float] = {}
 
     def stop(self) -> None:
         """Stop the reactor, unless a stop was asked for already."""
@@ -61,55 +90,108 @@ class SignalHandling(Service):
 
     def startService(self) -> None:
         """
-        Install the handlers once the reactor runs (it installs its own as it
-        starts, which these wrap).
+        Handle SIGHUP, SIGQUIT, SIGUSR1 and the ignored signals now (what
+        they do waits for the reactor to run), and wrap the reactor's
+        SIGTERM and SIGINT handlers once it runs (it installs them as it
+        starts).
         """
         super().startService()
+        self.install()
         if hasattr(self.reactor, "callWhenRunning"):
-            self.reactor.callWhenRunning(self.install)
+            self.reactor.callWhenRunning(self.wrapStops)
         if hasattr(self.reactor, "addSystemEventTrigger"):
             self.reactor.addSystemEventTrigger("before", "shutdown", self._shutdown)
 
-    def install(self) -> None:
+    def wrapStops(self) -> None:
         """
-        Wrap the reactor's SIGTERM and SIGINT handlers; handle SIGHUP.
+        Wrap the reactor's SIGTERM and SIGINT handlers: a second one is only
+        logged.
         """
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous = signal.getsignal(signum)
             if callable(previous):
-                signal.signal(signum, self._stopper(previous))
+                self._handle(signum, self._stopper(previous))
+
+    def install(self) -> None:
+        """
+        Handle SIGHUP, SIGQUIT and SIGUSR1; ignore the rest of the habitual
+        signals.
+        """
+        if self.quit == STOP:
+            self._handle(signal.SIGQUIT, self._gracefully)
+        self._handle(signal.SIGUSR1, self._reopen)
+        for signum in IGNORED:
+            if signal.getsignal(signum) == signal.SIG_DFL:
+                self._handle(signum, self._ignore)
         if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
             return  # nohup: the operator asked for SIGHUP to be ignored
-        terminate = signal.getsignal(signal.SIGTERM)
-        if self.hangup == STOP and callable(terminate):
-            signal.signal(signal.SIGHUP, terminate)
+        if self.hangup == STOP:
+            self._handle(signal.SIGHUP, self._gracefully)
         elif callable(self.hangup):
-            signal.signal(signal.SIGHUP, self._hangup)
+            self._handle(signal.SIGHUP, self._hangup)
         else:
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
-    def _stopper(
-        self, previous: Callable[[int, Any], Any]
-    ) -> Callable[[int, Any], None]:
-        def stop(signum: int, frame: Any) -> None:
-            name = signal.Signals(signum).name
-            if self.stopping:
-                self.log.info(
-                    "received {signal} while stopping; already stopping", signal=name
-                )
+    def _handle(self, signum: int, handler: Callable[[int], None]) -> None:
+        """Call C{handler(signum)} in the reactor thread on C{signum}."""
+
+        def handle(number: int, frame: Any) -> None:
+            self.reactor.callFromThread(handler, number)
+
+        signal.signal(signum, handle)
+
+    def _stopper(self, previous: Callable[[int, Any], Any]) -> Callable[[int], None]:
+        def stop(signum: int) -> None:
+            if self._already(signum):
                 return
             self.stopping = True
-            if signum == signal.SIGHUP:
-                self.log.info("received SIGHUP: stopping gracefully, as for SIGTERM")
-            previous(signum, frame)
+            previous(signum, None)
 
         return stop
 
-    def _hangup(self, signum: int, frame: Any) -> None:
+    def _already(self, signum: int) -> bool:
+        if self.stopping:
+            self.log.info(
+                "received {signal} while stopping; already stopping",
+                signal=signal.Signals(signum).name,
+            )
+        return self.stopping
+
+    def _gracefully(self, signum: int) -> None:
+        """SIGHUP or SIGQUIT in one process: a graceful stop."""
+        if self._already(signum):
+            return
+        self.stopping = True
+        name = signal.Signals(signum).name
+        self.log.info(
+            "received {signal}: stopping gracefully, as for SIGTERM", signal=name
+        )
+        if signum == signal.SIGHUP:
+            # twistd exits by re-raising it, as it does SIGTERM.
+            self.reactor._exitSignal = signum
+        self.reactor.stop()
+
+    def _hangup(self, signum: int) -> None:
         if self.stopping:
             return
         self.log.info("received SIGHUP")
-        self.reactor.callFromThread(self.hangup)
+        self.hangup()
+
+    def _reopen(self, signum: int) -> None:
+        if self.reopen is None:
+            self.log.info("received SIGUSR1: no access log file to reopen")
+            return
+        self.reopen()
+        self.log.info("received SIGUSR1: reopened the access log")
+
+    def _ignore(self, signum: int) -> None:
+        now = self.reactor.seconds()
+        if now < self._ignoredLogged.get(signum, -IGNORED_LOG_INTERVAL) + (
+            IGNORED_LOG_INTERVAL
+        ):
+            return
+        self._ignoredLogged[signum] = now
+        self.log.info("received {signal}: ignored", signal=signal.Signals(signum).name)
 
     def _shutdown(self) -> None:
         self.stopping = True

@@ -247,7 +247,10 @@ def serving_stack(
         site = metrics_site(service.collector, reactor, ready)
         service.addServiceStoppedLast(metrics_listener(reactor, config.metrics, site))
     listener.setServiceParent(service)
-    signals = SignalHandling(reactor, hangup)
+    reopen = None
+    if isinstance(access_log, FileAccessLog) and access_log.path is not None:
+        reopen = access_log.reopen
+    signals = SignalHandling(reactor, hangup, reopen)
     signals.setServiceParent(service)
     SystemdNotifier(reactor).setServiceParent(service)  # ready once listening
     service.factory, service.limit, service.pool = increment, limit, pool

@@ -27,6 +27,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from incproto.serving.health import ReadinessCheck
+from incproto.serving.metrics import dropped_log_lines
 from incproto.serving.web import SCRAPE_FAILED, failed_scrape, site_of
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ class WorkersCollector:
     @ivar slots: every worker's number: one that has no text did not
         answer (C{incproto_worker_up} 0).
     @ivar replaced: workers replaced, by reason.
+    @ivar droppedLines: the log lines the supervisor itself dropped: a
+        sample without a C{worker} label in the workers' family.
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class WorkersCollector:
         slots: Iterable[int] = (),
         replaced: Optional[Dict[str, int]] = None,
         own: Optional[Collector] = None,
+        droppedLines: int = 0,
     ) -> None:
         """
         @param own: the supervisor's own process metrics (a
@@ -68,6 +72,7 @@ class WorkersCollector:
         self.slots = list(slots)
         self.replaced = replaced or {}
         self.own = own
+        self.droppedLines = droppedLines
 
     def collect(self) -> Iterator[Metric]:
         """The merged metrics."""
@@ -95,7 +100,8 @@ class WorkersCollector:
         for slot in self.slots:
             up.add_metric([str(slot)], 1 if slot in self.texts else 0)
         yield up
-        families: Dict[str, Metric] = {}
+        dropped = dropped_log_lines(self.droppedLines)
+        families: Dict[str, Metric] = {dropped.name: dropped}
         if self.own is not None:
             families.update((family.name, family) for family in self.own.collect())
         for worker, text in sorted(self.texts.items()):

@@ -63,6 +63,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, eventFromJSON
 from twisted.python.failure import Failure
 
+from incproto._kernel.logpipe import dropped_lines
 from incproto._kernel.reactors import global_reactor
 from incproto._kernel.sdnotify import NOTIFY_VARIABLES, SystemdNotifier
 from incproto._kernel.words import counted
@@ -118,7 +119,7 @@ def supervise(
         site = workers_metrics_site(pool.scrape, reactor, supervisor_readiness(pool))
         # Stopped last: /healthz answers 503 while the workers drain.
         service.addServiceStoppedLast(metrics_listener(reactor, config.metrics, site))
-    SignalHandling(reactor, pool.reload).setServiceParent(service)
+    SignalHandling(reactor, pool.reload, pool.reopen).setServiceParent(service)
     SystemdNotifier(reactor).setServiceParent(service)  # ready once bound
     return service
 
@@ -160,6 +161,8 @@ class WorkerProcess(ProcessProtocol):
         self.stalled = False
         self._lines = {1: b"", 2: b"", METRICS_REPLIES: b""}
         self._asked: Deque[Deferred[Optional[str]]] = deque()
+        # Whether it has logged (so handles SIGUSR1), and owes a reopen.
+        self.heard = self.reopenOwed = False
 
     @property
     def label(self) -> str:
@@ -171,6 +174,10 @@ class WorkerProcess(ProcessProtocol):
         return [line for line in lines if line.strip()]
 
     def outReceived(self, data: bytes) -> None:
+        self.heard = True
+        if self.reopenOwed:
+            self.reopenOwed = False
+            self.signal(signal.SIGUSR1)
         for line in self._split(1, data):
             try:
                 event = eventFromJSON(line.decode("utf-8"))
@@ -488,6 +495,17 @@ class WorkerPool(Service):
             )
             worker.signal("KILL")
 
+    def reopen(self) -> None:
+        """
+        Have every worker reopen its access log file (SIGUSR1); one that has
+        not logged yet (so may not handle SIGUSR1 yet) gets it when it does.
+        """
+        for worker in [*self.workers.values(), *self.retired]:
+            if worker.heard:
+                worker.signal(signal.SIGUSR1)
+            else:
+                worker.reopenOwed = True
+
     def ended(self, worker: WorkerProcess, reason: Failure) -> None:
         """
         A worker exited: restart it unless stopping, at once if it had
@@ -556,6 +574,7 @@ class WorkerPool(Service):
                 range(1, self.count + 1),
                 self.replaced,
                 self.processMetrics,
+                dropped_lines(),
             )
 
         return gatherResults(asked).addCallback(merge)

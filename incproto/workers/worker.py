@@ -113,6 +113,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from twisted.internet.stdio import StandardIO
     from twisted.logger import globalLogBeginner, jsonFileLogObserver
 
+    from incproto._kernel.logpipe import protect
     from incproto._kernel.parentdeath import die_with_parent
     from incproto.serving.metrics import registry_of
     from incproto.serving.stack import serving_stack
@@ -125,6 +126,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     # (PR_SET_PDEATHSIG), and the pipe from it ends (see orphaned below).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # SIGUSR1 (reopen the access log) is forwarded by the supervisor, maybe
+    # before this worker's reactor runs: it must not end the worker.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     # A SIGTERM before the reactor runs (and installs its own handler) must
     # not kill the worker at once: it listens before then, and may have
     # accepted connections.  Stop as soon as the reactor runs instead.
@@ -132,8 +136,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         signal.SIGTERM, lambda signum, frame: reactor.callWhenRunning(reactor.stop)
     )
     die_with_parent(signal.SIGTERM)
+    # Non-blocking: a supervisor that stops reading (SIGSTOP) costs log
+    # lines, counted, never this worker's sessions.
+    out = protect(sys.stdout, reactor)
     globalLogBeginner.beginLoggingTo(
-        [jsonFileLogObserver(sys.stdout, recordSeparator="")],
+        [jsonFileLogObserver(out, recordSeparator="")],
         redirectStandardIO=False,
     )
     endpoint = adopted_endpoint(reactor, config.endpoint, WORKER_FD, family)
@@ -142,6 +149,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     service = serving_stack(config, reactor, endpoint=endpoint, hangup=None, abort=None)
     service.config = None  # its settings are the supervisor's to log, once
     signals = service.signals
+    signals.quit = None  # SIGQUIT retires a worker: see below
+    # Before anything is logged: the supervisor sends SIGUSR1 (reopen the
+    # access log) only to a worker it has heard from.
+    signals.install()
     stop = signals.stop
 
     def orphaned() -> None:

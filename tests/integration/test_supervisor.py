@@ -517,3 +517,18 @@ def test_healthz_outlives_the_workers_drain() -> None:
     for worker in list(pool.workers.values()):
         end(worker, 0)
     assert stopped.called and not metrics.running
+
+
+def test_sigusr1_is_sent_on_to_workers_once_they_have_logged(pool: Any) -> None:
+    """A worker that has logged handles SIGUSR1: it gets it at once; one that
+    has not (still importing, where SIGUSR1 would kill it) gets it when it
+    first logs; none gets it twice."""
+    pool_, clock, _ = pool
+    first, second = (spawn["protocol"] for spawn in clock.spawned)
+    first.outReceived(b"not json\n")
+    pool_.reopen()
+    assert first.transport.signals == [signal.SIGUSR1]
+    assert second.transport.signals == []
+    second.outReceived(b"not json\n")
+    second.outReceived(b"not json\n")
+    assert second.transport.signals == [signal.SIGUSR1]

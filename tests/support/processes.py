@@ -57,8 +57,16 @@ class ServerProcess:
     """
 
     def __init__(
-        self, argv: Sequence[str], cwd: Path, listening: re.Pattern[bytes] = LISTENING
+        self,
+        argv: Sequence[str],
+        cwd: Path,
+        listening: re.Pattern[bytes] = LISTENING,
+        keepReading: bool = True,
     ) -> None:
+        """
+        @param keepReading: whether its output is read after it listens;
+            C{False} makes a log reader that stops (the pipe fills).
+        """
         self.process = subprocess.Popen(
             list(argv), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
@@ -66,7 +74,9 @@ class ServerProcess:
         self._changed = OUTPUT_CHANGED
         self.match = self._read_until(listening)
         self.port = int(self.match.group(1) or 0)
-        self._drain = threading.Thread(target=self._read_rest, daemon=True)
+        self._drain = threading.Thread(
+            target=self._read_rest if keepReading else lambda: None, daemon=True
+        )
         self._drain.start()
 
     def _read_until(self, pattern: re.Pattern[bytes]) -> re.Match[bytes]:

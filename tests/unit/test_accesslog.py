@@ -295,6 +295,42 @@ class ChooseTests(SynchronousTestCase):
         self.assertIn("closed (client closed)", lines[1])
         self.assertTrue(log.out.closed)
 
+    def test_reopen_after_a_rename_writes_a_new_file(self) -> None:
+        """
+        SIGUSR1's reopen (logrotate renamed the file): what was waiting
+        goes to the renamed file, new lines to a new file of the name.
+        """
+        path = temporary_path(self)
+        log = choose(str(path), None, Clock())
+        assert isinstance(log, FileAccessLog)
+        log.record("old", "client closed", 0.0, 0, 1)
+        rotated = path.with_name(path.name + ".1")
+        path.rename(rotated)
+        log.reopen()
+        log.record("new", "client closed", 0.0, 0, 1)
+        log.stopService()
+        self.assertIn("from old closed", rotated.read_text())
+        self.assertNotIn("from new", rotated.read_text())
+        self.assertIn("from new closed", path.read_text())
+
+    def test_reopen_that_fails_keeps_the_old_file(self) -> None:
+        path = temporary_path(self)
+        log = choose(str(path), None, Clock())
+        assert isinstance(log, FileAccessLog)
+        log.path = str(path.parent / "missing" / "access.log")
+        log.reopen()
+        log.record("still", "client closed", 0.0, 0, 1)
+        log.stopService()
+        self.assertIn("from still closed", path.read_text())
+
+    def test_reopen_of_a_stream_only_flushes(self) -> None:
+        out = io.StringIO()
+        log = FileAccessLog(out, Clock())
+        log.record("p", "client closed", 0.0, 0, 1)
+        log.reopen()
+        self.assertIn("from p closed", out.getvalue())
+        self.assertFalse(out.closed)
+
 
 class OptionTests(SynchronousTestCase):
     def test_unwritable_path_is_a_usage_error(self) -> None:

@@ -392,3 +392,30 @@ def test_workers_histograms_merge() -> None:
     assert samples[f'{name}_count{{worker="2"}}'] == 1
     assert samples['process_open_fds{worker="1"}'] >= 3
     assert samples["process_open_fds"] >= 3  # the supervisor's own
+
+
+def test_dropped_log_lines_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The log lines this process dropped (incproto._kernel.logpipe) are a
+    counter of every scrape."""
+    from incproto.serving import metrics
+
+    monkeypatch.setattr(metrics, "dropped_lines", lambda: 4)
+    collector = IncprotoCollector(IncrementFactory(clock=Clock()))
+    names = {m.name: m for m in collector.collect()}
+    assert names["incproto_log_lines_dropped"].samples[0].value == 4
+
+
+def test_workers_dropped_log_lines_merge_with_the_supervisors() -> None:
+    """Under --workers, each worker's count has its worker label, and the
+    supervisor's own count (its stdout) has none, in one family."""
+    worker = (
+        "# HELP incproto_log_lines_dropped_total Dropped.\n"
+        "# TYPE incproto_log_lines_dropped_total counter\n"
+        "incproto_log_lines_dropped_total 5.0\n"
+    )
+    collector = WorkersCollector({1: worker, 2: worker}, 2, 0, droppedLines=3)
+    [family] = [
+        m for m in collector.collect() if m.name == "incproto_log_lines_dropped"
+    ]
+    samples = {tuple(s.labels.items()): s.value for s in family.samples}
+    assert samples == {(): 3, (("worker", "1"),): 5, (("worker", "2"),): 5}

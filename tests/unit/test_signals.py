@@ -1,32 +1,42 @@
 """SignalHandling on the real signal module, with a fake reactor: one stop
-however many stop signals arrive, and SIGHUP's three meanings."""
+however many stop signals arrive, SIGHUP's three meanings, SIGQUIT's graceful
+stop, SIGUSR1's reopen, and the habitual signals ignored with a log line."""
 
 from __future__ import annotations
 
 import signal
-from typing import Any, Callable, List
+from typing import Any, Callable, Dict, List, Optional
 
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from incproto.serving.signals import STOP, SignalHandling
+from incproto.serving.signals import IGNORED, STOP, SignalHandling
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+STOPS = (signal.SIGTERM, signal.SIGINT)
+SIGNALS = (*STOPS, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, *IGNORED)
 
 
-class FakeReactor:
-    """Runs callWhenRunning and callFromThread calls at once."""
+class FakeReactor(Clock):
+    """Runs callWhenRunning and callFromThread calls at once; counts stops."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.triggers: List[Any] = []
+        self.stopped = 0
+        self._exitSignal: Optional[int] = None
 
     def callWhenRunning(self, f: Callable[[], None]) -> None:
         f()
 
-    def callFromThread(self, f: Callable[[], None]) -> None:
-        f()
+    def callFromThread(self, f: Callable[..., None], *args: Any) -> None:
+        f(*args)
 
     def addSystemEventTrigger(self, *args: Any) -> None:
         self.triggers.append(args)
+
+    def stop(self) -> None:
+        self.stopped += 1
 
 
 class SignalHandlingTests(SynchronousTestCase):
@@ -38,13 +48,22 @@ class SignalHandlingTests(SynchronousTestCase):
         for signum in (signal.SIGTERM, signal.SIGINT):
             # What the reactor installs as it starts.
             signal.signal(signum, lambda n, frame: self.stops.append(n))
-        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        for signum in SIGNALS[2:]:
+            signal.signal(signum, signal.SIG_DFL)
         self.reactor = FakeReactor()
+        self.events: List[Dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
 
     def deliver(self, signum: int) -> None:
         handler = signal.getsignal(signum)
         assert callable(handler)
         handler(signum, None)
+
+    def messages(self) -> List[str]:
+        from twisted.logger import formatEvent
+
+        return [formatEvent(e) for e in self.events]
 
     def test_a_second_stop_signal_is_only_logged(self) -> None:
         handling = SignalHandling(self.reactor)
@@ -65,11 +84,88 @@ class SignalHandlingTests(SynchronousTestCase):
         self.deliver(signal.SIGTERM)
         self.assertEqual(self.stops, [])
 
-    def test_sighup_stops_like_sigterm(self) -> None:
+    def test_sighup_stops_gracefully_and_says_so(self) -> None:
+        """
+        SIGHUP stops the reactor once, twistd re-raises SIGHUP at exit, and
+        the log names SIGHUP (it said "Received SIGTERM", issue 25).
+        """
         SignalHandling(self.reactor, STOP).startService()
         self.deliver(signal.SIGHUP)
         self.deliver(signal.SIGTERM)
-        self.assertEqual(self.stops, [signal.SIGHUP])  # twistd re-raises it
+        self.assertEqual((self.reactor.stopped, self.stops), (1, []))
+        self.assertEqual(self.reactor._exitSignal, signal.SIGHUP)
+        self.assertEqual(
+            self.messages()[0],
+            "received SIGHUP: stopping gracefully, as for SIGTERM",
+        )
+        self.assertNotIn("SIGTERM, shutting down", " ".join(self.messages()))
+
+    def test_sigquit_stops_gracefully_exiting_zero(self) -> None:
+        """SIGQUIT is a graceful stop (nginx, gunicorn), not re-raised."""
+        SignalHandling(self.reactor).startService()
+        self.deliver(signal.SIGQUIT)
+        self.deliver(signal.SIGQUIT)
+        self.assertEqual(self.reactor.stopped, 1)
+        self.assertIsNone(self.reactor._exitSignal)
+        self.assertIn(
+            "received SIGQUIT: stopping gracefully, as for SIGTERM", self.messages()
+        )
+
+    def test_sigquit_can_be_left_alone(self) -> None:
+        """A worker handles SIGQUIT itself (retire)."""
+        signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+        SignalHandling(self.reactor, None, quit=None).startService()
+        self.assertEqual(signal.getsignal(signal.SIGQUIT), signal.SIG_IGN)
+
+    def test_sigusr1_reopens(self) -> None:
+        reopened: List[None] = []
+        SignalHandling(
+            self.reactor, reopen=lambda: reopened.append(None)
+        ).startService()
+        self.deliver(signal.SIGUSR1)
+        self.assertEqual((len(reopened), self.reactor.stopped), (1, 0))
+        self.assertEqual(self.messages(), ["received SIGUSR1: reopened the access log"])
+
+    def test_sigusr1_with_nothing_to_reopen(self) -> None:
+        SignalHandling(self.reactor).startService()
+        self.deliver(signal.SIGUSR1)
+        self.assertEqual(self.reactor.stopped, 0)
+        self.assertEqual(
+            self.messages(), ["received SIGUSR1: no access log file to reopen"]
+        )
+
+    def test_habitual_signals_are_ignored_with_a_log_line(self) -> None:
+        """
+        SIGUSR2, SIGALRM, SIGTTIN, SIGTTOU and SIGWINCH neither end nor
+        freeze the process: one log line each, at most one a second.
+        """
+        SignalHandling(self.reactor).startService()
+        for signum in IGNORED:
+            self.deliver(signum)
+            self.deliver(signum)
+        names = [signal.Signals(s).name for s in IGNORED]
+        self.assertEqual(self.messages(), [f"received {n}: ignored" for n in names])
+        self.reactor.advance(1)
+        self.deliver(IGNORED[0])
+        self.assertEqual(len(self.events), len(IGNORED) + 1)
+        self.assertEqual((self.reactor.stopped, self.stops), (0, []))
+
+    def test_a_handler_set_by_someone_else_is_kept(self) -> None:
+        """twistd --debug's SIGUSR2 (pdb), an embedder's SIGALRM: left."""
+        mine = lambda n, frame: None  # noqa: E731
+        signal.signal(signal.SIGUSR2, mine)
+        SignalHandling(self.reactor).startService()
+        self.assertIs(signal.getsignal(signal.SIGUSR2), mine)
+
+    def test_handlers_only_hand_over_to_the_reactor(self) -> None:
+        """Nothing is logged inside a signal handler: it could interrupt a
+        log write."""
+        calls: List[Any] = []
+        self.reactor.callFromThread = lambda f, *a: calls.append(f)  # type: ignore
+        SignalHandling(self.reactor).startService()
+        for signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGUSR1, IGNORED[0]):
+            self.deliver(signum)
+        self.assertEqual((len(calls), self.events, self.stops), (4, [], []))
 
     def test_sighup_can_call_a_function(self) -> None:
         reloads: List[None] = []
