@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Set
 
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
@@ -26,12 +27,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from incproto._kernel.addresses import describe
-from incproto._kernel.closing import CloseDeadline, close_politely
+from incproto._kernel.addresses import describe, describe_peer
+from incproto._kernel.closing import CloseDeadline, close_ended, close_politely
 from incproto._kernel.reactors import global_reactor
 from incproto._kernel.sockets import unacknowledged
 from incproto._kernel.timers import cancel
-from incproto._kernel.writethrough import writer
+from incproto._kernel.writethrough import direct, write_through
 from incproto.accesslog import AccessLog, EventAccessLog
 from incproto.handlers import IncrementHandler, IPayloadHandler
 from incproto.ordered import OrderedWork
@@ -79,8 +80,9 @@ class IncrementProtocol(Protocol):
     # Twisted types this as ITransport; it is really a TCP, UNIX or TLS
     # transport that is also a consumer and a push producer.
     transport: Any
-    # Writes to the transport: set when connected (incproto._kernel.writethrough).
-    _send: Callable[[bytes], None]
+    # The TCP connection replies are written through to, or None: set when
+    # connected (incproto._kernel.writethrough).
+    _direct: Optional[tcp.Connection]
     # The inline handler's transform: set when connected.
     _transform: Callable[[bytes], bytes]
     log = Logger()
@@ -115,7 +117,7 @@ class IncrementProtocol(Protocol):
         pool = factory.pool
         if pool is not None:
             self._work = OrderedWork(pool, self, limit=factory.workBuffer)
-        self._send = writer(self.transport)  # see incproto._kernel.writethrough
+        self._direct = direct(self.transport)  # see incproto._kernel.writethrough
         self._transform = factory.handler.transform
         self._write(GREETING)
         self._acknowledged = self.bytesSent  # the peer's kernel, not its reading
@@ -223,8 +225,7 @@ class IncrementProtocol(Protocol):
             self.transport.unregisterProducer()
         clock, timeout = self.factory.clock, self.factory.closeTimeout
         if self._inputEnded:
-            self.transport.loseConnection()
-            self._linger = CloseDeadline(self.transport, clock, timeout)
+            self._linger = close_ended(self.transport, clock, timeout)
         else:
             self._linger = close_politely(self.transport, clock, timeout)
 
@@ -356,7 +357,10 @@ class IncrementProtocol(Protocol):
         self.bytesSent += len(data)
         if self._idleTimer is not None:
             self._lastActivity = self.factory.clock.seconds()
-        self._send(data)
+        if self._direct is None:
+            self.transport.write(data)
+        else:
+            write_through(self._direct, data)
 
 
 class IncrementFactory(Factory):
@@ -447,7 +451,7 @@ class IncrementFactory(Factory):
         self.bytesOut += protocol.bytesSent
         if self.logConnections:
             self.accessLog.record(
-                describe(protocol.transport.getPeer()),
+                describe_peer(protocol.transport),
                 why,
                 duration,
                 protocol.bytesReceived,
