@@ -86,8 +86,34 @@ class IncrementProtocol(Protocol):
     # The inline handler's transform: set when connected.
     _transform: Callable[[bytes], bytes]
     log = Logger()
+    # Held connections are many: each keeps its state in slots, not in a
+    # dictionary of its own (Twisted's attributes too, set here first).
+    __slots__ = (
+        "_acknowledged",
+        "_closeReason",
+        "_direct",
+        "_idleTimer",
+        "_inputEnded",
+        "_lastActivity",
+        "_linger",
+        "_openedAt",
+        "_owed",
+        "_producing",
+        "_readPauses",
+        "_transform",
+        "_work",
+        "bytesReceived",
+        "bytesSent",
+        "connected",
+        "factory",
+        "inMessage",
+        "transport",
+    )  # fmt: skip
 
     def __init__(self) -> None:
+        self.factory = None  # type: ignore[assignment]  # set by buildProtocol
+        self.transport = None
+        self.connected = 0
         self.inMessage = False
         self.bytesReceived = 0
         self.bytesSent = 0
