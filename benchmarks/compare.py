@@ -33,6 +33,8 @@ interleaved across servers so that noise spreads evenly):
     incproto-wN        incproto-quiet with --workers N (N = 1, 2, 4)
     asyncio            benchmarks/servers/asyncio_server.py (stdlib)
     uvloop             the same on uvloop, if uvloop is installed
+    incproto-before    incproto (and incproto-pypy-before on PyPy) importing
+                       incproto from the --before tree: A/B in one run
     twisted            benchmarks/servers/twisted_server.py: the shortest
                        Twisted server (the same parser, plain write, nothing
                        else): Twisted's own floor
@@ -247,8 +249,20 @@ def pinned(role: str, command: List[str]) -> List[str]:
     return [*PINNING[role], *command]
 
 
+# --before TREE: the *-before servers import incproto from TREE.
+BEFORE: Dict[str, str] = {}
+
+
 def start(name: str, command: List[str]) -> ServerProcess:
-    server = ServerProcess(pinned("server", command), ROOT, listening=LISTENING)
+    saved = os.environ.get("PYTHONPATH")
+    if name.endswith("-before"):
+        os.environ["PYTHONPATH"] = BEFORE["tree"]
+    try:
+        server = ServerProcess(pinned("server", command), ROOT, listening=LISTENING)
+    finally:
+        os.environ.pop("PYTHONPATH", None)
+        if saved is not None:
+            os.environ["PYTHONPATH"] = saved
     workers = re.search(r"--workers (\d+)", " ".join(command))
     if workers:
         server.wait_for(
@@ -427,6 +441,8 @@ PAIRS = (
     ("incproto-pypy", "twisted-pypy"),
     ("incproto-pypy", "incproto"),
     ("incproto-pypy", "uvloop"),
+    ("incproto", "incproto-before"),
+    ("incproto-pypy", "incproto-pypy-before"),
 )
 
 
@@ -535,6 +551,13 @@ def main() -> None:
     parser.add_argument(
         "--render", type=Path, help="only print the tables of a compare.json"
     )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a tree with an earlier incproto/ (e.g. from git archive): adds "
+        "servers incproto-before and incproto-pypy-before that import it, for "
+        "A/B runs interleaved with the current code",
+    )
     parser.add_argument("--server-cpus", help="taskset CPU list for the servers")
     parser.add_argument("--client-cpus", help="taskset CPU list for the load")
     args = parser.parse_args()
@@ -555,6 +578,11 @@ def main() -> None:
     restore_kernel = raise_kernel_backlogs()
     atexit.register(restore_kernel)
     commands = server_commands(args.pypy_twistd or pypy_twistd())
+    if args.before:
+        BEFORE["tree"] = str(args.before.resolve())
+        for name in ("incproto", "incproto-pypy"):
+            if name in commands:
+                commands[f"{name}-before"] = commands[name]
     names = [n for n in args.servers.split(",") if n in commands]
     if "uvloop" in names:
         try:
