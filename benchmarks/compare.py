@@ -2,8 +2,14 @@
 incproto-client's load modes; one command, medians of several runs.
 
     python benchmarks/compare.py [--runs 3] [--servers a,b,...] [--modes ...]
-        [--pypy-twistd PATH] [--load-processes 2] [--out DIR]
-        [--server-cpus LIST --client-cpus LIST]
+        [--pypy-twistd PATH] [--load-processes 1] [--generator native|python]
+        [--out DIR] [--server-cpus LIST --client-cpus LIST]
+
+The load comes from a native generator (benchmarks/load/load.c, C and
+epoll, every reply byte checked; built with cc -O2 on first use), so that
+the generator is not what sets a Python server's figure: the C epoll server
+(benchmarks/servers/epoll_server.c) in the same run shows its ceiling.
+--generator python drives the same loads with incproto-client instead.
 
 On a host with more cores than the servers use, --server-cpus and
 --client-cpus (taskset CPU lists, e.g. 0-3 and 4-15) keep the servers and
@@ -27,22 +33,27 @@ interleaved across servers so that noise spreads evenly):
     incproto-wN        incproto-quiet with --workers N (N = 1, 2, 4)
     asyncio            benchmarks/servers/asyncio_server.py (stdlib)
     uvloop             the same on uvloop, if uvloop is installed
+    incproto-before    incproto (and incproto-pypy-before on PyPy) importing
+                       incproto from the --before tree: A/B in one run
     twisted            benchmarks/servers/twisted_server.py: the shortest
                        Twisted server (the same parser, plain write, nothing
                        else): Twisted's own floor
     threadpool         benchmarks/servers/threadpool_server.py, 256 threads
                        (the series' design; it holds a thread per client, so
                        it takes no part in burst)
+    epoll              benchmarks/servers/epoll_server.c, single-threaded C
+                       epoll: the ceiling of the machine and the generator
 
-Modes (incproto-client; ping and churn spread the load over --load-processes):
+Modes (ping and churn spread the load over --load-processes):
 
     stream   one connection, one 256 MiB message: MB/s
-    ping     100 connections, 8-byte messages, 5 s: messages/s (p99 too)
+    ping     100 connections, 8-byte messages, 5 s: messages/s, p50, p99
     burst    10,000 connections at once, each answered once, held 1 s:
              seconds until all were served, and server KiB per connection
              (peak memory of the server's processes during the burst, less
              their memory when started)
-    churn    8 loops of connect, greeting, close, 5 s: connections/s
+    churn    50 loops of connect, greeting, close, 3 s: connections/s, p50
+             and p99 of connect-to-greeting
 
 Each run also records how idle the machine's CPUs were (/proc/stat), to
 show the headroom left with the load generator on the same cores, and the
@@ -54,8 +65,9 @@ server; a figure above it would mean the generator, not the server, set it.
 
 Under each mode's table, the ratios of pairs measured in the same runs:
 incproto as shipped against --no-connection-log (on both interpreters),
-and each of --metrics, --idle-timeout and --max-connections on against
-incproto without it.
+each of --metrics, --idle-timeout and --max-connections on against
+incproto without it, incproto against the shortest Twisted server (on
+both interpreters), and PyPy incproto against CPython's and uvloop.
 
 Writes DIR/compare.json, DIR/compare.md and DIR/compare.svg (default
 benchmarks/results/).
@@ -94,14 +106,23 @@ LISTENING = re.compile(rb"(?<!metrics )listening on [^\s:]+:(\d+)")
 PY = sys.executable
 TWISTD = str(Path(PY).parent / "twistd")
 
-# mode: (client arguments, result key, unit, higher is better)
+# mode: (incproto-client's arguments, result key, unit, higher is better)
 MODES: Dict[str, tuple[List[str], str, str, bool]] = {
     "stream": (["stream", "-m", "256"], "mb_per_s", "MB/s", True),
     "ping": (["ping", "-c", "100", "-l", "8", "-d", "5"], "rate", "messages/s", True),
     "burst": (["burst", "-n", "10000", "--hold", "1", "--timeout", "30"], "seconds",
               "s until all served", False),
-    "churn": (["churn", "-c", "8", "-d", "5"], "rate", "connections/s", True),
+    "churn": (["churn", "-c", "50", "-d", "3"], "rate", "connections/s", True),
 }  # fmt: skip
+# The same loads for the native generator (benchmarks/load/load.c).
+NATIVE: Dict[str, List[str]] = {
+    "stream": ["stream", "-m", "256"],
+    "ping": ["ping", "-c", "100", "-l", "8", "-d", "5"],
+    "burst": ["burst", "-n", "10000", "-H", "1", "-T", "30"],
+    "churn": ["churn", "-c", "50", "-d", "3"],
+}
+LOAD_SOURCE = ROOT / "benchmarks" / "load" / "load.c"
+EPOLL_SOURCE = ROOT / "benchmarks" / "servers" / "epoll_server.c"
 
 
 # Burst opens 10,000 connections at once: every server gets a listen backlog
@@ -146,6 +167,22 @@ def raise_kernel_backlogs(
     return restore
 
 
+def built(source: Path, *flags: str) -> str:
+    """
+    The binary of a C source file beside it, compiled with C{cc -O2} first
+    if it is missing or older than its source.
+    """
+    binary = source.with_suffix("")
+    if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
+        compiler = shutil.which("cc") or shutil.which("gcc")
+        if compiler is None:
+            sys.exit(f"compare.py needs a C compiler (cc) to build {source.name}")
+        subprocess.run(
+            [compiler, "-O2", *flags, "-o", str(binary), str(source)], check=True
+        )
+    return str(binary)
+
+
 def incproto(twistd: str, *options: str) -> List[str]:
     return [twistd, "-n", "--pidfile=", "incproto", "--port",
             "tcp:0:interface=127.0.0.1", "--backlog", BACKLOG, *options]  # fmt: skip
@@ -185,6 +222,8 @@ def server_commands(pypy_twistd: Optional[str]) -> Dict[str, List[str]]:
         "threadpool": [PY, str(servers / "threadpool_server.py"), "0",
                        "--threads", "256", "--backlog", BACKLOG],
     }  # fmt: skip
+    if shutil.which("cc") or shutil.which("gcc"):
+        commands["epoll"] = [built(EPOLL_SOURCE), "0", "--backlog", BACKLOG]
     for count in (1, 2, 4):
         commands[f"incproto-w{count}"] = incproto(
             TWISTD, "--no-connection-log", "--workers", str(count)
@@ -210,8 +249,20 @@ def pinned(role: str, command: List[str]) -> List[str]:
     return [*PINNING[role], *command]
 
 
+# --before TREE: the *-before servers import incproto from TREE.
+BEFORE: Dict[str, str] = {}
+
+
 def start(name: str, command: List[str]) -> ServerProcess:
-    server = ServerProcess(pinned("server", command), ROOT, listening=LISTENING)
+    saved = os.environ.get("PYTHONPATH")
+    if name.endswith("-before"):
+        os.environ["PYTHONPATH"] = BEFORE["tree"]
+    try:
+        server = ServerProcess(pinned("server", command), ROOT, listening=LISTENING)
+    finally:
+        os.environ.pop("PYTHONPATH", None)
+        if saved is not None:
+            os.environ["PYTHONPATH"] = saved
     workers = re.search(r"--workers (\d+)", " ".join(command))
     if workers:
         server.wait_for(
@@ -269,12 +320,23 @@ class PeakMemory:
         return self.peak
 
 
+# The load generator: the native one's binary, or None for incproto-client.
+GENERATOR: Dict[str, Optional[str]] = {"native": None}
+
+
 def run_client(mode: str, port: int, load_processes: int) -> Dict[str, Any]:
-    arguments = list(MODES[mode][0])
-    if mode in ("ping", "churn") and load_processes > 1:
-        arguments += ["--processes", str(load_processes)]
-    command = [PY, "-m", "incproto.client", *arguments, "--json", "--quiet",
-               "127.0.0.1", str(port)]  # fmt: skip
+    native = GENERATOR["native"]
+    if native:
+        arguments = list(NATIVE[mode])
+        if mode in ("ping", "churn") and load_processes > 1:
+            arguments += ["-t", str(load_processes)]
+        command = [native, *arguments, "127.0.0.1", str(port)]
+    else:
+        arguments = list(MODES[mode][0])
+        if mode in ("ping", "churn") and load_processes > 1:
+            arguments += ["--processes", str(load_processes)]
+        command = [PY, "-m", "incproto.client", *arguments, "--json", "--quiet",
+                   "127.0.0.1", str(port)]  # fmt: skip
     before = cpu_times()
     done = subprocess.run(
         pinned("client", command), capture_output=True, text=True, timeout=300
@@ -321,20 +383,22 @@ def table(results: Dict[str, Dict[str, Any]], modes: List[str]) -> str:
     for mode in modes:
         _, _, unit, higher = MODES[mode]
         rows = results[mode]
-        extra_column = {"burst": " KiB/conn |", "ping": " p99 ms |"}.get(mode, "")
+        latency = mode in ("ping", "churn")
+        extra_column = " KiB/conn |" if mode == "burst" else ""
+        extra_column += " p50 ms | p99 ms |" if latency else ""
         header = (
-            "| server | median | runs | vs asyncio | vs uvloop | CPU idle "
-            f"| server CPU, {WORK[mode][1]} |"
+            "| server | median | runs | vs twisted | vs asyncio | vs uvloop "
+            f"| CPU idle | server CPU, {WORK[mode][1]} |"
         )
-        rule = "|---" * (7 + bool(extra_column)) + "|"
+        rule = "|---" * (8 + extra_column.count("|")) + "|"
         lines += [f"### {mode} ({unit}, median)", "", header + extra_column, rule]
         for name, row in rows.items():
             value = row["median"]
             if value is None:
-                lines.append(f"| {name} | {row.get('error', 'n/a')} | | | | | |")
+                lines.append(f"| {name} | {row.get('error', 'n/a')} | | | | | | |")
                 continue
             ratios = []
-            for peer in ("asyncio", "uvloop"):
+            for peer in PEERS:
                 other = rows.get(peer, {}).get("median")
                 if other:
                     ratio = value / other if higher else other / value
@@ -346,10 +410,11 @@ def table(results: Dict[str, Dict[str, Any]], modes: List[str]) -> str:
             extra = ""
             if mode == "burst":
                 extra = f" {row['kib_per_connection']:.2f} |"
-            if mode == "ping":
-                extra = f" {row['p99'] * 1e3:.2f} |"
+            if latency:
+                p50 = row.get("p50") or 0.0
+                extra = f" {p50 * 1e3:.2f} | {row['p99'] * 1e3:.2f} |"
             lines.append(
-                f"| {name} | {figure(value)} | {runs} | {ratios[0]} | {ratios[1]} | "
+                f"| {name} | {figure(value)} | {runs} | {' | '.join(ratios)} | "
                 f"{row['cpu_idle'] * 100:.0f}% | {cpu} |{extra}"
             )
         lines += ["", ceiling(mode, rows), ""]
@@ -360,7 +425,9 @@ def table(results: Dict[str, Dict[str, Any]], modes: List[str]) -> str:
     return "\n".join(lines)
 
 
-REFERENCE_SERVERS = ("asyncio", "uvloop", "threadpool")
+REFERENCE_SERVERS = ("asyncio", "uvloop", "threadpool", "epoll")
+# The servers every figure is set against, in the table's columns.
+PEERS = ("twisted", "asyncio", "uvloop")
 
 # (server, its peer): what the first adds to the second, measured in the same
 # interleaved runs (the access log; options on against off).
@@ -370,6 +437,12 @@ PAIRS = (
     ("incproto-metrics", "incproto"),
     ("incproto-idle", "incproto"),
     ("incproto-limit", "incproto"),
+    ("incproto", "twisted"),
+    ("incproto-pypy", "twisted-pypy"),
+    ("incproto-pypy", "incproto"),
+    ("incproto-pypy", "uvloop"),
+    ("incproto", "incproto-before"),
+    ("incproto-pypy", "incproto-pypy-before"),
 )
 
 
@@ -441,8 +514,8 @@ def main() -> None:
         "--runs", type=int, default=3, help="runs per server and mode (default 3)"
     )
     parser.add_argument("--servers", default="incproto,incproto-quiet,"
-                        "incproto-threads,incproto-pypy,asyncio,uvloop,"
-                        "threadpool",
+                        "incproto-threads,incproto-pypy,twisted,twisted-pypy,"
+                        "asyncio,uvloop,threadpool,epoll",
                         help="comma-separated servers (default: all but "
                         "incproto-wN)")  # fmt: skip
     parser.add_argument(
@@ -453,8 +526,16 @@ def main() -> None:
     parser.add_argument(
         "--load-processes",
         type=int,
-        default=2,
-        help="incproto-client processes for ping and churn (default 2)",
+        default=1,
+        help="threads of the native load generator (processes of "
+        "incproto-client) for ping and churn (default 1)",
+    )
+    parser.add_argument(
+        "--generator",
+        choices=("native", "python"),
+        default="native",
+        help="the load generator: native (benchmarks/load/load.c, built with "
+        "cc) or python (incproto-client) (default native)",
     )
     parser.add_argument(
         "--pypy-twistd",
@@ -470,6 +551,13 @@ def main() -> None:
     parser.add_argument(
         "--render", type=Path, help="only print the tables of a compare.json"
     )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a tree with an earlier incproto/ (e.g. from git archive): adds "
+        "servers incproto-before and incproto-pypy-before that import it, for "
+        "A/B runs interleaved with the current code",
+    )
     parser.add_argument("--server-cpus", help="taskset CPU list for the servers")
     parser.add_argument("--client-cpus", help="taskset CPU list for the load")
     args = parser.parse_args()
@@ -477,6 +565,8 @@ def main() -> None:
         saved = json.loads(args.render.read_text())
         write_reports(args.render, saved["machine"], saved["runs"], saved["results"])
         return
+    if args.generator == "native":
+        GENERATOR["native"] = built(LOAD_SOURCE, "-pthread")
     if args.server_cpus:
         PINNING["server"] = ["taskset", "-c", args.server_cpus]
     if args.client_cpus:
@@ -488,6 +578,11 @@ def main() -> None:
     restore_kernel = raise_kernel_backlogs()
     atexit.register(restore_kernel)
     commands = server_commands(args.pypy_twistd or pypy_twistd())
+    if args.before:
+        BEFORE["tree"] = str(args.before.resolve())
+        for name in ("incproto", "incproto-pypy"):
+            if name in commands:
+                commands[f"{name}-before"] = commands[name]
     names = [n for n in args.servers.split(",") if n in commands]
     if "uvloop" in names:
         try:
@@ -522,6 +617,7 @@ def main() -> None:
                     "median": median([r[key] for r in good]),
                     "cpu_idle": median([r["cpu_idle"] for r in good]) or 0.0,
                     "server_cpu": median([r["server_cpu"] for r in good]),
+                    "p50": median([r.get("latency_p50") or 0 for r in good]),
                     "p99": median([r.get("latency_p99") or 0 for r in good]),
                     "kib_per_connection": median(
                         [r.get("kib_per_connection", 0) for r in good]

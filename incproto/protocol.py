@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Set
 
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
@@ -26,15 +27,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from incproto._kernel.addresses import describe
-from incproto._kernel.closing import CloseDeadline, close_politely
+from incproto._kernel.addresses import describe, describe_peer
+from incproto._kernel.closing import CloseDeadline, close_ended, close_politely
 from incproto._kernel.histogram import CONNECTION_SECONDS, HANDLER_SECONDS, Histogram
 from incproto._kernel.memory import give_back
 from incproto._kernel.ratelimit import RateLimitedLog
 from incproto._kernel.reactors import global_reactor
 from incproto._kernel.sockets import unacknowledged
 from incproto._kernel.timers import cancel
-from incproto._kernel.writethrough import writer
+from incproto._kernel.writethrough import direct, write_through
 from incproto.accesslog import AccessLog, EventAccessLog
 from incproto.handlers import (
     HandlerReplyError,
@@ -92,20 +93,51 @@ class IncrementProtocol(Protocol):
     # Twisted types this as ITransport; it is really a TCP, UNIX or TLS
     # transport that is also a consumer and a push producer.
     transport: Any
-    # Writes to the transport: set when connected (incproto._kernel.writethrough).
-    _send: Callable[[bytes], None]
+    # The TCP connection replies are written through to, or None: set when
+    # connected (incproto._kernel.writethrough).
+    _direct: Optional[tcp.Connection]
     # The inline handler's transform, the clock that times it and where its
     # time is counted: set when connected.
     _transform: Callable[[bytes], bytes]
     _now: Callable[[], float]
     _timeHandler: Callable[[float], None]
     log = Logger()
+    # Held connections are many: each keeps its state in slots, not in a
+    # dictionary of its own (Twisted's attributes too, set here first).
+    __slots__ = (
+        "_acknowledged",
+        "_closeReason",
+        "_direct",
+        "_idleTimer",
+        "_inlineRatio",
+        "_inputEnded",
+        "_lastActivity",
+        "_linger",
+        "_now",
+        "_openedAt",
+        "_owed",
+        "_producing",
+        "_readPauses",
+        "_timeHandler",
+        "_transform",
+        "_work",
+        "bytesReceived",
+        "bytesSent",
+        "connected",
+        "factory",
+        "inMessage",
+        "transport",
+    )  # fmt: skip
 
     def __init__(self) -> None:
+        self.factory = None  # type: ignore[assignment]  # set by buildProtocol
+        self.transport = None
+        self.connected = 0
         self.inMessage = False
         self.bytesReceived = 0
         self.bytesSent = 0
-        # The connection's work, inline or in a pool: set when connected.
+        # The connection's work: made when connected with a pool; inline,
+        # once a message must wait or be cut up (_startWork).
         self._work: Optional[OrderedWork] = None
         # Inline only: what sizes the handler's calls (see OrderedWork).
         self._inlineRatio: Optional[ReplyRatio] = None
@@ -134,21 +166,28 @@ class IncrementProtocol(Protocol):
         ratio = factory.replyRatio
         if ratio.limit != factory.workBuffer:  # set after the factory was made
             ratio = factory.replyRatio = ReplyRatio(factory.workBuffer)
+        if factory.pool is not None:
+            self._startWork()
+        else:  # OrderedWork only once a message must wait or be cut up
+            self._inlineRatio = ratio
+            self._now = factory.clock.seconds
+            self._timeHandler = factory.handlerSeconds.observe
+        self._direct = direct(self.transport)  # see incproto._kernel.writethrough
+        self._transform = factory.handler.transform
+        self._write(GREETING)
+        self._acknowledged = self.bytesSent  # the peer's kernel, not its reading
+
+    def _startWork(self) -> OrderedWork:
+        """This connection's L{OrderedWork}, made now."""
+        factory = self.factory
         self._work = OrderedWork(
             factory.pool,
             self,
             limit=factory.workBuffer,
             handler=factory.handler,
-            ratio=ratio,
+            ratio=factory.replyRatio,
         )
-        if factory.pool is None:
-            self._inlineRatio = ratio
-            self._transform = factory.handler.transform
-            self._now = factory.clock.seconds
-            self._timeHandler = factory.handlerSeconds.observe
-        self._send = writer(self.transport)  # see incproto._kernel.writethrough
-        self._write(GREETING)
-        self._acknowledged = self.bytesSent  # the peer's kernel, not its reading
+        return self._work
 
     def dataReceived(self, data: bytes) -> None:
         """
@@ -175,7 +214,7 @@ class IncrementProtocol(Protocol):
         ratio = self._inlineRatio
         if ratio is None or self._readPauses or len(payload) > ratio.most:
             # In the pool, or inline in pieces (see OrderedWork).
-            self._work.add(payload)  # type: ignore[union-attr]
+            (self._work or self._startWork()).add(payload)
             return
         # Inline, and nothing waits (which reading unpaused implies): answer
         # now.  This is OrderedWork's inline path, kept here for speed.
@@ -264,8 +303,7 @@ class IncrementProtocol(Protocol):
             self.transport.unregisterProducer()
         clock, timeout = self.factory.clock, self.factory.closeTimeout
         if self._inputEnded:
-            self.transport.loseConnection()
-            self._linger = CloseDeadline(self.transport, clock, timeout)
+            self._linger = close_ended(self.transport, clock, timeout)
         else:
             self._linger = close_politely(self.transport, clock, timeout)
 
@@ -392,7 +430,10 @@ class IncrementProtocol(Protocol):
         self.bytesSent += len(data)
         if self._idleTimer is not None:
             self._lastActivity = self.factory.clock.seconds()
-        self._send(data)
+        if self._direct is None:
+            self.transport.write(data)
+        else:
+            write_through(self._direct, data)
 
 
 class IncrementFactory(Factory):
@@ -570,7 +611,7 @@ class IncrementFactory(Factory):
         self.connectionSeconds.observe(duration)
         if self.logConnections:
             self.accessLog.record(
-                describe(protocol.transport.getPeer()),
+                describe_peer(protocol.transport),
                 why,
                 duration,
                 protocol.bytesReceived,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet import tcp
+
 
 def describe(address: Any) -> str:
     """
@@ -18,3 +20,19 @@ def describe(address: Any) -> str:
     if name is not None:
         return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
     return str(address)
+
+
+def describe_peer(transport: Any) -> str:
+    """
+    C{describe(transport.getPeer())}, without building the address object
+    where the transport is the reactor's own TCP server transport (whose
+    C{getPeer} builds it from C{client}, the address C{accept} returned): a
+    connection's close then costs one formatted string, not an attrs class
+    with its validators.
+    """
+    if type(transport) is tcp.Server:
+        client: Any = transport.client
+        host: str = client[0]
+        port: int = client[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return describe(transport.getPeer())

@@ -12,8 +12,9 @@ of its replies, however slowly, is not cut off.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IReactorTime
 
 from incproto._kernel.sockets import unacknowledged
@@ -82,4 +83,29 @@ def close_politely(
     else:
         shut_down_writing()
         transport.resumeProducing()
+    return CloseDeadline(transport, clock, timeout)
+
+
+def close_ended(
+    transport: Any, clock: IReactorTime, timeout: float
+) -> Optional[CloseDeadline]:
+    """
+    Close C{transport}, whose peer has ended its input, after everything
+    written is flushed.  A reactor's own transport (TCP, UNIX) that holds
+    nothing unsent closes on the reactor's next turn whatever the peer does,
+    so it gets no deadline (no timer, no socket query: the common close of a
+    short connection costs nothing more); anything else gets one.
+
+    @param transport: a connected transport whose peer's input ended.
+    @param clock: the time source for the timeout.
+    @param timeout: seconds without progress to wait for the flush.
+    @return: the abort deadline, or C{None} where none is needed.
+    """
+    transport.loseConnection()
+    if (
+        isinstance(transport, FileDescriptor)
+        and not transport.dataBuffer
+        and not transport._tempDataLen
+    ):
+        return None
     return CloseDeadline(transport, clock, timeout)

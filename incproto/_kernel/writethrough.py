@@ -7,6 +7,7 @@ its next round (one more C{epoll_ctl} and one more event per write, and the
 reply waits a turn).  asyncio instead tries C{socket.send()} at once and
 buffers only what the kernel did not take.  L{writer} gives a connection
 that second behaviour where it is safe, and Twisted's own C{write} elsewhere.
+A protocol keeps L{direct}'s answer and calls L{write_through} itself.
 
 It is safe only on a plain Twisted TCP transport (C{twisted.internet.tcp}
 C{Server} or C{Client}, sending through C{Connection.writeSomeData}, TLS not
@@ -26,58 +27,76 @@ C{StringTransport}) gets its own C{write}, unchanged.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from functools import partial
+from typing import Any, Callable, Optional
 
 from twisted.internet import tcp
 
 _SEND_PATH = tcp.Connection.writeSomeData
 
 
-def writer(transport: Any) -> Callable[[bytes], None]:
+def direct(transport: Any) -> Optional[tcp.Connection]:
     """
-    A function that writes bytes to C{transport} as its C{write} would,
-    sending them at once when nothing else is waiting to be sent.
+    The TCP connection that L{write_through} may send on for C{transport},
+    or C{None} where writing through is not safe.
 
     Resolve it once, when the connection is made: the TCP transport is found
     as the object whose bound C{write} the C{transport} offers, so a wrapper
     that hands out the real transport's own C{write} (incproto's PROXY
     transport) gets the fast path too, and a wrapper that adds a layer (TLS)
-    does not.
+    does not.  (A protocol keeps this one reference, not a closure: nothing
+    is allocated per connection.)
 
     @param transport: the transport a protocol was connected to.
-    @return: C{write_through} bound to the TCP transport, or
-        C{transport.write} itself where writing through is not safe.
     """
-    write: Callable[[bytes], None] = transport.write
-    real = getattr(write, "__self__", None)
+    real = getattr(transport.write, "__self__", None)
     if not isinstance(real, tcp.Connection) or (
         type(real).writeSomeData is not _SEND_PATH
     ):
+        return None
+    return real
+
+
+def write_through(real: tcp.Connection, data: bytes) -> None:
+    """
+    Write C{data} to C{real} (as L{direct} found it) as its C{write} would,
+    sending at once when nothing else is waiting to be sent.
+    """
+    if (
+        not real._tempDataLen
+        and not real.dataBuffer
+        and real.connected
+        and not (
+            real.disconnecting
+            or real._writeDisconnecting
+            or real._aborting
+            or real.producerPaused
+            or real.TLS
+        )
+        and (real.producer is None or real.streamingProducer)
+    ):
+        try:
+            sent = real.socket.send(data)
+        except OSError:
+            pass  # EAGAIN, or an error Twisted will report
+        else:
+            if sent == len(data):
+                return
+            data = data[sent:]
+    real.write(data)
+
+
+def writer(transport: Any) -> Callable[[bytes], None]:
+    """
+    A function that writes bytes to C{transport} as its C{write} would,
+    sending them at once when nothing else is waiting to be sent: see
+    L{direct} and L{write_through}.
+
+    @return: L{write_through} bound to the TCP transport, or
+        C{transport.write} itself where writing through is not safe.
+    """
+    real = direct(transport)
+    if real is None:
+        write: Callable[[bytes], None] = transport.write
         return write
-    send = real.socket.send
-
-    def write_through(data: bytes) -> None:
-        if (
-            not real._tempDataLen
-            and not real.dataBuffer
-            and real.connected
-            and not (
-                real.disconnecting
-                or real._writeDisconnecting
-                or real._aborting
-                or real.producerPaused
-                or real.TLS
-            )
-            and (real.producer is None or real.streamingProducer)
-        ):
-            try:
-                sent = send(data)
-            except OSError:
-                pass  # EAGAIN, or an error Twisted will report
-            else:
-                if sent == len(data):
-                    return
-                data = data[sent:]
-        write(data)
-
-    return write_through
+    return partial(write_through, real)

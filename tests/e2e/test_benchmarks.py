@@ -7,7 +7,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import shutil
+import socketserver
 import sys
+import threading
 from pathlib import Path
 from typing import List
 
@@ -108,3 +111,74 @@ def test_compare_raises_the_kernel_backlogs_and_restores_them(
         "(restored at the end)",
         "restored net.core.somaxconn to 4096",
     ]
+
+
+def _build(source: Path, out: Path, *flags: str) -> str:
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler")
+    binary = out / source.stem
+    done = run_command([compiler, "-O2", *flags, "-o", str(binary), str(source)], out)
+    assert done.returncode == 0, done.stderr
+    return str(binary)
+
+
+def test_native_load_generator_drives_the_epoll_server(tmp_path: Path) -> None:
+    """
+    benchmarks/load/load.c builds and runs every mode, bounded, against
+    benchmarks/servers/epoll_server.c (which must speak the protocol too).
+    """
+    load = _build(ROOT / "benchmarks" / "load" / "load.c", tmp_path, "-pthread")
+    server_binary = _build(SERVERS / "epoll_server.c", tmp_path)
+    server = ServerProcess([server_binary, "0"], tmp_path, listening=LISTENING_ON)
+    try:
+        modes = [(["churn", "-c", "4", "-d", "0.2"], "connections"),
+                 (["ping", "-c", "4", "-l", "300", "-d", "0.2", "-t", "2"], "messages"),
+                 (["stream", "-m", "2"], "bytes"),
+                 (["burst", "-n", "50", "-H", "0"], "connections")]  # fmt: skip
+        for mode, count in modes:
+            done = run_command(
+                [load, *mode, "-T", "10", "127.0.0.1", str(server.port)], tmp_path
+            )
+            assert done.returncode == 0, done.stderr
+            result = json.loads(done.stdout)
+            assert result["mode"] == mode[0] and result[count] > 0, result
+    finally:
+        server.process.terminate()
+        server.process.wait()
+
+
+class _Liar(socketserver.BaseRequestHandler):
+    """Greets with C{server.greeting}, then echoes instead of incrementing."""
+
+    def handle(self) -> None:
+        self.request.settimeout(10)
+        self.request.sendall(self.server.greeting)  # type: ignore[attr-defined]
+        data = self.request.recv(4096)
+        self.request.sendall(data[1:-1])
+
+
+@pytest.mark.parametrize(
+    "greeting, mode, reason",
+    [(b"*", "ping", "reply byte 0 is 0x61, not 0x62"),
+     (b"#", "churn", "greeting was byte 0x23, not '*'"),
+     (b"*x", "churn", "1 bytes after the greeting, none owed")],
+)  # fmt: skip
+def test_native_load_generator_checks_every_byte(
+    greeting: bytes, mode: str, reason: str, tmp_path: Path
+) -> None:
+    load = _build(ROOT / "benchmarks" / "load" / "load.c", tmp_path, "-pthread")
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Liar) as liar:
+        liar.daemon_threads = True
+        liar.greeting = greeting  # type: ignore[attr-defined]
+        threading.Thread(target=liar.serve_forever, daemon=True).start()
+        try:
+            done = run_command(
+                [load, mode, "-c", "1", "-d", "1", "-T", "10", "127.0.0.1",
+                 str(liar.server_address[1])],
+                tmp_path,
+            )  # fmt: skip
+        finally:
+            liar.shutdown()
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"load: connection 0: {reason}"

@@ -109,7 +109,7 @@ def test_without_write_through_twisted_holds_each_reply(
     served: List[Any], monkeypatch: pytest.MonkeyPatch
 ) -> Generator[Deferred[Any], Any, None]:
     """The control for the test above: what it measures is write-through."""
-    monkeypatch.setattr(incproto.protocol, "writer", lambda t: t.write)
+    monkeypatch.setattr(incproto.protocol, "direct", lambda t: None)
     held, received = yield from round_trip(served)
     assert received == b"*bcd"
     assert held == [1, 3]
@@ -155,7 +155,7 @@ def test_tls_uses_its_own_write(
     client.transport.write(b"^abc$")
     protocol = yield within(factory.built)
     assert (yield client.wait_for(4)) == b"*bcd"
-    assert protocol._send == protocol.transport.write
+    assert protocol._direct is None  # every reply through the TLS transport's write
     client.transport.loseConnection()
     yield within(client.closed)
 

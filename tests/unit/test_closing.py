@@ -3,11 +3,12 @@ on a fake socket transport whose unacknowledged bytes a test sets."""
 
 from __future__ import annotations
 
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from incproto._kernel.closing import CloseDeadline, close_politely
+from incproto._kernel.closing import CloseDeadline, close_ended, close_politely
 from incproto._kernel.timers import cancel
 from tests.support.fakes import SocketLikeTransport
 
@@ -32,6 +33,35 @@ class ClosePolitelyTests(SynchronousTestCase):
         transport = StringTransport()
         close_politely(transport, Clock(), 5.0)
         self.assertTrue(transport.disconnecting)
+
+
+class CloseEndedTests(SynchronousTestCase):
+    """
+    A connection whose client ended its input closes after the flush; it
+    needs an abort deadline only while something is left to flush.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.descriptor = FileDescriptor(reactor=self.reactor)
+        self.descriptor.connected = True
+
+    def test_reactor_transport_with_nothing_unsent_gets_no_timer(self) -> None:
+        self.assertIsNone(close_ended(self.descriptor, self.reactor, 5.0))
+        self.assertTrue(self.descriptor.disconnecting)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_reactor_transport_with_bytes_unsent_gets_a_deadline(self) -> None:
+        self.descriptor.dataBuffer = b"owed"
+        deadline = close_ended(self.descriptor, self.reactor, 5.0)
+        self.assertIsInstance(deadline, CloseDeadline)
+        self.assertEqual(len(self.reactor.getDelayedCalls()), 1)
+
+    def test_other_transports_get_a_deadline(self) -> None:
+        transport = StringTransport()
+        deadline = close_ended(transport, self.reactor, 5.0)
+        self.assertTrue(transport.disconnecting)
+        self.assertIsInstance(deadline, CloseDeadline)
 
 
 class DeadlineTests(SynchronousTestCase):
