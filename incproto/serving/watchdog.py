@@ -9,12 +9,13 @@ thread, which needs no reactor, checks the stamp; when it is older than the
 watchdog's limit it writes one line to standard error (with every thread's
 stack, from C{faulthandler}) and aborts the process (SIGABRT), so that
 whatever runs it (systemd, Kubernetes, a shell loop) starts a new one, as
-HAProxy's watchdog does with a stuck thread.  The reactor checks too, on
-each beat: a process that was stopped (SIGSTOP) may run its reactor before
-its watchdog thread when it resumes, and must not then carry on as if
-nothing happened.  Under C{--workers} a worker does not abort itself: its
-beats go to its supervisor (L{incproto.workers.supervisor}), which kills and
-replaces it.
+HAProxy's watchdog does with a stuck thread.  A process stopped whole
+(SIGSTOP, then SIGCONT) is not aborted when it resumes: its reactor turns
+again, and ending it then would turn a pause into an outage (a supervisor's
+workers with it); the thread knows such a pause by its own late wake-up,
+and the reactor logs the stall.  Under C{--workers} a worker does not abort
+itself: its beats go to its supervisor (L{incproto.workers.supervisor}),
+which kills and replaces it, stopped or stuck.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any, Callable, List, Optional
 
 from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 
 DEFAULT_WATCHDOG = 10.0
 # The longest time between two beats: a stall is seen within this of its
@@ -57,6 +59,7 @@ class Heartbeat(Service):
     """
 
     name = "heartbeat"
+    log = Logger()
 
     def __init__(
         self,
@@ -125,9 +128,13 @@ class Heartbeat(Service):
         lag = now - self.last
         self.last = now
         self.longest = max(self.longest, lag - self.interval)
-        if lag > self.limit and self.abort is not None:
-            self.abort(lag, self.limit)  # resumed after a stall
-            return
+        if lag > self.limit:  # the process resumes after a pause
+            self.log.warn(
+                "the reactor did not turn for {lag:.1f} s (--watchdog {limit:g}): "
+                "the process was stopped or starved; it turns again",
+                lag=lag,
+                limit=self.limit,
+            )
         for listener in self.listeners:
             listener()
 
@@ -143,7 +150,12 @@ class Heartbeat(Service):
 
         @param wait: waits up to the seconds given; C{True} to stop.
         """
+        previous = self.now()
         while not wait(self.interval):
+            woke = self.now()
+            paused, previous = woke - previous > 2 * self.interval, woke
+            if paused:  # the whole process was stopped: let the reactor beat
+                continue
             lag = self.stalled()
             if lag is not None:
                 assert self.abort is not None

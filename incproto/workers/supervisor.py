@@ -328,6 +328,7 @@ class WorkerPool(Service):
         self._delays: Dict[int, float] = {}
         self._pending: Dict[int, IDelayedCall] = {}
         self._watching: Optional[LoopingCall] = None
+        self._lastCheck: Optional[float] = None
 
     @property
     def socket(self) -> Optional[BoundSocket]:
@@ -475,7 +476,19 @@ class WorkerPool(Service):
         ]
 
     def check(self) -> None:
-        """Kill every worker whose heartbeat is late (it is then replaced)."""
+        """
+        Kill every worker whose heartbeat is late (it is then replaced).
+        After a stall of the supervisor's own (a SIGSTOP, starvation), its
+        workers' beats waited unread: they are given a new start instead.
+        """
+        now, last = self.now(), self._lastCheck
+        self._lastCheck = now
+        assert self.watchdog is not None
+        if last is not None and now - last > 2 * beat_interval(self.watchdog):
+            for worker in self.workers.values():
+                if worker.lastBeat is not None:
+                    worker.lastBeat = now
+            return
         replacing = [w for ws in self.replacing.values() for w in ws]
         for worker in [*self.workers.values(), *replacing, *self.retired]:
             lag = self.late(worker)

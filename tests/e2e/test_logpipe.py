@@ -105,7 +105,7 @@ def test_stopped_supervisor_costs_worker_log_lines_not_sessions() -> None:
     stops them all in bounded time.
     """
     server = start_incproto("--workers", "2", "--drain-timeout", str(DRAIN_TIMEOUT))
-    server.wait_for(re.compile(r"\[worker \d\] incproto listening"), count=2)
+    server.wait_for(re.compile(r"\[worker \d\.\d\] incproto listening"), count=2)
     pid = server.process.pid
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -113,7 +113,7 @@ def test_stopped_supervisor_costs_worker_log_lines_not_sessions() -> None:
     finally:
         os.kill(pid, signal.SIGCONT)
     server.wait_for(
-        re.compile(r"\[worker \d\] \d+ log lines were dropped: the log's reader")
+        re.compile(r"\[worker \d\.\d\] \d+ log lines were dropped: the log's reader")
     )
     assert "restarting" not in server.output
     stop_within(server, DRAIN_TIMEOUT + STOP_GRACE + 5)

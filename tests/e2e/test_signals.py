@@ -35,7 +35,7 @@ HABITUAL = [
     signal.SIGTTOU,
     signal.SIGWINCH,
 ]
-WORKER_LISTENING = re.compile(r"\[worker \d\] incproto listening")
+WORKER_LISTENING = re.compile(r"\[worker \d\.\d\] incproto listening")
 MODES = {"one process": [], "--workers 2": ["--workers", "2"]}
 
 
@@ -67,7 +67,7 @@ def test_habitual_signals_leave_the_port_serving(mode: str) -> None:
             assert half_close_round_trip(server.port, b"^ab$") == b"*bc"
         if mode != "one process":
             # SIGUSR1 went on to both workers, which survived it.
-            server.wait_for(re.compile(r"\[worker \d\] received SIGUSR1"), count=2)
+            server.wait_for(re.compile(r"\[worker \d\.\d\] received SIGUSR1"), count=2)
             assert "restarting" not in server.output
     finally:
         status = server.stop()
@@ -148,7 +148,7 @@ def test_sigusr1_after_a_rename_writes_a_new_file(mode: str, tmp_path: Path) -> 
         server.wait_for(re.compile(r"received SIGUSR1: reopened the access log"))
     else:
         server.wait_for(
-            re.compile(r"\[worker \d\] received SIGUSR1: reopened the access log"),
+            re.compile(r"\[worker \d\.\d\] received SIGUSR1: reopened the access log"),
             count=2,
         )
     after = session_port(server.port)

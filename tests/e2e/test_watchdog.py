@@ -27,6 +27,7 @@ FAULTY = ["--handler", "tests.support.faulty:faulty"]
 WORKER_LISTENING = re.compile(r"\[worker \d\.(\d)\] incproto listening")
 METRICS_LISTENING = re.compile(r"metrics listening on 127\.0\.0\.1:(\d+)")
 KILLED = re.compile(r"worker \d\.(\d) \(pid \d+\) has not answered for ([0-9.]+) s")
+RESUMED = re.compile(r"the reactor did not turn for ([0-9.]+) s \(--watchdog 1\)")
 ABORTED = re.compile(r"the reactor has not turned for ([0-9.]+) s \(--watchdog 1\)")
 
 
@@ -141,19 +142,26 @@ def test_a_process_whose_reactor_is_stuck_aborts() -> None:
     assert 'faulty.py", line' in server.output  # the stuck frame
 
 
-def test_a_stopped_process_aborts_when_it_resumes() -> None:
-    """SIGSTOP for 2 s, then SIGCONT: whichever of the reactor and the
-    watchdog thread runs first sees the stall, and the process aborts
-    rather than carry on as if nothing happened."""
+def test_a_stopped_process_carries_on_when_it_resumes() -> None:
+    """SIGSTOP for 2 s, then SIGCONT: the reactor turns again, so the
+    process is not aborted (that would turn a pause into an outage); it
+    logs the stall and serves."""
     server = start_incproto("--watchdog", "1")
-    server.process.send_signal(signal.SIGSTOP)
-    threading.Event().wait(2.0)  # the fault: two seconds stopped
-    server.process.send_signal(signal.SIGCONT)
-    status = server.process.wait(TIMEOUT)
-    server.stop()
-    assert status == -signal.SIGABRT
-    [(lag,)] = server.wait_for(ABORTED)
-    assert float(lag) >= 2.0
+    try:
+        with connect(server.port) as sock:  # served: the reactor (and watch) run
+            assert receive_exactly(sock, 1) == b"*"
+        server.process.send_signal(signal.SIGSTOP)
+        threading.Event().wait(2.0)  # the fault: two seconds stopped
+        server.process.send_signal(signal.SIGCONT)
+        [(lag,)] = server.wait_for(RESUMED)
+        assert float(lag) >= 2.0
+        with connect(server.port) as sock:
+            sock.sendall(b"^abc$")
+            assert receive_exactly(sock, 4) == b"*bcd"
+        assert server.process.poll() is None
+    finally:
+        server.stop()
+    assert "aborting" not in server.output
 
 
 def test_a_turning_reactor_is_left_alone() -> None:

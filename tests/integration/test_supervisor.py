@@ -201,6 +201,22 @@ def test_a_stalled_worker_is_killed_replaced_and_counted(watched: Any) -> None:
     assert pool.replaced == {"crashed": 0, "stalled": 1}
 
 
+def test_a_stall_of_the_supervisor_itself_kills_no_worker(watched: Any) -> None:
+    """The supervisor was stopped (its checks came 20 s apart): its workers'
+    beats waited unread, so they get a new start instead of SIGKILL; a
+    worker that then stays silent is killed as usual."""
+    _, clock, _ = watched
+    first, second = (s["protocol"] for s in clock.spawned)
+    clock.advance(1.0)  # a check on time
+    clock.rightNow += 20.0  # the supervisor is stopped: no check, no beat read
+    clock.advance(1.0)
+    assert [first.transport.signals, second.transport.signals] == [[], []]
+    for _ in range(10):
+        clock.advance(0.5)
+        say(first, b'{"beat": true}')
+    assert [first.transport.signals, second.transport.signals] == [[], ["KILL"]]
+
+
 def test_a_worker_gets_a_minute_to_start_serving(watched: Any) -> None:
     """Before it says it serves, a worker is given BOOT_TIMEOUT (an import
     on a loaded machine takes seconds); one stuck at boot is then killed,

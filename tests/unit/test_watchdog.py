@@ -4,12 +4,13 @@ started: the watchdog thread's loop is called with a fake wait)."""
 
 from __future__ import annotations
 
-from typing import Any, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import pytest
 from prometheus_client import generate_latest
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import Logger, formatEvent
 from twisted.python import usage
 
 from incproto.serving.metrics import registry_of
@@ -91,17 +92,42 @@ def test_the_watchdog_thread_leaves_a_turning_reactor_alone() -> None:
     assert aborted == [] and beat.longest == 0.0
 
 
-def test_a_reactor_that_resumes_after_a_stall_ends_the_process() -> None:
+def test_a_reactor_that_resumes_after_a_pause_carries_on() -> None:
     """After a SIGSTOP the reactor may beat before the thread looks: the
-    beat itself sees the stall and ends the process (listeners are not
-    told it is alive)."""
+    process turns again, so the stall is measured and logged, not ended
+    (an abort would turn the pause into an outage)."""
     beat, clock, aborted = heartbeat(limit=4.0)
     heard: List[float] = []
     beat.listeners.append(lambda: heard.append(clock.seconds()))
+    events: List[Dict[str, Any]] = []
+    beat.log = Logger(observer=events.append)  # type: ignore[assignment]
     beat.startService()
     clock.advance(1.0)
     clock.advance(6.0)
-    assert aborted == [(6.0, 4.0)] and heard == [1.0]
+    assert aborted == [] and heard == [1.0, 7.0] and beat.longest == 5.0
+    assert [formatEvent(e) for e in events] == [
+        "the reactor did not turn for 6.0 s (--watchdog 4): the process was "
+        "stopped or starved; it turns again"
+    ]
+
+
+def test_the_watchdog_thread_leaves_a_paused_process_to_its_reactor() -> None:
+    """The thread itself woke late (the whole process was stopped): it
+    does not abort on that round, and the reactor, turning again, beats;
+    a reactor still stuck is caught on the next round."""
+    beat, clock, aborted = heartbeat(limit=4.0)
+    beat.startService()
+    rounds = iter([10.0, 1.0, 1.0, 1.0, 1.0, 1.0])  # one 10 s pause
+
+    def wait(seconds: float) -> bool:
+        step = next(rounds, None)
+        if step is None:
+            return True
+        clock.rightNow += step  # the reactor stays stuck throughout
+        return False
+
+    beat.watch(wait)
+    assert aborted == [(11.0, 4.0)]
 
 
 def test_it_starts_only_once_the_reactor_runs() -> None:
