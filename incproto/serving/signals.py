@@ -101,6 +101,7 @@ class SignalHandling(Service):
             self.reactor.callWhenRunning(self.wrapStops)
         if hasattr(self.reactor, "addSystemEventTrigger"):
             self.reactor.addSystemEventTrigger("before", "shutdown", self._shutdown)
+            self.reactor.addSystemEventTrigger("after", "shutdown", self.quieten)
 
     def wrapStops(self) -> None:
         """
@@ -192,6 +193,17 @@ class SignalHandling(Service):
             return
         self._ignoredLogged[signum] = now
         self.log.info("received {signal}: ignored", signal=signal.Signals(signum).name)
+
+    def quieten(self) -> None:
+        """
+        Once the reactor has stopped, ignore SIGQUIT, SIGUSR1 and the
+        habitual signals: nothing is left to handle them, and as the
+        interpreter exits it gives them back their default actions (SIGQUIT's
+        dumps core; the others end the process), so a second signal sent a
+        moment after the first would end a clean exit.
+        """
+        for signum in (signal.SIGQUIT, signal.SIGUSR1, *IGNORED):
+            signal.signal(signum, signal.SIG_IGN)
 
     def _shutdown(self) -> None:
         self.stopping = True

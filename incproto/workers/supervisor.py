@@ -452,7 +452,9 @@ class WorkerPool(Service):
             if old.table is not None:
                 old.table.absent(old.slot)
             self.retired.add(old)
-            old.signal(signal.SIGQUIT)
+            # A worker that has not logged yet may not handle SIGQUIT yet,
+            # whose default action dumps core; SIGTERM's only ends it.
+            old.signal(signal.SIGQUIT if old.heard else signal.SIGTERM)
         self._replaceNext()
 
     def late(self, worker: WorkerProcess) -> Optional[float]:
@@ -478,16 +480,14 @@ class WorkerPool(Service):
     def check(self) -> None:
         """
         Kill every worker whose heartbeat is late (it is then replaced).
-        After a stall of the supervisor's own (a SIGSTOP, starvation), its
-        workers' beats waited unread: they are given a new start instead.
+        A check that comes late (the supervisor itself was stopped or
+        starved) decides nothing: its workers' beats may still wait unread
+        in their pipes, which the reactor reads after its timers.
         """
         now, last = self.now(), self._lastCheck
         self._lastCheck = now
         assert self.watchdog is not None
         if last is not None and now - last > 2 * beat_interval(self.watchdog):
-            for worker in self.workers.values():
-                if worker.lastBeat is not None:
-                    worker.lastBeat = now
             return
         replacing = [w for ws in self.replacing.values() for w in ws]
         for worker in [*self.workers.values(), *replacing, *self.retired]:

@@ -95,6 +95,21 @@ def test_sigquit_is_a_graceful_stop(mode: str) -> None:
     assert server.process.wait(TIMEOUT) == 0, server.output
 
 
+@pytest.mark.parametrize("gap", [0.0, 0.02, 0.05, 0.1])
+def test_a_second_sigquit_as_it_exits_changes_nothing(gap: float) -> None:
+    """A second SIGQUIT a moment after the first, while the process exits
+    (when the interpreter gives signals their default actions back): still
+    exit 0, not death by SIGQUIT (it dumped core, 6 times of 6)."""
+    server = started()
+    server.process.send_signal(signal.SIGQUIT)
+    server.wait_for(re.compile(r"received SIGQUIT: stopping gracefully"))
+    threading.Event().wait(gap)  # the fault: a second signal, just after
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGQUIT)
+    assert server.process.wait(TIMEOUT) == 0, server.output
+    server.stop()
+
+
 def test_sighup_stop_names_sighup(tmp_path: Path) -> None:
     """After SIGHUP, one process says SIGHUP, not "Received SIGTERM"."""
     server = started(cwd=tmp_path)

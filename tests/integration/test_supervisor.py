@@ -202,14 +202,19 @@ def test_a_stalled_worker_is_killed_replaced_and_counted(watched: Any) -> None:
 
 
 def test_a_stall_of_the_supervisor_itself_kills_no_worker(watched: Any) -> None:
-    """The supervisor was stopped (its checks came 20 s apart): its workers'
-    beats waited unread, so they get a new start instead of SIGKILL; a
-    worker that then stays silent is killed as usual."""
+    """The supervisor was stopped (its checks came 20 s apart): its late
+    check decides nothing, since its workers' beats wait unread in their
+    pipes; once read, they count; a worker that then stays silent is killed
+    as usual."""
     _, clock, _ = watched
     first, second = (s["protocol"] for s in clock.spawned)
     clock.advance(1.0)  # a check on time
     clock.rightNow += 20.0  # the supervisor is stopped: no check, no beat read
-    clock.advance(1.0)
+    clock.advance(0.5)  # its first check, late
+    assert [first.transport.signals, second.transport.signals] == [[], []]
+    for worker in (first, second):  # the beats that waited in the pipes
+        say(worker, b'{"beat": true}')
+    clock.advance(0.5)
     assert [first.transport.signals, second.transport.signals] == [[], []]
     for _ in range(10):
         clock.advance(0.5)

@@ -78,8 +78,9 @@ class SignalHandlingTests(SynchronousTestCase):
         """The reactor stopping for another reason counts as stopping."""
         handling = SignalHandling(self.reactor)
         handling.startService()
-        [(phase, event, shutdown)] = self.reactor.triggers
-        self.assertEqual((phase, event), ("before", "shutdown"))
+        [(_, _, shutdown)] = [
+            t for t in self.reactor.triggers if t[:2] == ("before", "shutdown")
+        ]
         shutdown()
         self.deliver(signal.SIGTERM)
         self.assertEqual(self.stops, [])
@@ -110,6 +111,17 @@ class SignalHandlingTests(SynchronousTestCase):
         self.assertIn(
             "received SIGQUIT: stopping gracefully, as for SIGTERM", self.messages()
         )
+
+    def test_once_stopped_the_habitual_signals_are_ignored(self) -> None:
+        """After the reactor stops, the interpreter gives SIGQUIT, SIGUSR1
+        and the rest their default actions back as it exits (a second
+        SIGQUIT then dumped core): they are ignored instead."""
+        SignalHandling(self.reactor).startService()
+        [quieten] = [t for t in self.reactor.triggers if t[:2] == ("after", "shutdown")]
+        quieten[2]()
+        for signum in SIGNALS[2:]:
+            if signum != signal.SIGHUP:  # twistd re-raises it to exit
+                self.assertEqual(signal.getsignal(signum), signal.SIG_IGN, signum)
 
     def test_sigquit_can_be_left_alone(self) -> None:
         """A worker handles SIGQUIT itself (retire)."""
