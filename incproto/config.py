@@ -190,7 +190,7 @@ class ServerConfig:
         limits = "connections unlimited"
         if self.max_connections is not None:
             limits = (
-                f"at most {self.max_connections} connections, "
+                f"at most {counted(self.max_connections, 'connection')}, "
                 f"queue {self.queue}, queue timeout {_seconds(self.queue_timeout)}, "
                 f"per peer {self.max_per_peer or 'unlimited'}"
             )
@@ -201,7 +201,13 @@ class ServerConfig:
         ]
         if self.pool_size:
             parts.append(f"handler timeout {_seconds(self.handler_timeout)}")
+        if self.max_jobs_per_process:
+            parts.append(
+                f"pool processes recycled after {self.max_jobs_per_process} jobs"
+            )
+        parts.append(f"handshake timeout {_seconds(self.handshake_timeout)}")
         parts.append(f"drain timeout {_seconds(self.drain_timeout)}")
+        parts.append(f"watchdog {_seconds(self.watchdog)}")
         if self.workers:
             parts.append(f"{counted(self.workers, 'worker')} (limits per worker)")
         return "; ".join(parts)

@@ -64,5 +64,5 @@ def test_the_supervisor_logs_the_settings_once() -> None:
         globalLogPublisher.removeObserver(events.append)
     [event] = [e for e in events if "settings" in e]
     assert event["settings"].endswith(
-        "drain timeout 30s; 2 workers (limits per worker)"
+        "drain timeout 30s; watchdog 10s; 2 workers (limits per worker)"
     )

@@ -462,18 +462,23 @@ class ServerConfigTests(SynchronousTestCase):
         self.assertEqual(
             ServerConfig().summary(),
             "handler incproto.handlers:increment_handler inline; connections "
-            "unlimited; idle timeout off; drain timeout 30s",
+            "unlimited; idle timeout off; handshake timeout 10s; drain timeout "
+            "30s; watchdog 10s",
         )
         config = ServerConfig(
             handler="m:f", processes=4, handler_timeout=2.5, max_connections=100,
             queue=10, queue_timeout=5, max_per_peer=3, idle_timeout=300,
-            drain_timeout=20, workers=2,
+            drain_timeout=20, workers=2, max_jobs_per_process=50, watchdog=None,
         )  # fmt: skip
         self.assertEqual(
             config.summary(),
             "handler m:f in 4 processes; at most 100 connections, queue 10, "
             "queue timeout 5s, per peer 3; idle timeout 300s; handler timeout "
-            "2.5s; drain timeout 20s; 2 workers (limits per worker)",
+            "2.5s; pool processes recycled after 50 jobs; handshake timeout "
+            "10s; drain timeout 20s; watchdog off; 2 workers (limits per worker)",
+        )
+        self.assertIn(
+            "at most 1 connection,", ServerConfig(max_connections=1).summary()
         )
 
     def test_the_json_round_trip_is_exact(self) -> None:
