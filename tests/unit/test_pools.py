@@ -1146,17 +1146,24 @@ class SpawningTests(SynchronousTestCase):
         self.assertEqual(spawning._preparation_data("p"), {"name": "p"})
 
 
+def fake_pebble() -> Tuple[ModuleType, List[Dict[str, Any]]]:
+    """A C{pebble} module whose C{ProcessPool} only records its keyword
+    arguments, in the list returned with it."""
+    made: List[Dict[str, Any]] = []
+
+    class ProcessPool:
+        def __init__(self, size: int, **kwargs: Any) -> None:
+            made.append(kwargs)
+            self.active = True
+
+    fake = ModuleType("pebble")
+    fake.ProcessPool = ProcessPool  # type: ignore[attr-defined]
+    return fake, made
+
+
 class RecyclingTests(SynchronousTestCase):
     def test_jobs_per_process_reach_pebble(self) -> None:
-        made: List[Dict[str, Any]] = []
-
-        class ProcessPool:
-            def __init__(self, size: int, **kwargs: Any) -> None:
-                made.append(kwargs)
-                self.active = True
-
-        fake = ModuleType("pebble")
-        fake.ProcessPool = ProcessPool  # type: ignore[attr-defined]
+        fake, made = fake_pebble()
         pool = ProcessHandlerPool(IncrementHandler(), 1, maxJobsPerProcess=50)
         with mock.patch.dict(sys.modules, {"pebble": fake}):
             pool._newPool()
@@ -1169,15 +1176,7 @@ class RecyclingTests(SynchronousTestCase):
         self.assertIn("not -1", str(error))
 
     def test_an_unpicklable_handler_is_not_warmed(self) -> None:
-        made: List[Dict[str, Any]] = []
-
-        class ProcessPool:
-            def __init__(self, size: int, **kwargs: Any) -> None:
-                made.append(kwargs)
-                self.active = True
-
-        fake = ModuleType("pebble")
-        fake.ProcessPool = ProcessPool  # type: ignore[attr-defined]
+        fake, made = fake_pebble()
         pool = ProcessHandlerPool(FunctionHandler(lambda b: b), 1)
         with mock.patch.dict(sys.modules, {"pebble": fake}):
             pool._newPool()
