@@ -14,6 +14,9 @@ import pytest
 
 from tests.support.processes import TIMEOUT, start_incproto
 
+# Linux's value; PyPy 3.9's socket module does not name it.
+SO_PASSCRED = getattr(socket, "SO_PASSCRED", 16)
+
 
 @pytest.mark.parametrize("options", [[], ["--workers", "2"]])
 def test_ready_watchdog_and_stopping(
@@ -22,7 +25,7 @@ def test_ready_watchdog_and_stopping(
     address = str(tmp_path / "notify")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
         systemd.bind(address)
-        systemd.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        systemd.setsockopt(socket.SOL_SOCKET, SO_PASSCRED, 1)
         systemd.settimeout(TIMEOUT)
         monkeypatch.setenv("NOTIFY_SOCKET", address)
         monkeypatch.setenv("WATCHDOG_USEC", "400000")  # a ping every 0.2 s
