@@ -183,15 +183,18 @@ class FileAccessLog(Service):
                     error=e,
                 )
 
-    def reopen(self) -> None:
+    def reopen(self) -> bool:
         """
         Write what is waiting, then append to C{path} anew (SIGUSR1, after
         logrotate renamed the file): new lines go to a new file of that
         name.  If it cannot be opened, lines keep going to the old one.
+
+        @return: whether the file was reopened (the reason why not is
+            logged).
         """
         self.flush()
         if self.path is None:
-            return
+            return False
         try:
             out = open(self.path, "a")
         except OSError as e:
@@ -201,10 +204,11 @@ class FileAccessLog(Service):
                 path=self.path,
                 error=e.strerror,
             )
-            return
+            return False
         old, self.out = self.out, out
         if self.closeOnStop:
             old.close()
+        return True
 
     def stopService(self) -> None:
         """

@@ -182,7 +182,8 @@ class SignalHandling(Service):
         if self.reopen is None:
             self.log.info("received SIGUSR1: no access log file to reopen")
             return
-        self.reopen()
+        if self.reopen() is False:
+            return  # why is logged
         self.log.info("received SIGUSR1: reopened the access log")
 
     def _ignore(self, signum: int) -> None:

@@ -138,6 +138,13 @@ class SignalHandlingTests(SynchronousTestCase):
         self.assertEqual((len(reopened), self.reactor.stopped), (1, 0))
         self.assertEqual(self.messages(), ["received SIGUSR1: reopened the access log"])
 
+    def test_a_failed_reopen_is_not_logged_as_done(self) -> None:
+        """The reopener logs why it failed; the signal's line does not then
+        say it was reopened (it said both)."""
+        SignalHandling(self.reactor, reopen=lambda: False).startService()
+        self.deliver(signal.SIGUSR1)
+        self.assertEqual(self.messages(), [])
+
     def test_sigusr1_with_nothing_to_reopen(self) -> None:
         SignalHandling(self.reactor).startService()
         self.deliver(signal.SIGUSR1)
