@@ -12,6 +12,7 @@ code::
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import re
@@ -37,7 +38,7 @@ from incproto.handlers import load_handler
 from incproto.limit import DEFAULT_QUEUE_SIZE
 from incproto.pools import DEFAULT_DRAIN_TIMEOUT
 from incproto.proxy import split_proxy
-from incproto.serving.watchdog import DEFAULT_WATCHDOG
+from incproto.serving.watchdog import DEFAULT_WATCHDOG, MIN_WATCHDOG
 
 
 def _checked(
@@ -73,14 +74,24 @@ _positive_float = _checked(
 
 
 def _watchdog(value: str) -> Optional[float]:
-    """C{--watchdog}: seconds, or C{0} or C{off} for none."""
+    """
+    C{--watchdog}: seconds, at least L{MIN_WATCHDOG} and finite (a shorter
+    limit aborts a process whose reactor is merely starting, or busy), or
+    C{0} or C{off} for none.
+    """
     if value.strip().lower() in ("0", "off"):
         return None
-    return cast(float, _positive_float(value))
+    seconds = cast(float, _positive_float(value))
+    if not MIN_WATCHDOG <= seconds < math.inf:
+        raise ValueError(
+            f"{value} is not a number of seconds from {MIN_WATCHDOG:g} up "
+            "(or 0 or off)"
+        )
+    return seconds
 
 
 _watchdog.coerceDoc = (  # type: ignore[attr-defined]
-    "Seconds, more than 0; 0 or off disables it."
+    f"Seconds, {MIN_WATCHDOG:g} or more; 0 or off disables it."
 )
 
 

@@ -161,7 +161,7 @@ def test_the_option(argv: List[str], limit: Any) -> None:
     assert "incproto_reactor_stall_seconds 1.25" in text
 
 
-@pytest.mark.parametrize("value", ["-1", "soon"])
+@pytest.mark.parametrize("value", ["-1", "soon", "0.1", "inf", "1e400", "nan"])
 def test_a_bad_value_is_a_usage_error(value: str) -> None:
     with pytest.raises(usage.UsageError, match="--watchdog"):
         Options.parse(["--watchdog", value])
