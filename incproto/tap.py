@@ -84,8 +84,7 @@ def _watchdog(value: str) -> Optional[float]:
     seconds = cast(float, _positive_float(value))
     if not MIN_WATCHDOG <= seconds < math.inf:
         raise ValueError(
-            f"{value} is not a number of seconds from {MIN_WATCHDOG:g} up "
-            "(or 0 or off)"
+            f"{value} is not a number of seconds from {MIN_WATCHDOG:g} up (or 0 or off)"
         )
     return seconds
 
