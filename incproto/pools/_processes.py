@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 
 from incproto._kernel.poolprocess import started, transform
 from incproto._kernel.ratelimit import RateLimitedLog
-from incproto._kernel.spawning import spawn_context
+from incproto._kernel.spawning import pool_context
 from incproto.handlers import IPayloadHandler
 from incproto.pools._base import (
     HandlerPool,
@@ -48,13 +48,12 @@ class ProcessHandlerPool(HandlerPool):
     breaks as a whole (all processes gone, no new one can start) is replaced
     by a new one at the next job.
 
-    Processes are started with C{spawn}: a forked one would inherit the
-    listening and client sockets (a close would send no FIN, a drained
-    server would still accept in the child), and a C{forkserver}'s
-    children outlive the server when the forkserver is killed, and look dead
-    to the pool while they still run.  Spawned processes are the server's
-    own children, and die with it (see L{incproto._kernel.poolprocess}).  The handler is
-    pickled with each job.
+    Processes are forked by a forkserver, not by the server: one forked by
+    the server would inherit the listening and client sockets (a close
+    would send no FIN, a drained server would still accept in the child).
+    The forkserver has imported what they need, so that a replacement costs
+    milliseconds, and they die with it, and it with the server (see
+    L{incproto._kernel.spawning}).  The handler is pickled with each job.
 
     @ivar replaced: how many times a broken pool was replaced.
     """
@@ -120,7 +119,7 @@ class ProcessHandlerPool(HandlerPool):
                 max_tasks=self.maxJobsPerProcess,
                 initializer=started,
                 initargs=(os.getpid(), warm),
-                context=spawn_context(self.handler),
+                context=pool_context(self.handler),
             )
             # Start the processes now, from this thread (the reactor's):
             # their death signal follows the thread that started them.

@@ -15,6 +15,7 @@ import threading
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import forkserver
 from types import ModuleType, SimpleNamespace
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from unittest import mock
@@ -994,14 +995,26 @@ class ProcessHelperTests(SynchronousTestCase):
             "handler tests.support.pools.TextHandler returned str, not bytes",
         )
 
-    def started(self, parent: int, handler: Any = None) -> List[Tuple[str, Any]]:
+    def started(
+        self,
+        parent: int,
+        handler: Any = None,
+        linux: bool = True,
+        grandparent: Optional[int] = None,
+    ) -> List[Tuple[str, Any]]:
         calls: List[Tuple[str, Any]] = []
         self.patch(poolprocess, "os", SimpleNamespace(
             nice=lambda n: calls.append(("nice", n)),
             getppid=lambda: 42,
             _exit=lambda code: calls.append(("exit", code)),
         ))  # fmt: skip
-        self.patch(poolprocess, "die_with_parent", lambda s: calls.append(("die", s)))
+
+        def die_with_parent(signum: int) -> bool:
+            calls.append(("die", signum))
+            return linux
+
+        self.patch(poolprocess, "die_with_parent", die_with_parent)
+        self.patch(poolprocess, "_parent_of", {42: grandparent}.get)
         self.patch(poolprocess, "pickle", SimpleNamespace(
             loads=lambda b: calls.append(("loads", b)),
         ))  # fmt: skip
@@ -1018,12 +1031,57 @@ class ProcessHelperTests(SynchronousTestCase):
             self.started(41), [("nice", 10), ("die", signal.SIGKILL), ("exit", 1)]
         )
 
+    def test_a_forked_pool_process_of_a_live_server_carries_on(self) -> None:
+        """Its parent is the forkserver (42), the server's child."""
+        self.assertEqual(
+            self.started(41, grandparent=41), [("nice", 10), ("die", signal.SIGKILL)]
+        )
+
+    def test_a_forked_pool_process_whose_forkserver_went_exits(self) -> None:
+        self.assertEqual(
+            self.started(41, grandparent=1),
+            [("nice", 10), ("die", signal.SIGKILL), ("exit", 1)],
+        )
+
+    def test_a_pool_process_checks_its_parent_only_on_linux(self) -> None:
+        """Off Linux nothing would kill it with its parent, and there is no
+        /proc to find the server above a forkserver."""
+        self.assertEqual(
+            self.started(41, linux=False), [("nice", 10), ("die", signal.SIGKILL)]
+        )
+
     def test_a_pool_process_imports_its_handler_as_it_starts(self) -> None:
         """So that a new process is ready for its first job (issue 21)."""
         self.assertEqual(
             self.started(42, b"pickled"),
             [("nice", 10), ("die", signal.SIGKILL), ("loads", b"pickled")],
         )
+
+    def test_parent_of(self) -> None:
+        self.assertEqual(poolprocess._parent_of(os.getpid()), os.getppid())
+        self.assertIsNone(poolprocess._parent_of(-1))
+
+    def test_a_forked_pool_process_closes_the_forkservers_alive_pipe(self) -> None:
+        """Else the forkserver would outlive the server while the process
+        lives, and the process, which dies with its forkserver, with it."""
+        read, write = os.pipe()
+        self.addCleanup(os.close, read)
+        forkserver = SimpleNamespace(_forkserver_alive_fd=write)
+        fake = ModuleType("multiprocessing.forkserver")
+        fake._forkserver = forkserver  # type: ignore[attr-defined]
+        with mock.patch.dict(sys.modules, {"multiprocessing.forkserver": fake}):
+            poolprocess._close_forkserver_alive_pipe()
+            poolprocess._close_forkserver_alive_pipe()  # once only
+        self.assertIsNone(forkserver._forkserver_alive_fd)
+        self.assertEqual(os.read(read, 1), b"")  # end of file: closed
+
+    def test_a_spawned_pool_process_has_no_alive_pipe_to_close(self) -> None:
+        fake = ModuleType("multiprocessing.forkserver")
+        fake._forkserver = SimpleNamespace(_forkserver_alive_fd=None)  # type: ignore[attr-defined]
+        with mock.patch.dict(sys.modules, {"multiprocessing.forkserver": fake}):
+            poolprocess._close_forkserver_alive_pipe()
+        with mock.patch.dict(sys.modules, {"multiprocessing.forkserver": None}):
+            poolprocess._close_forkserver_alive_pipe()
 
     def test_terminate_processes(self) -> None:
         joins: List[Any] = []
@@ -1095,7 +1153,7 @@ class ProcessHelperTests(SynchronousTestCase):
             except RuntimeError as e:
                 return made, e
 
-    def test_a_new_pool_spawns_its_processes(self) -> None:
+    def test_a_new_pool_starts_its_processes(self) -> None:
         made, pebble_pool = self.new_pool(active=True)
         [(size, kwargs, stderr)] = made
         self.assertEqual(size, 3)
@@ -1105,7 +1163,7 @@ class ProcessHelperTests(SynchronousTestCase):
             "initializer": poolprocess.started,
             "initargs": (os.getpid(), pickle.dumps(IncrementHandler())),
         })  # fmt: skip
-        self.assertEqual(context.get_start_method(), "spawn")
+        self.assertEqual(context.get_start_method(), "forkserver")
         self.assertIs(stderr, sys.__stderr__)
         self.assertTrue(pebble_pool.active)
 
@@ -1118,20 +1176,35 @@ class ProcessHelperTests(SynchronousTestCase):
 class SpawningTests(SynchronousTestCase):
     """The pool processes' light start (issue 21)."""
 
-    def test_a_handler_from_a_module_starts_without_the_main_script(self) -> None:
-        context = spawning.spawn_context(IncrementHandler())
-        self.assertIsInstance(context, spawning._Context)
-        self.assertIs(context.Process, spawning._Process)
-        self.assertEqual(context.get_start_method(), "spawn")
+    def test_a_handler_from_a_module_is_forked_by_a_forkserver(self) -> None:
+        self.patch(forkserver._forkserver, "_preload_modules", [])
+        context = spawning.pool_context(IncrementHandler())
+        self.assertIsInstance(context, spawning._ForkServerContext)
+        self.assertIs(context.Process, spawning._ForkServerProcess)
+        self.assertEqual(context.get_start_method(), "forkserver")
+        self.assertEqual(forkserver._forkserver._preload_modules, [
+            "incproto._kernel.poolprocess",
+            "incproto._kernel.spawning",
+            "pebble",
+            "incproto.handlers",
+        ])  # fmt: skip
+
+    def test_the_forkserver_imports_a_function_handlers_module(self) -> None:
+        self.patch(forkserver._forkserver, "_preload_modules", [])
+        spawning.pool_context(FunctionHandler(upper))
+        self.assertEqual(
+            forkserver._forkserver._preload_modules[-2:],
+            ["incproto.handlers", __name__],
+        )
 
     def test_a_handler_from_main_keeps_it(self) -> None:
         kind = type("Main", (), {"__module__": "__main__"})
         self.assertIs(
-            spawning.spawn_context(kind()), multiprocessing.get_context("spawn")
+            spawning.pool_context(kind()), multiprocessing.get_context("spawn")
         )
         function = SimpleNamespace(function=SimpleNamespace(__module__="__main__"))
         self.assertIs(
-            spawning.spawn_context(function), multiprocessing.get_context("spawn")
+            spawning.pool_context(function), multiprocessing.get_context("spawn")
         )
 
     def test_the_main_script_is_left_out_only_while_launching(self) -> None:
@@ -1144,6 +1217,11 @@ class SpawningTests(SynchronousTestCase):
         spawning._launching.withoutMain = True
         self.addCleanup(setattr, spawning._launching, "withoutMain", False)
         self.assertEqual(spawning._preparation_data("p"), {"name": "p"})
+
+
+def upper(payload: bytes) -> bytes:
+    """A function handler defined here."""
+    return payload.upper()
 
 
 def fake_pebble() -> Tuple[ModuleType, List[Dict[str, Any]]]:
