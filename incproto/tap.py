@@ -17,7 +17,7 @@ import os
 import pickle
 import re
 import sys
-from typing import Any, Callable, List, Optional, Sequence, cast
+from typing import Any, Callable, List, Optional, Sequence, Tuple, cast
 
 from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
@@ -389,9 +389,15 @@ class Options(usage.Options):
                     "--processes needs a picklable handler (a module-level "
                     f"function, or an instance of a module-level class): {_reason(e)}"
                 ) from None
+        port = _check_endpoint("--port", self["port"], config.endpoint)
         if config.metrics is not None:
-            _check_endpoint("--metrics", self["metrics"], config.metrics)
-        _check_endpoint("--port", self["port"], config.endpoint)
+            metrics = _check_endpoint("--metrics", self["metrics"], config.metrics)
+            if _same_tcp_port(port, metrics):
+                raise usage.UsageError(
+                    f"--metrics {self['metrics']} and --port {self['port']} "
+                    f"both listen on TCP port {_tcp_address(port)[0]}: give "
+                    "--metrics a port of its own"
+                )
         if self["access-log"] not in (None, STANDARD_OUTPUT, TWISTED_LOG):
             try:
                 open(self["access-log"], "a").close()
@@ -401,18 +407,46 @@ class Options(usage.Options):
                 ) from None
 
 
-def _check_endpoint(option: str, given: str, description: str) -> None:
-    """Parse an endpoint description now, to fail with a usage error."""
+def _check_endpoint(option: str, given: str, description: str) -> Any:
+    """Parse an endpoint description now, to fail with a usage error;
+    return the endpoint."""
     try:
         # Endpoint parsers only store the reactor, so parsing with none
         # checks the description (and loads TLS keys) before twistd
         # daemonizes, without importing the global reactor here.
-        serverFromString(cast(Any, None), description)
+        endpoint = serverFromString(cast(Any, None), description)
         _check_unix_directory(description)
     except Exception as e:
         raise usage.UsageError(
             f"{option} {given}: {_explain(description, e)}"
         ) from None
+    return endpoint
+
+
+def _tcp_address(endpoint: Any) -> Tuple[int, str]:
+    """A TCP (or TLS) server endpoint's port and interface; port 0 for
+    others (Twisted's endpoints keep them in C{_port} and C{_interface})."""
+    port = getattr(endpoint, "_port", 0)
+    interface = getattr(endpoint, "_interface", "")
+    return (port if isinstance(port, int) else 0), str(interface)
+
+
+def _same_tcp_port(first: Any, second: Any) -> bool:
+    """
+    Whether two endpoints would listen on the same TCP port, where one
+    fails with "address already in use" once the other listens: the same
+    port (not 0, an ephemeral one) on the same interface, or on any.
+    """
+    (port, interface), (other, other_interface) = map(_tcp_address, (first, second))
+    anywhere = {"", "0.0.0.0", "::"}
+    return (
+        port != 0
+        and port == other
+        and (
+            interface == other_interface
+            or bool({interface, other_interface} & anywhere)
+        )
+    )
 
 
 def _check_unix_directory(description: str) -> None:

@@ -96,6 +96,28 @@ class OptionsTests(SynchronousTestCase):
             ["--port", "banana"], "--port banana: Unknown endpoint type: 'banana'"
         )
 
+    def test_metrics_on_the_ports_own_port(self) -> None:
+        """It failed only once listening, without naming --metrics."""
+        self.assertUsageError(
+            ["--port", "9377", "--metrics", "9377"],
+            "--metrics 9377 and --port 9377 both listen on TCP port 9377: "
+            "give --metrics a port of its own",
+        )
+        self.assertUsageError(
+            ["--port", "tcp:9377:interface=127.0.0.1", "--metrics", "9377"],
+            "both listen on TCP port 9377",
+        )
+
+    def test_metrics_beside_the_port(self) -> None:
+        for argv in (
+            ["--port", "9377", "--metrics", "9378"],
+            ["--port", "0", "--metrics", "tcp:0"],  # ephemeral ports
+            ["--port", "tcp:9377:interface=127.0.0.1",
+             "--metrics", "tcp:9377:interface=127.0.0.2"],
+            ["--port", "unix:/tmp/incproto-test.sock", "--metrics", "9377"],
+        ):  # fmt: skip
+            self.assertEqual(Options.parse(argv)["metrics"], argv[3])
+
     def test_port_out_of_range(self) -> None:
         self.assertUsageError(["--port", "70000"], "between 0 and 65535")
 
