@@ -276,6 +276,16 @@ class IncrementProtocol(Protocol):
         else:
             self.finish(SHUTDOWN)
 
+    def abort(self, why: str = SHUTDOWN) -> None:
+        """
+        Abort the connection now (a reset, nothing more is delivered); its
+        close is logged and counted as C{why}, unless it was closing
+        already, for a reason of its own.
+        """
+        if self._closeReason is None:
+            self._closeReason = why
+        self.transport.abortConnection()
+
     def finish(self, why: str = SERVER_CLOSED) -> None:
         """
         Close the connection after every byte already written is delivered,

@@ -202,7 +202,7 @@ class DrainingService(Service):
                 timeout=round(timeout, 3),
             )
             for protocol in left:
-                protocol.transport.abortConnection()
+                protocol.abort()  # closed for "shutdown"
             # Twisted reports an abort on the reactor's next turn: wait for
             # it (briefly), so that each close is counted and logged before
             # a process that stops next exits without another turn.

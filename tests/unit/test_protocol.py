@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -622,6 +622,30 @@ class FactoryDrainTests(SynchronousTestCase):
         protocol.readConnectionLost()
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(factory.closedBy, {SHUTDOWN: 1})
+
+    def test_a_connection_aborted_while_its_work_runs_closed_for_shutdown(
+        self,
+    ) -> None:
+        """The drain deadline's abort of a connection whose job never ended
+        was logged as "connection lost" (stranger trial)."""
+        pool = ManualPool()
+        factory = IncrementFactory(clock=Clock(), pool=pool)
+        protocol, transport = connect_to(factory)
+        protocol.dataReceived(b"^ab")
+        factory.drain()
+        protocol.abort()
+        self.assertTrue(transport.disconnected)
+        protocol.connectionLost(Failure(ConnectionAborted()))
+        self.assertEqual(factory.closedBy, {SHUTDOWN: 1})
+
+    def test_an_abort_keeps_the_reason_of_a_close_under_way(self) -> None:
+        factory = IncrementFactory(clock=Clock())
+        protocol, _ = connect_to(factory)
+        protocol.dataReceived(b"^!")
+        protocol.finish(IDLE_TIMEOUT)
+        protocol.abort()
+        protocol.connectionLost(Failure(ConnectionAborted()))
+        self.assertEqual(factory.closedBy, {IDLE_TIMEOUT: 1})
 
     def test_shutdown_with_an_idle_pool_closes_at_once(self) -> None:
         pool = ManualPool()
