@@ -1014,6 +1014,9 @@ class ProcessHelperTests(SynchronousTestCase):
             return linux
 
         self.patch(poolprocess, "die_with_parent", die_with_parent)
+        # The real one would find this process's own forkserver pipe, if
+        # a test before started a pool (tests/e2e/test_faults.py checks it).
+        self.patch(poolprocess, "_close_forkserver_alive_pipe", lambda: None)
         self.patch(poolprocess, "_parent_of", {42: grandparent}.get)
         self.patch(poolprocess, "pickle", SimpleNamespace(
             loads=lambda b: calls.append(("loads", b)),
