@@ -14,6 +14,7 @@ from typing import List
 
 import pytest
 
+from incproto._kernel.poolprocess import _parent_of
 from tests.support.fleet import SessionLoop
 from tests.support.processes import (
     TIMEOUT,
@@ -98,12 +99,6 @@ def test_stuck_handlers_are_cut_off(pool: str) -> None:
     assert "Traceback" not in server.output
 
 
-def parent_of(pid: int) -> int:
-    """A process's parent, from /proc."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
 def forkserver_of(server: ServerProcess) -> int:
     """The pid of the forkserver of a server's process pool."""
     for pid in descendants(server.process.pid):
@@ -119,7 +114,7 @@ def forkserver_of(server: ServerProcess) -> int:
 def pool_processes(server: ServerProcess) -> List[int]:
     """The server's pool processes: the forkserver's children."""
     forkserver = forkserver_of(server)
-    return [pid for pid in descendants(forkserver) if parent_of(pid) == forkserver]
+    return [pid for pid in descendants(forkserver) if _parent_of(pid) == forkserver]
 
 
 @pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
@@ -156,7 +151,7 @@ def test_pool_processes_are_forked_by_a_forkserver_and_die_with_it() -> None:
     try:
         assert served(server.port) == b"*bcd"
         forkserver = forkserver_of(server)
-        assert parent_of(forkserver) == server.process.pid
+        assert _parent_of(forkserver) == server.process.pid
         first = pool_processes(server)
         assert len(first) == 2
         assert closed_with(server.port, b"^!") == b"*"
