@@ -35,6 +35,26 @@ def within(d: Deferred[T], seconds: float = TIMEOUT) -> Deferred[T]:
     return d.addTimeout(seconds, reactor)
 
 
+def polled(predicate: Callable[[], bool], interval: float = 0.02) -> Deferred[None]:
+    """
+    Fire once C{predicate()} holds, checking every C{interval} seconds, or
+    fail with TimeoutError after L{TIMEOUT}.  Only for state that another
+    thread or process changes and nothing on the reactor announces (a pool
+    manager starting a process).
+    """
+    pending: List[Any] = []
+    done: Deferred[None] = Deferred(lambda _: pending[0].cancel())
+
+    def check() -> None:
+        if predicate():
+            done.callback(None)
+        else:
+            pending[:] = [reactor.callLater(interval, check)]
+
+    check()
+    return within(done)
+
+
 class ObservedProtocol(IncrementProtocol):
     """
     An IncrementProtocol that reports its first pause (C{paused}), its
