@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 from incproto._kernel.accepting import DEFAULT_ACCEPTS_PER_TURN, AcceptControl
 from incproto._kernel.addresses import describe
 from incproto._kernel.filelimit import raise_file_limit
+from incproto._kernel.leantransport import lean
 from incproto._kernel.reactors import global_reactor
 from incproto._kernel.timers import time_left
 from incproto._kernel.words import counted
@@ -142,6 +143,7 @@ class ListeningService(Service):
         self.port = port
         clock = self.clock if self.clock is not None else global_reactor()
         self.accepting = AcceptControl(port, clock, self.acceptsPerTurn)
+        lean(port)
         watch = getattr(self.factory, "watchAccepting", None)
         if watch is not None:  # a ConnectionLimit paces rejections with it
             watch(self.accepting)

@@ -1,0 +1,50 @@
+# -*- test-case-name: tests.unit.test_leantransport -*-
+"""TCP server transports that keep no C{repr} per connection.
+
+Twisted's C{tcp.Server} formats its C{repr} (C{repstr}, as
+C{"<IncrementProtocol #7 on 9090>"}) for every connection it accepts and
+keeps it for the connection's life: 96 bytes of each held connection on
+CPython (issue 24), for text that is read only when something prints the
+transport.  L{LeanServer} makes it when it is read instead, from what the
+transport keeps anyway.  (Its log prefix, C{logstr}, stays as Twisted makes
+it: the reactor reads it at every event of the connection.)
+
+L{lean} gives a listening TCP port of the reactor's these transports; any
+other port is left as it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import tcp
+
+
+class LeanServer(tcp.Server):
+    """
+    A C{tcp.Server} whose C{repr} is made when read, with the text Twisted's
+    own would have.
+    """
+
+    @property
+    def repstr(self) -> str:
+        """The C{repr}: the protocol's class, the session number, the port."""
+        protocol = self.__dict__.get("protocol")  # deleted once disconnected
+        name = protocol.__class__.__name__ if protocol is not None else "-"
+        return f"<{name} #{self.sessionno} on {self.server._realPortNumber}>"
+
+    @repstr.setter
+    def repstr(self, value: str) -> None:
+        """Ignored: C{tcp.Server} sets it when made; it is made when read."""
+
+
+def lean(port: Any) -> bool:
+    """
+    Make C{port} (as C{endpoint.listen()} gives it) accept into
+    L{LeanServer}s if it is a reactor's TCP port with Twisted's own
+    transport; return whether it was.
+    """
+    if isinstance(port, tcp.Port) and port.transport is tcp.Server:
+        port.transport = LeanServer
+        return True
+    return False
