@@ -450,7 +450,8 @@ class IncrementFactory(Factory):
     Build L{IncrementProtocol}s.  Drop it into any Twisted application:
     C{endpoint.listen(IncrementFactory())}.
 
-    @ivar clock: the time source for timeouts.
+    @ivar clock: the time source for timeouts; set it when making the
+        factory (inline connections keep its C{seconds}, made once).
     @ivar closeTimeout: how long, in seconds, a connection being closed
         waits for the client to finish sending before it is aborted.
     @ivar idleTimeout: seconds without traffic either way after which a

@@ -25,12 +25,16 @@ def describe(address: Any) -> str:
 def describe_peer(transport: Any) -> str:
     """
     C{describe(transport.getPeer())}, without building the address object
-    where the transport is the reactor's own TCP server transport (whose
-    C{getPeer} builds it from C{client}, the address C{accept} returned): a
+    where the transport is the reactor's own TCP server transport, or a
+    subclass that keeps its C{getPeer} (incproto's C{LeanServer}), which
+    builds it from C{client}, the address C{accept} returned: a
     connection's close then costs one formatted string, not an attrs class
     with its validators.
     """
-    if type(transport) is tcp.Server:
+    if (
+        isinstance(transport, tcp.Server)
+        and type(transport).getPeer is tcp.Server.getPeer
+    ):
         client: Any = transport.client
         host: str = client[0]
         port: int = client[1]

@@ -28,15 +28,25 @@ from twisted.internet import tcp
 class LeanServer(tcp.Server):
     """
     A C{tcp.Server} whose C{repr} is made when read, with the text Twisted's
-    own would have.
+    own has while connected.
     """
 
     @property
     def repstr(self) -> str:
-        """The C{repr}: the protocol's class, the session number, the port."""
-        protocol = getattr(self, "protocol", None)  # deleted once disconnected
+        """
+        The C{repr}: the protocol's class, the session number, the port it
+        was accepted on.  Once disconnected, Twisted's keeps the protocol's
+        name; this one, without a protocol to ask, says C{-}.
+        """
+        # Deleted once disconnected; the port's own number is gone once it
+        # stops listening (a drain), the connection's local port is not.
+        protocol = getattr(self, "protocol", None)
         name = protocol.__class__.__name__ if protocol is not None else "-"
-        return f"<{name} #{self.sessionno} on {self.server._realPortNumber}>"
+        try:
+            port = self.socket.getsockname()[1]
+        except (AttributeError, OSError):
+            port = self.server._realPortNumber
+        return f"<{name} #{self.sessionno} on {port}>"
 
     @repstr.setter
     def repstr(self, value: str) -> None:

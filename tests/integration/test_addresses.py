@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 
 from incproto._kernel.addresses import describe, describe_peer
+from incproto._kernel.leantransport import LeanServer, lean
 from tests.support.helpers import Client, listen_on, within
 
 
@@ -36,6 +37,7 @@ def has_ipv6_loopback() -> bool:
         return False
 
 
+@pytest.mark.parametrize("leaned", [False, True], ids=["twisted", "lean"])
 @pytest.mark.parametrize(
     "interface",
     ["127.0.0.1", pytest.param("::1", marks=pytest.mark.skipif(
@@ -43,8 +45,10 @@ def has_ipv6_loopback() -> bool:
 )  # fmt: skip
 @pytest_twisted.inlineCallbacks
 def test_server_transport_described_without_get_peer(
-    interface: str, monkeypatch: pytest.MonkeyPatch
+    interface: str, leaned: bool, monkeypatch: pytest.MonkeyPatch
 ) -> Generator[Deferred[Any], Any, None]:
+    """The reactor's TCP server transport, and incproto's lean one (what
+    incproto's own ports accept into), are described without C{getPeer}."""
     from twisted.internet import reactor
     from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 
@@ -52,6 +56,8 @@ def test_server_transport_described_without_get_peer(
     escaped = interface.replace(":", "\\:")
     kind = "tcp6" if ":" in interface else "tcp"
     port = listen_on(factory, f"{kind}:0:interface={escaped}")
+    if leaned:
+        assert lean(port)
     served: List[Any] = [port]
     try:
         client = Client()
@@ -65,7 +71,7 @@ def test_server_transport_described_without_get_peer(
         )
         protocol = yield within(factory.built)
         transport = protocol.transport
-        assert type(transport) is tcp.Server
+        assert type(transport) is (LeanServer if leaned else tcp.Server)
         expected = describe(transport.getPeer())
         assert expected.startswith("[::1]:" if kind == "tcp6" else "127.0.0.1:")
 

@@ -43,10 +43,20 @@ def polled(predicate: Callable[[], bool], interval: float = 0.02) -> Deferred[No
     manager starting a process).
     """
     pending: List[Any] = []
-    done: Deferred[None] = Deferred(lambda _: pending[0].cancel())
+
+    def stop(_: Deferred[None]) -> None:
+        if pending and pending[0].active():
+            pending[0].cancel()
+
+    done: Deferred[None] = Deferred(stop)
 
     def check() -> None:
-        if predicate():
+        try:
+            held = predicate()
+        except Exception:
+            done.errback()
+            return
+        if held:
             done.callback(None)
         else:
             pending[:] = [reactor.callLater(interval, check)]
