@@ -11,6 +11,7 @@ side still gets every byte it is owed).
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from twisted.internet import tcp
@@ -170,7 +171,7 @@ class IncrementProtocol(Protocol):
             self._startWork()
         else:  # OrderedWork only once a message must wait or be cut up
             self._inlineRatio = ratio
-            self._now, self._timeHandler = factory._inlineTiming()
+            self._now, self._timeHandler = factory._inlineTiming
         self._direct = direct(self.transport)  # see incproto._kernel.writethrough
         self._transform = factory._transform
         self._write(GREETING)
@@ -537,21 +538,16 @@ class IncrementFactory(Factory):
         )
         self.connectionSeconds = Histogram(CONNECTION_SECONDS)
         self.handlerSeconds = Histogram(HANDLER_SECONDS)
-        self._timing: Optional[Tuple[Callable[[], float], Callable[[float], None]]]
-        self._timing = None
         self._empty: List[Deferred[None]] = []
         self._giveBack: Optional[IDelayedCall] = None
 
     # Bound methods that every connection calls are made once, here: made
     # per connection, each is 64 bytes of every held connection (issue 24).
 
-    def _inlineTiming(
-        self,
-    ) -> Tuple[Callable[[], float], Callable[[float], None]]:
+    @cached_property
+    def _inlineTiming(self) -> Tuple[Callable[[], float], Callable[[float], None]]:
         """The clock's C{seconds} and C{handlerSeconds.observe}."""
-        if self._timing is None:
-            self._timing = (self.clock.seconds, self.handlerSeconds.observe)
-        return self._timing
+        return (self.clock.seconds, self.handlerSeconds.observe)
 
     @property
     def handler(self) -> IPayloadHandler:

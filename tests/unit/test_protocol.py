@@ -72,6 +72,16 @@ def connect(
     )
 
 
+def connect_pooled() -> Tuple[
+    ManualPool, IncrementFactory, IncrementProtocol, StringTransport
+]:
+    """A connection whose factory runs its jobs in a L{ManualPool}."""
+    pool = ManualPool()
+    factory = IncrementFactory(clock=Clock(), pool=pool)
+    protocol, transport = connect_to(factory)
+    return pool, factory, protocol, transport
+
+
 class GreetingTests(SynchronousTestCase):
     def test_greeting_is_one_star(self) -> None:
         _, transport = connect()
@@ -130,9 +140,7 @@ class HalfCloseTests(SynchronousTestCase):
         is written; only then does the server close.
         """
         self.assertTrue(IHalfCloseableProtocol.implementedBy(IncrementProtocol))
-        pool = ManualPool()
-        factory = IncrementFactory(clock=Clock(), pool=pool)
-        protocol, transport = connect_to(factory)
+        pool, factory, protocol, transport = connect_pooled()
         protocol.dataReceived(b"^abc")
         protocol.readConnectionLost()
         self.assertFalse(transport.disconnecting)
@@ -607,9 +615,7 @@ class FactoryDrainTests(SynchronousTestCase):
         self.assertEqual(factory.closedBy, {SHUTDOWN: 2})
 
     def test_drain_waits_for_the_pool_then_closes(self) -> None:
-        pool = ManualPool()
-        factory = IncrementFactory(clock=Clock(), pool=pool)
-        protocol, transport = connect_to(factory)
+        pool, factory, protocol, transport = connect_pooled()
         protocol.dataReceived(b"^ab")
         factory.drain()
         self.assertEqual(transport.producerState, "paused")  # reads no more
@@ -628,9 +634,7 @@ class FactoryDrainTests(SynchronousTestCase):
     ) -> None:
         """The drain deadline's abort of a connection whose job never ended
         was logged as "connection lost" (stranger trial)."""
-        pool = ManualPool()
-        factory = IncrementFactory(clock=Clock(), pool=pool)
-        protocol, transport = connect_to(factory)
+        _, factory, protocol, transport = connect_pooled()
         protocol.dataReceived(b"^ab")
         factory.drain()
         protocol.abort()
@@ -648,18 +652,14 @@ class FactoryDrainTests(SynchronousTestCase):
         self.assertEqual(factory.closedBy, {IDLE_TIMEOUT: 1})
 
     def test_shutdown_with_an_idle_pool_closes_at_once(self) -> None:
-        pool = ManualPool()
-        factory = IncrementFactory(clock=Clock(), pool=pool)
-        protocol, transport = connect_to(factory)
+        _, _, protocol, transport = connect_pooled()
         protocol.shutdown()
         self.assertTrue(transport.write_closed)  # type: ignore[attr-defined]
 
 
 class PoolFlowTests(SynchronousTestCase):
     def test_client_end_of_input_waits_then_counts_as_client_closed(self) -> None:
-        pool = ManualPool()
-        factory = IncrementFactory(clock=Clock(), pool=pool)
-        protocol, transport = connect_to(factory)
+        pool, factory, protocol, transport = connect_pooled()
         protocol.dataReceived(b"^ab")
         protocol.readConnectionLost()
         self.assertFalse(transport.disconnecting)
@@ -669,9 +669,7 @@ class PoolFlowTests(SynchronousTestCase):
         self.assertEqual(factory.closedBy, {CLIENT_CLOSED: 1})
 
     def test_work_done_without_end_of_input_keeps_the_connection(self) -> None:
-        pool = ManualPool()
-        factory = IncrementFactory(clock=Clock(), pool=pool)
-        protocol, transport = connect_to(factory)
+        pool, _, protocol, transport = connect_pooled()
         protocol.dataReceived(b"^ab")
         pool.finish()
         self.assertEqual(transport.value(), b"*bc")
@@ -679,9 +677,7 @@ class PoolFlowTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
 
     def test_paused_writes_hold_the_pool_reply(self) -> None:
-        pool = ManualPool()
-        factory = IncrementFactory(clock=Clock(), pool=pool)
-        protocol, transport = connect_to(factory)
+        pool, _, protocol, transport = connect_pooled()
         protocol.dataReceived(b"^ab")
         protocol.pauseProducing()
         pool.finish()
