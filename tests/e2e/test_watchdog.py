@@ -82,12 +82,15 @@ def test_stalled_workers_are_killed_replaced_and_counted() -> None:
         while in_a_row < 12:
             assert time.monotonic() < deadline, "12 sessions in a row never served"
             in_a_row = in_a_row + 1 if served(server.port, 3.0) else 0
+        for sock in wedging:  # closed with their worker, not left hanging
+            assert ended(sock)
+        # Every wedged worker is gone now (both payloads may have wedged one
+        # worker, or one each): count the kills only now, or a second kill
+        # after the count would make the counter disagree.
+        text = scrape(int(metrics))
         kills = server.wait_for(KILLED)
         assert all(2.0 <= float(lag) < 10.0 for _, lag in kills), kills
         server.wait_for(WORKER_LISTENING, 2 + len(kills))
-        for sock in wedging:  # closed with their worker, not left hanging
-            assert ended(sock)
-        text = scrape(int(metrics))
         assert (
             f'incproto_workers_replaced_total{{reason="stalled"}} {len(kills)}.0'
             in text
