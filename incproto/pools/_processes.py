@@ -10,15 +10,17 @@ import pickle
 import sys
 import threading
 from contextlib import contextmanager, suppress
-from typing import Any, Callable, Iterator, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, Set, Tuple
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.defer import TimeoutError as StopTimeoutError
+from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
 from incproto._kernel.poolprocess import started, transform
 from incproto._kernel.ratelimit import RateLimitedLog
 from incproto._kernel.spawning import pool_context
+from incproto._kernel.words import counted
 from incproto.handlers import IPayloadHandler
 from incproto.pools._base import (
     HandlerPool,
@@ -33,6 +35,14 @@ GIL_SWITCH_INTERVAL = 0.001
 STOP_GRACE = 10.0
 # Seconds between two logged faults of pool processes.
 FAULT_LOG_INTERVAL = 10.0
+# Seconds between two checks that a pool's processes can still take jobs
+# (see ProcessHandlerPool._check); also how long a job waits for a process
+# before its pool's channel lock is probed.
+CHECK_INTERVAL = 1.0
+# Seconds a process may hold the pool's channel lock before it is taken to
+# have died holding it (a live one holds it while it reads one job and
+# acknowledges it: microseconds).
+LOCK_PROBE_TIMEOUT = 2.0
 
 
 class _PoolBrokeError(Exception):
@@ -54,6 +64,10 @@ class ProcessHandlerPool(HandlerPool):
     The forkserver has imported what they need, so that a replacement costs
     milliseconds, and they die with it, and it with the server (see
     L{incproto._kernel.spawning}).  The handler is pickled with each job.
+
+    Once a second, while jobs are in flight, the pool checks what pebble
+    does not: that a process killed at the wrong instant (the OOM killer,
+    C{kill -9}, its forkserver's death) has not wedged it (see L{_check}).
 
     @ivar replaced: how many times a broken pool was replaced.
     """
@@ -80,6 +94,10 @@ class ProcessHandlerPool(HandlerPool):
         self.executor: Any = None
         self.replaced = 0
         self._jobs: Set[Job] = set()
+        self._checks = LoopingCall(self._check)
+        self._checks.clock = self.reactor
+        self._probing = False
+        self._stranded: Set[int] = set()
         # A process killed by each of many clients' jobs must not flood the
         # log: one line per 10 s, then a count (as the protocol's own).
         self._faults = RateLimitedLog(
@@ -105,6 +123,7 @@ class ProcessHandlerPool(HandlerPool):
         super().startService()
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL))
         self.executor = self._newPool()
+        self._checks.start(CHECK_INTERVAL, now=False)
 
     def _newPool(self) -> Any:
         import pebble
@@ -196,6 +215,7 @@ class ProcessHandlerPool(HandlerPool):
         if broken is not self.executor:
             return self.executor
         self.replaced += 1
+        self._stranded = set()  # task ids are the old pool's
         self.log.warn(
             "{pool}: replacing the process pool, because {why}", pool=self, why=why
         )
@@ -203,7 +223,81 @@ class ProcessHandlerPool(HandlerPool):
         self._stopInThread(broken)
         return self.executor
 
+    def _check(self) -> None:
+        """
+        Make sure that the pool's processes can still take jobs; replace the
+        pool (its unanswered jobs run once more in the new one) if not.
+
+        pebble's processes take jobs from one pipe under a lock shared by
+        all of them, and acknowledge each job they take.  A process killed
+        while it holds that lock (reading a job, or acknowledging it) leaves
+        it held for good: every other process, replacements included, then
+        waits pebble's lock timeout (60 s) for each job.  So a job that has
+        waited a second for a process has the lock probed (in a helper
+        thread, for at most C{LOCK_PROBE_TIMEOUT} seconds).  And a process
+        killed just after its acknowledgement may have been found dead
+        before the acknowledgement was read: pebble then holds its job as
+        running, on a process that is gone, for ever.  A job seen so on two
+        checks in a row is stranded: it fails as its process's death would
+        have failed it (its handler may have killed it), and the pool is
+        replaced, as pebble would never run another job in its place.
+        """
+        pool = self.executor
+        if pool is None or not self._jobs:
+            self._stranded = set()
+            return
+        stranded = _stranded_tasks(pool)
+        lost = {id: future for id, future in stranded.items() if id in self._stranded}
+        self._stranded = set(stranded)
+        if lost:
+            futures = set(lost.values())
+            for job in self._jobs:
+                if job.future in futures:
+                    job.retried = True  # its handler ran: fail it, once
+            self._replace(
+                pool,
+                f"pebble lost {counted(len(lost), 'job')} of a process that died",
+            )
+            return
+        now = self.reactor.seconds()
+        if not self._probing and any(
+            job.executor is pool
+            and not job.future.running()
+            and not job.future.done()
+            and now - job.asked >= CHECK_INTERVAL
+            for job in self._jobs
+        ):
+            self._probe(pool)
+
+    def _probe(self, pool: Any) -> None:
+        """Probe C{pool}'s channel lock in a helper thread (see
+        L{_check}); replace the pool if no process could have taken it."""
+        mutex = _channel_mutex(pool)
+        if mutex is None:
+            return
+        self._probing = True
+
+        def probe() -> None:
+            free = True
+            try:
+                free = _lock_is_free(mutex, LOCK_PROBE_TIMEOUT)
+            finally:
+                self.reactor.callFromThread(probed, free)
+
+        def probed(free: bool) -> None:
+            self._probing = False
+            if not free and self.running and pool is self.executor:
+                self._replace(
+                    pool,
+                    "a process died holding its channel lock "
+                    f"(held for over {LOCK_PROBE_TIMEOUT:g}s)",
+                )
+
+        threading.Thread(target=probe, name="incproto pool check", daemon=True).start()
+
     def _stopPool(self, idle: bool) -> Deferred[None]:
+        if self._checks.running:
+            self._checks.stop()
         self._faults.stop()
         pool, self.executor = self.executor, None
         if pool is None:
@@ -250,6 +344,46 @@ class ProcessHandlerPool(HandlerPool):
 
     def __repr__(self) -> str:
         return f"ProcessHandlerPool({self.handler!r}, {self.size})"
+
+
+def _channel_mutex(pool: Any) -> Any:
+    """The lock pebble's processes take a job under (pebble 5's
+    C{ChannelMutex}), or C{None} if C{pool} has none."""
+    manager = getattr(getattr(pool, "_pool_manager", None), "worker_manager", None)
+    channel = getattr(manager, "workers_channel", None)
+    return getattr(channel, "mutex", None)
+
+
+def _lock_is_free(mutex: Any, timeout: float) -> bool:
+    """Whether C{mutex} could be taken within C{timeout} seconds (it is let
+    go at once); also C{True} if it is gone (its pool was stopped)."""
+    try:
+        if not mutex.acquire(block=True, timeout=timeout):
+            return False
+    except Exception:
+        return True
+    mutex.release()
+    return True
+
+
+def _stranded_tasks(pool: Any) -> Dict[int, Any]:
+    """
+    The tasks that pebble holds as running on a process it no longer has,
+    by id, with their futures (pebble 5's C{TaskManager.tasks} and
+    C{WorkerManager.workers}, read without their threads' help: a copy,
+    and nothing on a race).
+    """
+    manager = getattr(pool, "_pool_manager", None)
+    tasks = getattr(getattr(manager, "task_manager", None), "tasks", None)
+    workers = getattr(getattr(manager, "worker_manager", None), "workers", None)
+    if tasks is None or workers is None:
+        return {}
+    try:
+        running = [(t.id, t.worker_id, t.future) for t in list(tasks.values())]
+        alive = set(workers)
+    except RuntimeError:  # changed size while copied
+        return {}
+    return {id: future for id, pid, future in running if pid and pid not in alive}
 
 
 def _terminate_processes(pool: Any) -> None:

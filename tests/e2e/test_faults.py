@@ -15,6 +15,7 @@ from typing import List
 import pytest
 
 from incproto._kernel.poolprocess import _parent_of
+from tests.support.faulty import NEVER_RETURNS
 from tests.support.fleet import SessionLoop
 from tests.support.processes import (
     TIMEOUT,
@@ -34,6 +35,9 @@ FAULTY = ["--handler", "tests.support.faulty:faulty"]
 WORKER_LISTENING = re.compile(r"\[worker \d+\.(\d+)\] incproto listening")
 OLD_WORKER_GONE = re.compile(r"old worker \d+\.(\d+) (?:exited|was killed)")
 MiB = 1024 * 1024
+STARTED_NEVER_RETURNS = re.compile(
+    re.escape(NEVER_RETURNS).replace(r"\{pid\}", r"(\d+)")
+)
 
 
 def served(port: int) -> bytes:
@@ -161,6 +165,8 @@ def test_pool_processes_are_forked_by_a_forkserver_and_die_with_it() -> None:
         stuck = connect(server.port)
         assert receive_exactly(stuck, 1) == b"*"
         stuck.sendall(b"^~")
+        [(busy,)] = server.wait_for(STARTED_NEVER_RETURNS)
+        assert int(busy) in pool_processes(server)
         held = descendants(forkserver)
         os.kill(forkserver, signal.SIGKILL)
         wait_gone(held, "a pool process of a killed forkserver")

@@ -18,6 +18,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
 from incproto import IncrementFactory, IncrementProtocol
+from incproto._kernel.spawning import pool_context
 from incproto.handlers import HashingHandler, PurePythonHandler
 from incproto.pools import (
     HandlerPool,
@@ -25,9 +26,10 @@ from incproto.pools import (
     PoolProcessLostError,
     ProcessHandlerPool,
     ThreadHandlerPool,
+    _processes,
 )
 from tests.support.fakes import HalfCloseableTransport
-from tests.support.faulty import RELEASE, Faulty
+from tests.support.faulty import RELEASE, Faulty, die_holding
 from tests.support.formats import reference
 from tests.support.helpers import TIMEOUT, polled, within
 
@@ -188,6 +190,39 @@ def test_a_pool_whose_idle_processes_died_is_replaced() -> Generator[
         assert results == [b"y" * 100] * 4
         again = yield within(pool.run(b"ab"))
         assert again == b"bc"
+    finally:
+        yield within(pool.stopService())
+    assert pool_children(before) == set()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_process_that_died_holding_the_channel_lock_wedges_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Generator[Deferred[Any], Any, None]:
+    """
+    A process killed while it holds the lock that pebble's processes take
+    jobs under (reading a job, acknowledging it) leaves it held for good:
+    every process would wait pebble's 60 s lock timeout for each job.  The
+    pool sees a job wait, finds the lock held past the probe's bound,
+    replaces itself, and the jobs are answered.
+    """
+    monkeypatch.setattr(_processes, "CHECK_INTERVAL", 0.2)
+    monkeypatch.setattr(_processes, "LOCK_PROBE_TIMEOUT", 0.5)
+    before = set(multiprocessing.active_children())
+    pool = ProcessHandlerPool(Faulty(), 2, reactor=reactor)
+    pool.startService()
+    try:
+        first = yield within(pool.run(b"ab"))
+        assert first == b"bc"
+        mutex = _processes._channel_mutex(pool.executor)
+        holder = pool_context(pool.handler).Process(target=die_holding, args=(mutex,))
+        holder.start()
+        holder.join(TIMEOUT)
+        assert holder.exitcode == -signal.SIGKILL
+        jobs = [pool.run(bytes([65 + i]) * 10) for i in range(4)]
+        results = yield within(Deferred.fromCoroutine(outcomes(jobs)))
+        assert results == [bytes([66 + i]) * 10 for i in range(4)]
+        assert (pool.replaced, pool.lost) == (1, 0)
     finally:
         yield within(pool.stopService())
     assert pool_children(before) == set()

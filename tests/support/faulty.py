@@ -3,7 +3,8 @@
 Payload answers as the increment does, except that a payload holding
 C{!} kills the process running the handler with SIGKILL (a worker that
 dies mid-job, as C{kill -9}, a segfault or the OOM killer would), and one
-holding C{~} never returns (a stuck handler).  Importable by name from
+holding C{~} never returns (a stuck handler; it says so on standard
+error as it starts).  Importable by name from
 twistd: C{--handler tests.support.faulty:faulty}.
 """
 
@@ -11,12 +12,16 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
+from typing import Any
 
 from incproto.handlers import IncrementHandler
 
 # Set by tests that run the handler in threads, to let stuck calls return.
 RELEASE = threading.Event()
+# Written to standard error as a call that never returns starts.
+NEVER_RETURNS = "faulty: a call that never returns, in process {pid}"
 
 
 class Faulty(IncrementHandler):
@@ -26,6 +31,8 @@ class Faulty(IncrementHandler):
         if b"!" in payload:
             os.kill(os.getpid(), signal.SIGKILL)
         if b"~" in payload:
+            # Said, so that a test can wait for the call to have started.
+            print(NEVER_RETURNS.format(pid=os.getpid()), file=sys.stderr, flush=True)
             RELEASE.wait()
         return super().transform(payload)
 
@@ -34,3 +41,10 @@ class Faulty(IncrementHandler):
 
 
 faulty = Faulty()
+
+
+def die_holding(lock: Any) -> None:
+    """Take C{lock} and die with it held (SIGKILL), as a process killed at
+    the wrong instant would: run as a process of its own."""
+    lock.acquire()
+    os.kill(os.getpid(), signal.SIGKILL)

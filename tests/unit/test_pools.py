@@ -545,14 +545,46 @@ class ThreadedReactor(Clock):
                 self.queued.append((f, args))
 
     def settle(self) -> None:
-        """Wait for the pool's stop helpers, then run what they handed over."""
+        """Wait for the pool's helper threads, then run what they handed over."""
         for thread in threading.enumerate():
-            if thread.name == "incproto pool stop":
+            if thread.name in ("incproto pool stop", "incproto pool check"):
                 thread.join(10.0)
         with self.lock:
             queued, self.queued = self.queued, []
         for f, args in queued:
             f(*args)
+
+
+class FakeMutex:
+    """Stands for pebble's channel lock: free or held (by a dead process)."""
+
+    def __init__(self, free: bool) -> None:
+        self.free = free
+        self.calls: List[Any] = []
+
+    def acquire(self, block: bool = True, timeout: Optional[float] = None) -> bool:
+        self.calls.append(("acquire", block, timeout))
+        return self.free
+
+    def release(self) -> None:
+        self.calls.append("release")
+
+
+def pebble_inside(
+    pool: FakeProcessPool,
+    tasks: Tuple[Any, ...] = (),
+    workers: Tuple[int, ...] = (),
+    mutex: Optional[FakeMutex] = None,
+) -> None:
+    """Give a fake pool the insides of a pebble 5 pool that its checks read:
+    its tasks, its processes' pids and its channel lock."""
+    pool._pool_manager = SimpleNamespace(  # type: ignore[attr-defined]
+        task_manager=SimpleNamespace(tasks={task.id: task for task in tasks}),
+        worker_manager=SimpleNamespace(
+            workers=dict.fromkeys(workers),
+            workers_channel=SimpleNamespace(mutex=mutex),
+        ),
+    )
 
 
 class FakePoolProcessPool(ProcessHandlerPool):
@@ -944,6 +976,103 @@ class ProcessHandlerPoolTests(SynchronousTestCase):
         self.clock.settle()  # it stops at last: nothing more happens
         self.assertEqual(executor.calls, ["stop", "join"])
         self.assertEqual(len(self.warnings()), 1)
+
+    def test_a_job_stranded_on_a_dead_process_fails_and_replaces_the_pool(
+        self,
+    ) -> None:
+        pool = self.pool()
+        d = pool.run(b"abc")
+        old = pool.executor
+        stranded = SimpleNamespace(id=7, worker_id=42, future=old.future())
+        pebble_inside(old, tasks=(stranded,), workers=(43,))
+        self.clock.advance(_processes.CHECK_INTERVAL)
+        self.assertEqual(pool.replaced, 0)  # seen once: maybe a race
+        self.clock.advance(_processes.CHECK_INTERVAL)
+        self.assertEqual((pool.replaced, pool.pools), (1, [old, pool.executor]))
+        self.assertEqual(
+            self.warnings(),
+            [f"{pool!r}: replacing the process pool, because pebble lost 1 job "
+             "of a process that died"],
+        )  # fmt: skip
+        self.clock.settle()
+        failure = self.failure(d)
+        failure.trap(PoolProcessLostError)  # its handler ran: not run again
+        message = "the process pool broke: its pool was stopped"
+        self.assertEqual(failure.getErrorMessage(), message)
+        self.assertEqual((pool.executor.scheduled, pool.lost), ([], 1))
+
+    def test_a_job_seen_once_on_a_dead_process_is_a_race(self) -> None:
+        pool = self.pool()
+        pool.run(b"abc")
+        old = pool.executor
+        task = SimpleNamespace(id=7, worker_id=42, future=old.future())
+        pebble_inside(old, tasks=(task,), workers=(43,))
+        self.clock.advance(_processes.CHECK_INTERVAL)
+        old._pool_manager.task_manager.tasks.clear()  # pebble caught up
+        self.clock.advance(_processes.CHECK_INTERVAL)
+        task.worker_id = 43  # running on a live process
+        old._pool_manager.task_manager.tasks[7] = task
+        self.clock.advance(2 * _processes.CHECK_INTERVAL)
+        self.assertEqual((pool.replaced, self.warnings()), (0, []))
+
+    def test_a_job_that_waits_for_a_held_lock_replaces_the_pool(self) -> None:
+        pool = self.pool()
+        d = pool.run(b"abc")
+        old = pool.executor
+        mutex = FakeMutex(free=False)
+        pebble_inside(old, mutex=mutex)
+        self.clock.advance(_processes.CHECK_INTERVAL)
+        self.clock.settle()  # the probe
+        self.assertEqual(mutex.calls, [("acquire", True, 2.0)])
+        self.assertEqual((pool.replaced, pool.pools), (1, [old, pool.executor]))
+        self.assertEqual(
+            self.warnings(),
+            [f"{pool!r}: replacing the process pool, because a process died "
+             "holding its channel lock (held for over 2s)"],
+        )  # fmt: skip
+        self.clock.settle()  # the old pool's stop: its job runs once more
+        [(_function, args, _timeout, future)] = pool.executor.scheduled
+        self.assertEqual(args, (pool.handler, b"abc"))
+        future.set_result(b"bcd")
+        self.assertEqual(self.successResultOf(d), b"bcd")
+
+    def test_a_free_lock_replaces_nothing(self) -> None:
+        pool = self.pool()
+        pool.run(b"abc")
+        mutex = FakeMutex(free=True)
+        pebble_inside(pool.executor, mutex=mutex)
+        for _ in range(2):
+            self.clock.advance(_processes.CHECK_INTERVAL)
+            self.clock.settle()
+        self.assertEqual(mutex.calls, [("acquire", True, 2.0), "release"] * 2)
+        self.assertEqual((pool.replaced, self.warnings()), (0, []))
+
+    def test_a_lock_gone_with_its_pool_replaces_nothing(self) -> None:
+        pool = self.pool()
+        pool.run(b"abc")
+        gone = SimpleNamespace(acquire=mock.Mock(side_effect=AttributeError("None")))
+        pebble_inside(pool.executor, mutex=gone)  # type: ignore[arg-type]
+        self.clock.advance(_processes.CHECK_INTERVAL)
+        self.clock.settle()
+        self.assertEqual((gone.acquire.call_count, pool.replaced), (1, 0))
+
+    def test_a_running_or_fresh_job_probes_nothing(self) -> None:
+        pool = self.pool()
+        mutex = FakeMutex(free=False)
+        pebble_inside(pool.executor, mutex=mutex)
+        pool.run(b"abc")
+        pool.executor.future().set_running_or_notify_cancel()  # taken
+        self.clock.advance(0.5)
+        pool.run(b"def")  # waits, for half a second at the next check
+        self.clock.advance(0.5)
+        self.clock.settle()
+        self.assertEqual((mutex.calls, pool.replaced), ([], 0))
+
+    def test_stop_ends_the_checks(self) -> None:
+        pool = self.pool()
+        pool.stopService()
+        self.clock.settle()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_stop_after_a_replacement_stops_only_the_new_pool(self) -> None:
         pool = self.pool()
