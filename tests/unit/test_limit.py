@@ -370,7 +370,9 @@ class TransparencyTests(LimitTestCase):
         protocol, _ = self.connect(limit)
         [wrapped] = self.wrapped.built
         lost: List[Failure] = []
-        wrapped.connectionLost = lost.append  # type: ignore[method-assign]
+        self.patch(
+            type(wrapped), "connectionLost", lambda _, reason: lost.append(reason)
+        )
         reason = Failure(ConnectionLost())
         protocol.connectionLost(reason)
         self.assertEqual(lost, [reason])
@@ -722,6 +724,6 @@ class MutationTests(LimitTestCase):
         protocol, _ = self.connect(limit)
         [wrapped] = self.wrapped.built
         ended: List[bool] = []
-        wrapped.writeConnectionLost = lambda: ended.append(True)  # type: ignore[method-assign]
+        self.patch(type(wrapped), "writeConnectionLost", lambda _: ended.append(True))
         protocol.writeConnectionLost()
         self.assertEqual(ended, [True])
