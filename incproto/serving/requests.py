@@ -22,7 +22,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
 from incproto._kernel.closing import CloseDeadline, close_politely
 from incproto._kernel.preambles import Preamble, Preambles
@@ -112,6 +112,18 @@ class DeadlineSite(Site):
         super().__init__(resource, timeout=None, reactor=reactor)
         self.clock = reactor
         self.preambles = Preambles(maxWaiting, timeout, reactor)
+
+    def log(self, request: Request) -> None:
+        """
+        Log a request that was refused or failed (status 400 or more), as
+        Twisted's C{Site} logs every request (its combined log format, in
+        the server's log).  The rest are routine: a scraper and a load
+        balancer's probes ask every few seconds, their own records show each
+        answer, and a line for each would bury the server's log (and fill it
+        even with C{--no-connection-log}).
+        """
+        if request.code >= 400:
+            super().log(request)
 
     def stopFactory(self) -> None:
         """Close the connections still waiting for a request."""

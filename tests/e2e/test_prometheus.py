@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -30,6 +31,7 @@ from tests.support.processes import (
     receive_all,
     receive_exactly,
     script,
+    wait_until,
 )
 
 DEPLOY = Path(__file__).resolve().parents[2] / "docs" / "deploy"
@@ -129,8 +131,8 @@ def test_a_real_prometheus_scrapes_a_real_server(tmp_path: Path) -> None:
     """
     Prometheus on 127.0.0.1 (its data in a temporary directory, a 1 s
     scrape interval, alerts.yml loaded) scrapes a server that has served
-    one connection; once the server has logged two scrapes (the first one's
-    samples are committed before the second begins), Prometheus' HTTP API
+    one connection; once Prometheus has stored two scrapes (the first one's
+    samples are committed before the second begins), its HTTP API
     answers up == 1 and incproto's metrics with their values, and lists
     the alerting rules, healthy.
     """
@@ -158,8 +160,8 @@ def test_a_real_prometheus_scrapes_a_real_server(tmp_path: Path) -> None:
             listening=re.compile(rb'msg="Listening on" address=127\.0\.0\.1:(\d+)'),
         )  # fmt: skip
         try:
-            server.wait_for(re.compile(r'"GET /metrics HTTP/1\.1" 200'), count=2)
             api = f"http://127.0.0.1:{scraper.port}/api/v1"
+            wait_until(lambda: scrapes(api) >= 2, "two scrapes", every=0.2)
             up = query(api, 'up{job="incproto"}')
             found = query(api, '{__name__=~"incproto_.+"}')
             rules = json.loads(get(f"{api}/rules?type=alert"))["data"]["groups"]
@@ -177,6 +179,18 @@ def test_a_real_prometheus_scrapes_a_real_server(tmp_path: Path) -> None:
     alerts = [rule for group in rules for rule in group["rules"]]
     assert {rule["health"] for rule in alerts} == {"ok"}
     assert "IncprotoRejectingConnections" in {rule["name"] for rule in alerts}
+
+
+def scrapes(api: str) -> int:
+    """How many scrapes of incproto Prometheus has stored (none while its
+    API answers 503: still starting)."""
+    try:
+        counted = query(api, 'count_over_time(up{job="incproto"}[1h])')
+    except urllib.error.HTTPError as e:
+        if e.code != 503:
+            raise
+        return 0
+    return int(counted[0]["value"][1]) if counted else 0
 
 
 def query(api: str, expression: str) -> List[Dict[str, Any]]:

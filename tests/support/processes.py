@@ -28,10 +28,13 @@ LISTENING = re.compile(
 OUTPUT_CHANGED = threading.Condition()
 
 
-def wait_until(predicate: Callable[[], bool], what: str) -> None:
+def wait_until(
+    predicate: Callable[[], bool], what: str, every: Optional[float] = None
+) -> None:
     """
     Wait until C{predicate()} holds, checking it whenever any server process
-    writes output; fail the test after the usual timeout.
+    writes output (and every C{every} seconds, if given: for what no output
+    announces); fail the test after the usual timeout.
     """
     deadline = time.monotonic() + TIMEOUT
     with OUTPUT_CHANGED:
@@ -39,7 +42,7 @@ def wait_until(predicate: Callable[[], bool], what: str) -> None:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"timed out waiting for {what}")
-            OUTPUT_CHANGED.wait(left)
+            OUTPUT_CHANGED.wait(left if every is None else min(left, every))
 
 
 def script(name: str) -> str:

@@ -13,7 +13,7 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
@@ -419,3 +419,30 @@ def test_workers_dropped_log_lines_merge_with_the_supervisors() -> None:
     ]
     samples = {tuple(s.labels.items()): s.value for s in family.samples}
     assert samples == {(): 3, (("worker", "1"),): 5, (("worker", "2"),): 5}
+
+
+def test_only_refused_or_failed_requests_are_logged() -> None:
+    """Scrapes and probes that succeed leave no line in the server's log
+    (one every few seconds per scraper and probe, even with
+    --no-connection-log); a 404 does, in Twisted's combined log format."""
+    clock = Clock()
+    site = metrics_site(
+        IncprotoCollector(IncrementFactory(clock=clock)), clock, lambda: None
+    )
+    lines: List[str] = []
+
+    def observe(event: LogEvent) -> None:
+        lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    site.doStart()
+    try:
+        for path in (b"/metrics", b"/healthz", b"/livez", b"/nothing"):
+            channel, transport = scraper(site)
+            channel.dataReceived(b"GET " + path + b" HTTP/1.0\r\n\r\n")
+            assert transport.value().startswith(b"HTTP/1.0 ")
+    finally:
+        site.doStop()
+        globalLogPublisher.removeObserver(observe)
+    requests = [line for line in lines if '"GET ' in line]
+    assert len(requests) == 1 and '"GET /nothing HTTP/1.0" 404 ' in requests[0]
