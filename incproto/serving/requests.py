@@ -20,9 +20,9 @@ from typing import Any, Optional
 
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
+from twisted.web.http import HTTPChannel, Request
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Site
 
 from incproto._kernel.closing import CloseDeadline, close_politely
 from incproto._kernel.preambles import Preamble, Preambles
