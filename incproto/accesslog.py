@@ -183,6 +183,22 @@ class FileAccessLog(Service):
                     error=e,
                 )
 
+    def salvage(self) -> None:
+        """
+        Write the waiting lines now, from any thread, without the reactor:
+        the process is about to end without a stop (the watchdog aborts it,
+        see L{incproto.serving.watchdog.with_last_words}), and lines that
+        waited for the next flush would be lost.  Best effort: a failed
+        write costs the lines, and nothing is rescheduled.
+        """
+        text = "".join(self._lines)
+        if text:
+            try:
+                self.out.write(text)
+                self.out.flush()
+            except (OSError, ValueError):
+                pass
+
     def reopen(self) -> bool:
         """
         Write what is waiting, then append to C{path} anew (SIGUSR1, after

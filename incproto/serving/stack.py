@@ -48,7 +48,7 @@ from incproto.serving.service import (
     SequentialMultiService,
 )
 from incproto.serving.signals import STOP, SignalHandling
-from incproto.serving.watchdog import Heartbeat, abort_stalled
+from incproto.serving.watchdog import Heartbeat, abort_stalled, with_last_words
 from incproto.serving.web import metrics_listener, metrics_site
 
 # Descriptors a process needs beyond one per connection it may hold.
@@ -225,6 +225,8 @@ def serving_stack(
         access_log.setServiceParent(service)  # after the drain logs its closes
     heartbeat = None
     if config.watchdog is not None:  # stopped after the drain and the pool
+        if abort is not None and isinstance(access_log, FileAccessLog):
+            abort = with_last_words(abort, access_log.salvage)
         heartbeat = Heartbeat(config.watchdog, reactor, abort)
         heartbeat.setServiceParent(service)
     files = held + bound + SPARE_FILES if limit else 0

@@ -38,6 +38,8 @@ MIN_WATCHDOG = 1.0
 # The longest time between two beats: a stall is seen within this of its
 # limit, and a beat costs a few microseconds.
 MAX_BEAT_INTERVAL = 1.0
+# Seconds an abort waits for its last words (see with_last_words).
+LAST_WORDS_GRACE = 1.0
 
 
 def beat_interval(limit: float) -> float:
@@ -164,6 +166,28 @@ class Heartbeat(Service):
                 assert self.abort is not None
                 self.abort(lag, self.limit)
                 return
+
+
+def with_last_words(
+    abort: Callable[[float, float], None], words: Callable[[], None]
+) -> Callable[[float, float], None]:
+    """
+    C{abort}, after C{words()}: what the process should still write before
+    it ends (an access log's waiting lines).  The stuck reactor thread may
+    hold what C{words} needs (a file's lock, in a blocked write), so they
+    run in a thread of their own, given at most C{LAST_WORDS_GRACE}
+    seconds: they can delay the abort, never prevent it.
+    """
+
+    def abort_after_words(lag: float, limit: float) -> None:
+        speaking = threading.Thread(
+            target=words, name="incproto last words", daemon=True
+        )
+        speaking.start()
+        speaking.join(LAST_WORDS_GRACE)
+        abort(lag, limit)
+
+    return abort_after_words
 
 
 def abort_stalled(lag: float, limit: float) -> None:

@@ -133,8 +133,14 @@ def test_a_scrape_answers_in_time_without_a_stopped_worker() -> None:
 def test_a_process_whose_reactor_is_stuck_aborts() -> None:
     """One process, an inline handler that never returns: within about
     --watchdog seconds it writes why and where (every thread's stack) and
-    ends with SIGABRT."""
+    ends with SIGABRT.  The access log's lines that waited for their flush
+    (a session closed just before the stall) are written first."""
     server = start_incproto("--watchdog", "1", *FAULTY)
+    with connect(server.port) as sock:
+        sock.sendall(b"^ab$")
+        sock.shutdown(socket.SHUT_WR)
+        assert receive_all(sock) == b"*bc"
+        port = sock.getsockname()[1]
     with connect(server.port) as sock:
         sock.sendall(b"^~")
         status = server.process.wait(TIMEOUT)
@@ -143,6 +149,8 @@ def test_a_process_whose_reactor_is_stuck_aborts() -> None:
     [(lag,)] = server.wait_for(ABORTED)
     assert 1.0 <= float(lag) < 5.0
     assert 'faulty.py", line' in server.output  # the stuck frame
+    closed = f"connection from 127.0.0.1:{port} closed (client closed)"
+    assert server.output.index(closed) < server.output.index("aborting (SIGABRT)")
 
 
 def test_a_stopped_process_carries_on_when_it_resumes() -> None:

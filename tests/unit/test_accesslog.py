@@ -185,6 +185,23 @@ class BufferTests(SynchronousTestCase):
         self.assertEqual(len(warnings), 1)
         self.assertIn("No space left", str(warnings[0]["error"]))
 
+    def test_salvage_writes_what_waits_without_the_reactor(self) -> None:
+        log, out, clock = a_log()
+        log.salvage()  # nothing waits: nothing written
+        self.assertEqual(out.getvalue(), "")
+        log.record("p", "client closed", 0.0, 0, 1)
+        log.salvage()
+        self.assertIn("connection from p closed (client closed)", out.getvalue())
+        self.assertEqual(len(clock.getDelayedCalls()), 1)  # left as it was
+
+    def test_a_failed_salvage_raises_nothing(self) -> None:
+        out = io.StringIO()
+        log, _, _ = a_log(out=out)
+        log.record("p", "client closed", 0.0, 0, 1)
+        out.close()
+        log.salvage()
+        self.assertEqual(log.errors, 0)
+
 
 class FactoryTests(SynchronousTestCase):
     def test_factory_logs_each_close_to_its_access_log(self) -> None:

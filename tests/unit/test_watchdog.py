@@ -4,6 +4,7 @@ started: the watchdog thread's loop is called with a fake wait)."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Dict, List, Tuple
 
 import pytest
@@ -13,8 +14,14 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger, formatEvent
 from twisted.python import usage
 
+from incproto.serving import watchdog
 from incproto.serving.metrics import registry_of
-from incproto.serving.watchdog import DEFAULT_WATCHDOG, Heartbeat, beat_interval
+from incproto.serving.watchdog import (
+    DEFAULT_WATCHDOG,
+    Heartbeat,
+    beat_interval,
+    with_last_words,
+)
 from incproto.tap import Options, makeService
 
 
@@ -165,3 +172,28 @@ def test_the_option(argv: List[str], limit: Any) -> None:
 def test_a_bad_value_is_a_usage_error(value: str) -> None:
     with pytest.raises(usage.UsageError, match="--watchdog"):
         Options.parse(["--watchdog", value])
+
+
+def test_last_words_come_before_the_abort() -> None:
+    said: List[Any] = []
+    abort = with_last_words(
+        lambda *stall: said.append(stall), lambda: said.append("words")
+    )
+    abort(12.5, 10.0)
+    assert said == ["words", (12.5, 10.0)]
+
+
+def test_last_words_that_never_end_delay_the_abort_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Words blocked where the stuck reactor thread holds a lock: the abort
+    comes after the grace, from the watchdog's thread."""
+    monkeypatch.setattr(watchdog, "LAST_WORDS_GRACE", 0.05)
+    blocked = threading.Event()
+    aborted: List[Tuple[float, float]] = []
+    abort = with_last_words(lambda *stall: aborted.append(stall), blocked.wait)
+    try:
+        abort(12.5, 10.0)
+        assert aborted == [(12.5, 10.0)]
+    finally:
+        blocked.set()  # let the words' thread end
