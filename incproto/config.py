@@ -23,11 +23,16 @@ from incproto.accesslog import STANDARD_OUTPUT, TWISTED_LOG
 from incproto.limit import DEFAULT_QUEUE_SIZE
 from incproto.pools import DEFAULT_DRAIN_TIMEOUT
 from incproto.proxy import TRUSTED, TrustedSources, from_haproxy, split_proxy
-from incproto.serving.watchdog import DEFAULT_WATCHDOG
 
 DEFAULT_PORT = "9090"
 DEFAULT_BACKLOG = 1024
 DEFAULT_HANDLER = "incproto.handlers:increment_handler"
+# Seconds the reactor may not turn before --watchdog ends the process
+# (incproto.serving.watchdog).
+DEFAULT_WATCHDOG = 10.0
+# The shortest --watchdog: below it, a reactor busy starting up, or with
+# one read's work on a loaded machine, would count as stuck.
+MIN_WATCHDOG = 1.0
 
 # Endpoint kinds whose parsers accept a backlog= argument.
 _BACKLOG_KINDS = frozenset({"tcp", "tcp6", "ssl", "unix"})

@@ -32,13 +32,14 @@ from incproto.config import (
     DEFAULT_BACKLOG,
     DEFAULT_HANDLER,
     DEFAULT_PORT,
+    DEFAULT_WATCHDOG,
+    MIN_WATCHDOG,
     ServerConfig,
 )
 from incproto.handlers import load_handler
 from incproto.limit import DEFAULT_QUEUE_SIZE
 from incproto.pools import DEFAULT_DRAIN_TIMEOUT
 from incproto.proxy import split_proxy
-from incproto.serving.watchdog import DEFAULT_WATCHDOG, MIN_WATCHDOG
 
 
 def _checked(

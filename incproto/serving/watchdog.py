@@ -31,10 +31,6 @@ from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-DEFAULT_WATCHDOG = 10.0
-# The shortest --watchdog: below it, a reactor busy starting up, or with
-# one read's work on a loaded machine, would count as stuck.
-MIN_WATCHDOG = 1.0
 # The longest time between two beats: a stall is seen within this of its
 # limit, and a beat costs a few microseconds.
 MAX_BEAT_INTERVAL = 1.0

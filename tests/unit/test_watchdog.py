@@ -14,10 +14,10 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger, formatEvent
 from twisted.python import usage
 
+from incproto.config import DEFAULT_WATCHDOG
 from incproto.serving import watchdog
 from incproto.serving.metrics import registry_of
 from incproto.serving.watchdog import (
-    DEFAULT_WATCHDOG,
     Heartbeat,
     beat_interval,
     with_last_words,
