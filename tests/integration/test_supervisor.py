@@ -22,13 +22,13 @@ from incproto.config import ServerConfig
 from incproto.serving.health import supervisor_readiness
 from incproto.tap import Options, makeService
 from incproto.workers.balance import READY_FD, TABLE_FD, WORKER_ENV
+from incproto.workers.process import WorkerProcess
 from incproto.workers.supervisor import (
     METRICS_REPLIES,
     METRICS_REQUESTS,
     METRICS_TIMEOUT,
     WORKER_FD,
     WorkerPool,
-    WorkerProcess,
 )
 from tests.support.fakes import ProcessClock
 

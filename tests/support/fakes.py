@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from incproto import IncrementFactory, IncrementProtocol
 from incproto.limit import ConnectionLimit
-from incproto.workers.supervisor import WorkerProcess
+from incproto.workers.process import WorkerProcess
 
 T = TypeVar("T")
 
