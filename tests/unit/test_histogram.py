@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
@@ -22,6 +23,22 @@ def test_a_value_on_a_bound_counts_in_that_bucket() -> None:
         histogram.observe(value)
     assert histogram.cumulative() == [(0.5, 2), (1.0, 4), (math.inf, 6)]
     assert histogram.total == 103.75
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_each_value_counts_in_the_first_bucket_at_least_it(seed: int) -> None:
+    rng = random.Random(seed)
+    histogram = Histogram(HANDLER_SECONDS)
+    expected = [0] * (len(HANDLER_SECONDS) + 1)
+    for _ in range(2000):
+        value = rng.choice([0.0, *HANDLER_SECONDS, 10 ** rng.uniform(-7, 1)])
+        histogram.observe(value)
+        index = next(
+            (i for i, bound in enumerate(HANDLER_SECONDS) if value <= bound),
+            len(HANDLER_SECONDS),
+        )
+        expected[index] += 1
+    assert histogram.counts == expected
 
 
 def test_an_empty_histogram_has_every_bucket_at_zero() -> None:
