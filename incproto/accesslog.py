@@ -33,6 +33,9 @@ CLOSE_FORMAT = (
 )
 # --access-log's values other than a path.
 STANDARD_OUTPUT = "-"
+# Seconds a pipe's reader is given to take the lines salvaged before an
+# abort (within the watchdog's LAST_WORDS_GRACE).
+SALVAGE_FLUSH = 0.5
 TWISTED_LOG = "log"
 
 
@@ -189,15 +192,23 @@ class FileAccessLog(Service):
         the process is about to end without a stop (the watchdog aborts it,
         see L{incproto.serving.watchdog.with_last_words}), and lines that
         waited for the next flush would be lost.  Best effort: a failed
-        write costs the lines, and nothing is rescheduled.
+        write costs the lines, and nothing is rescheduled.  On a pipe (a
+        L{incproto._kernel.logpipe.LogStream}), its reader is given at most
+        C{SALVAGE_FLUSH} seconds to take them.
         """
-        text = "".join(self._lines)
-        if text:
-            try:
-                self.out.write(text)
-                self.out.flush()
-            except (OSError, ValueError):
-                pass
+        lines, self._lines = self._lines, []  # never written twice
+        if not lines:
+            return
+        try:
+            self.out.write("".join(lines))
+            self.out.flush()
+            # A pipe's stream buffers what the pipe did not take, for the
+            # reactor: give its reader a moment instead.
+            flush = getattr(getattr(self.out, "writer", None), "flushBeforeExit", None)
+            if flush is not None:
+                flush(SALVAGE_FLUSH)
+        except (OSError, ValueError):
+            pass
 
     def reopen(self) -> bool:
         """

@@ -15,15 +15,16 @@ more.)
 from __future__ import annotations
 
 from collections.abc import MutableSet
-from typing import Any, Iterator, List
+from typing import Any, Iterator, List, Set
 
 
 class LinkedSet(MutableSet):  # type: ignore[type-arg]
     """
     A mutable set of objects that can hold C{_prev} and C{_next} attributes
-    (C{None} while in no set), each in one L{LinkedSet} at most.  Iteration
-    is over the members as they were when it began (one may leave
-    meanwhile), oldest first.
+    (C{None} while in no set), each in one L{LinkedSet} at most: a member
+    of another is taken for one of this one's.  Iteration is over the
+    members as they were when it began (one may leave meanwhile), oldest
+    first; like the reactor's objects, it is for one thread.
 
     The set is the ring's own sentinel: its C{_prev} is the newest member,
     its C{_next} the oldest, each itself while it is empty.
@@ -67,6 +68,12 @@ class LinkedSet(MutableSet):  # type: ignore[type-arg]
             before._next, after._prev = after, before
             member._prev = member._next = None
             self._count -= 1
+
+    @classmethod
+    def _from_iterable(cls, members: Any) -> Set[Any]:
+        """What C{|}, C{&}, C{-} and C{^} make: a plain C{set} (a member
+        is in one L{LinkedSet} at most)."""
+        return set(members)
 
     def __repr__(self) -> str:
         return f"LinkedSet({list(self)!r})"

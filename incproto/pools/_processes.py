@@ -9,6 +9,7 @@ import os
 import pickle
 import sys
 import threading
+import time
 from contextlib import contextmanager, suppress
 from typing import Any, Callable, Dict, Iterator, Set, Tuple
 
@@ -39,10 +40,12 @@ FAULT_LOG_INTERVAL = 10.0
 # (see ProcessHandlerPool._check); also how long a job waits for a process
 # before its pool's channel lock is probed.
 CHECK_INTERVAL = 1.0
-# Seconds a process may hold the pool's channel lock before it is taken to
-# have died holding it (a live one holds it while it reads one job and
-# acknowledges it: microseconds).
-LOCK_PROBE_TIMEOUT = 2.0
+# Seconds the pool's channel lock may stay held before its holder is taken
+# to have died holding it: a live process holds it while it reads one job
+# and acknowledges it (microseconds), pebble's manager while it stops a
+# process past its handler timeout (SIGTERM, then up to 3 s for it to exit,
+# pebble's term_timeout, then SIGKILL).
+LOCK_PROBE_TIMEOUT = 5.0
 
 
 class _PoolBrokeError(Exception):
@@ -192,7 +195,7 @@ class ProcessHandlerPool(HandlerPool):
         if isinstance(result, _PoolBrokeError):
             # No process held this job: the pool broke around it (all its
             # processes gone, or it was replaced).  Run it once more.
-            if self.running and not job.retried:
+            if self.executor is not None and not job.retried:
                 job.retried = True
                 if pool is self.executor and not pool.active:
                     self._replace(pool, f"it broke ({result})")
@@ -214,12 +217,12 @@ class ProcessHandlerPool(HandlerPool):
         """
         if broken is not self.executor:
             return self.executor
-        self.replaced += 1
-        self._stranded = set()  # task ids are the old pool's
         self.log.warn(
             "{pool}: replacing the process pool, because {why}", pool=self, why=why
         )
         self.executor = self._newPool()
+        self.replaced += 1
+        self._stranded = set()  # task ids are the old pool's
         self._stopInThread(broken)
         return self.executor
 
@@ -240,8 +243,24 @@ class ProcessHandlerPool(HandlerPool):
         running, on a process that is gone, for ever.  A job seen so on two
         checks in a row is stranded: it fails as its process's death would
         have failed it (its handler may have killed it), and the pool is
-        replaced, as pebble would never run another job in its place.
+        replaced, as pebble would never run another job in its place.  (A
+        job past its handler timeout is not: pebble is stopping its
+        process, which it has already let go of, and fails it itself.)
+
+        Checks go on while the pool drains, so that a wedged pool cannot
+        hold a stop for the whole drain timeout.
         """
+        try:
+            self._checkPool()
+        except Exception:
+            self._checkFailed()
+
+    def _checkFailed(self) -> None:
+        """A replacement could not start (no memory, no descriptors): say
+        so; the next check tries again."""
+        self.log.failure("{pool}: checking its processes failed", pool=self)
+
+    def _checkPool(self) -> None:
         pool = self.executor
         if pool is None or not self._jobs:
             self._stranded = set()
@@ -286,12 +305,15 @@ class ProcessHandlerPool(HandlerPool):
 
         def probed(free: bool) -> None:
             self._probing = False
-            if not free and self.running and pool is self.executor:
-                self._replace(
-                    pool,
-                    "a process died holding its channel lock "
-                    f"(held for over {LOCK_PROBE_TIMEOUT:g}s)",
-                )
+            if not free and pool is self.executor:
+                try:
+                    self._replace(
+                        pool,
+                        "a process died holding its channel lock "
+                        f"(held for over {LOCK_PROBE_TIMEOUT:g}s)",
+                    )
+                except Exception:
+                    self._checkFailed()
 
         threading.Thread(target=probe, name="incproto pool check", daemon=True).start()
 
@@ -325,6 +347,9 @@ class ProcessHandlerPool(HandlerPool):
             thread.join(1.0)  # it ends as it hands this over
             for job in list(self._jobs):
                 if job.executor is pool and not job.future.done():
+                    # A job a process had started may have run: it fails.
+                    # One no process took runs once more (see _finished).
+                    job.retried = job.retried or job.future.running()
                     job.future.set_exception(_PoolBrokeError("its pool was stopped"))
             if not stopped.called:
                 stopped.callback(None)
@@ -355,14 +380,15 @@ def _channel_mutex(pool: Any) -> Any:
 
 
 def _lock_is_free(mutex: Any, timeout: float) -> bool:
-    """Whether C{mutex} could be taken within C{timeout} seconds (it is let
-    go at once); also C{True} if it is gone (its pool was stopped)."""
+    """Whether C{mutex} could be taken (it is let go at once); also C{True}
+    if it is gone (its pool was stopped).  pebble's C{ChannelMutex} is two
+    locks, each given C{timeout} seconds."""
     try:
         if not mutex.acquire(block=True, timeout=timeout):
             return False
-    except Exception:
-        return True
-    mutex.release()
+        mutex.release()
+    except Exception:  # unlinked as its pool stopped
+        pass
     return True
 
 
@@ -371,15 +397,22 @@ def _stranded_tasks(pool: Any) -> Dict[int, Any]:
     The tasks that pebble holds as running on a process it no longer has,
     by id, with their futures (pebble 5's C{TaskManager.tasks} and
     C{WorkerManager.workers}, read without their threads' help: a copy,
-    and nothing on a race).
+    and nothing on a race).  Tasks past their timeout are left out: pebble
+    lets go of such a task's process before it stops it (up to 3 s), then
+    fails the task itself.
     """
     manager = getattr(pool, "_pool_manager", None)
     tasks = getattr(getattr(manager, "task_manager", None), "tasks", None)
     workers = getattr(getattr(manager, "worker_manager", None), "workers", None)
     if tasks is None or workers is None:
         return {}
+    now = time.time()  # pebble's task clock
     try:
-        running = [(t.id, t.worker_id, t.future) for t in list(tasks.values())]
+        running = [
+            (t.id, t.worker_id, t.future)
+            for t in list(tasks.values())
+            if not (t.timeout and t.timestamp and now - t.timestamp > t.timeout)
+        ]
         alive = set(workers)
     except RuntimeError:  # changed size while copied
         return {}

@@ -176,12 +176,16 @@ def with_last_words(
     """
 
     def abort_after_words(lag: float, limit: float) -> None:
-        speaking = threading.Thread(
-            target=words, name="incproto last words", daemon=True
-        )
-        speaking.start()
-        speaking.join(LAST_WORDS_GRACE)
-        abort(lag, limit)
+        try:
+            speaking = threading.Thread(
+                target=words, name="incproto last words", daemon=True
+            )
+            speaking.start()  # may fail: no thread can start
+            speaking.join(LAST_WORDS_GRACE)
+        except BaseException:
+            pass  # the words are lost, never the abort
+        finally:
+            abort(lag, limit)
 
     return abort_after_words
 

@@ -8,6 +8,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Dict, List
 
 from twisted.internet.error import ConnectionDone
@@ -26,6 +27,7 @@ from incproto import IncrementFactory
 from incproto.accesslog import (
     CLOSE_FORMAT,
     NAMESPACE,
+    SALVAGE_FLUSH,
     EventAccessLog,
     FileAccessLog,
     choose,
@@ -193,6 +195,17 @@ class BufferTests(SynchronousTestCase):
         log.salvage()
         self.assertIn("connection from p closed (client closed)", out.getvalue())
         self.assertEqual(len(clock.getDelayedCalls()), 1)  # left as it was
+        clock.advance(1.0)  # the reactor turns again: nothing twice
+        self.assertEqual(out.getvalue().count("closed (client closed)"), 1)
+
+    def test_salvage_gives_a_pipes_reader_a_moment(self) -> None:
+        flushed: List[float] = []
+        out = io.StringIO()
+        out.writer = SimpleNamespace(flushBeforeExit=flushed.append)  # type: ignore[attr-defined]
+        log, _, _ = a_log(out=out)
+        log.record("p", "client closed", 0.0, 0, 1)
+        log.salvage()
+        self.assertEqual(flushed, [SALVAGE_FLUSH])
 
     def test_a_failed_salvage_raises_nothing(self) -> None:
         out = io.StringIO()

@@ -49,6 +49,15 @@ def test_add_discard_and_membership() -> None:
     assert repr(members) == "LinkedSet([])"
 
 
+def test_set_operators_make_plain_sets() -> None:
+    members = LinkedSet()
+    a, b, c = Member(1), Member(2), Member(3)
+    members.add(a)
+    members.add(b)
+    assert members | {c} == {a, b, c} and type(members | {c}) is set
+    assert (members & {b, c}, members - {a}, members ^ {b, c}) == ({b}, {b}, {a, c})
+
+
 def test_plain_objects_are_members_too() -> None:
     members = LinkedSet()
     a, b = Plain(), Plain()

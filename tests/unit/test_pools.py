@@ -12,6 +12,7 @@ import pickle
 import signal
 import sys
 import threading
+import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from concurrent.futures.process import BrokenProcessPool
@@ -570,6 +571,19 @@ class FakeMutex:
         self.calls.append("release")
 
 
+PROBE = _processes.LOCK_PROBE_TIMEOUT
+
+
+def pebble_task(
+    id: int, worker: int, future: Future[bytes], timeout: Optional[float] = None
+) -> SimpleNamespace:
+    """A pebble 5 task that process C{worker} took a second ago."""
+    return SimpleNamespace(
+        id=id, worker_id=worker, future=future, timeout=timeout,
+        timestamp=time.time() - 1.0,
+    )  # fmt: skip
+
+
 def pebble_inside(
     pool: FakeProcessPool,
     tasks: Tuple[Any, ...] = (),
@@ -860,14 +874,14 @@ class ProcessHandlerPoolTests(SynchronousTestCase):
     def test_a_cancelled_job_once_stopped_is_lost(self) -> None:
         pool = self.pool()
         d = pool.run(b"abc")
-        pool.running = False
-        pool.executor.future().cancel()
+        old, pool.executor = pool.executor, None  # as stopped (_stopPool)
+        old.future().cancel()
         failure = self.failure(d)
         failure.trap(PoolProcessLostError)
         self.assertEqual(
             failure.getErrorMessage(), "the process pool broke: CancelledError"
         )
-        self.assertEqual(len(pool.executor.scheduled), 1)
+        self.assertEqual(len(old.scheduled), 1)
 
     def test_waiting_jobs_go_in_as_others_finish(self) -> None:
         pool = self.pool()
@@ -983,7 +997,7 @@ class ProcessHandlerPoolTests(SynchronousTestCase):
         pool = self.pool()
         d = pool.run(b"abc")
         old = pool.executor
-        stranded = SimpleNamespace(id=7, worker_id=42, future=old.future())
+        stranded = pebble_task(7, 42, old.future())
         pebble_inside(old, tasks=(stranded,), workers=(43,))
         self.clock.advance(_processes.CHECK_INTERVAL)
         self.assertEqual(pool.replaced, 0)  # seen once: maybe a race
@@ -1005,7 +1019,7 @@ class ProcessHandlerPoolTests(SynchronousTestCase):
         pool = self.pool()
         pool.run(b"abc")
         old = pool.executor
-        task = SimpleNamespace(id=7, worker_id=42, future=old.future())
+        task = pebble_task(7, 42, old.future())
         pebble_inside(old, tasks=(task,), workers=(43,))
         self.clock.advance(_processes.CHECK_INTERVAL)
         old._pool_manager.task_manager.tasks.clear()  # pebble caught up
@@ -1023,18 +1037,81 @@ class ProcessHandlerPoolTests(SynchronousTestCase):
         pebble_inside(old, mutex=mutex)
         self.clock.advance(_processes.CHECK_INTERVAL)
         self.clock.settle()  # the probe
-        self.assertEqual(mutex.calls, [("acquire", True, 2.0)])
+        self.assertEqual(mutex.calls, [("acquire", True, PROBE)])
         self.assertEqual((pool.replaced, pool.pools), (1, [old, pool.executor]))
         self.assertEqual(
             self.warnings(),
             [f"{pool!r}: replacing the process pool, because a process died "
-             "holding its channel lock (held for over 2s)"],
+             "holding its channel lock (held for over 5s)"],
         )  # fmt: skip
         self.clock.settle()  # the old pool's stop: its job runs once more
         [(_function, args, _timeout, future)] = pool.executor.scheduled
         self.assertEqual(args, (pool.handler, b"abc"))
         future.set_result(b"bcd")
         self.assertEqual(self.successResultOf(d), b"bcd")
+
+    def test_a_job_past_its_timeout_is_not_stranded(self) -> None:
+        """pebble lets go of the process of a job past its timeout before it
+        stops it (up to 3 s), then fails the job itself."""
+        pool = self.pool()
+        pool.run(b"abc")
+        old = pool.executor
+        late = pebble_task(7, 42, old.future(), timeout=0.5)
+        pebble_inside(old, tasks=(late,), workers=(43,))
+        self.clock.advance(3 * _processes.CHECK_INTERVAL)
+        self.assertEqual((pool.replaced, self.warnings()), (0, []))
+
+    def test_a_started_job_of_a_replaced_pool_fails_and_a_waiting_one_reruns(
+        self,
+    ) -> None:
+        pool = self.pool()
+        started, waiting = pool.run(b"abc"), pool.run(b"def")
+        old = pool.executor
+        old.future(0).set_running_or_notify_cancel()
+        pebble_inside(old, mutex=FakeMutex(free=False))
+        self.clock.advance(_processes.CHECK_INTERVAL)
+        self.clock.settle()  # the probe: replaced
+        self.clock.settle()  # the old pool stopped
+        self.failure(started).trap(PoolProcessLostError)  # it may have run
+        [(_function, args, _timeout, future)] = pool.executor.scheduled
+        self.assertEqual(args, (pool.handler, b"def"))
+        future.set_result(b"efg")
+        self.assertEqual(self.successResultOf(waiting), b"efg")
+
+    def test_a_wedged_pool_is_replaced_while_it_drains(self) -> None:
+        pool = self.pool()
+        d = pool.run(b"abc")
+        pebble_inside(pool.executor, mutex=FakeMutex(free=False))
+        stopped = pool.stopService()
+        self.assertNoResult(stopped)
+        self.clock.advance(_processes.CHECK_INTERVAL)
+        self.clock.settle()
+        self.clock.settle()
+        self.assertEqual(pool.replaced, 1)
+        [(_function, _args, _timeout, future)] = pool.executor.scheduled
+        future.set_result(b"bcd")  # answered in the new pool: the drain ends
+        self.assertEqual(self.successResultOf(d), b"bcd")
+        self.clock.settle()
+        self.assertIsNone(self.successResultOf(stopped))
+
+    def test_a_replacement_that_cannot_start_keeps_the_checks(self) -> None:
+        pool = self.pool()
+        pool.run(b"abc")
+        old = pool.executor
+        pebble_inside(old, mutex=FakeMutex(free=False))
+        starts: List[str] = []
+
+        def cannot_start() -> FakeProcessPool:
+            starts.append("start")
+            raise RuntimeError("the process pool did not start")
+
+        pool._newPool = cannot_start  # type: ignore[method-assign]
+        for _ in range(2):
+            self.clock.advance(_processes.CHECK_INTERVAL)
+            self.clock.settle()
+        self.assertEqual((starts, pool.replaced), (["start"] * 2, 0))
+        self.assertIs(pool.executor, old)
+        self.flushLoggedErrors(RuntimeError)
 
     def test_a_free_lock_replaces_nothing(self) -> None:
         pool = self.pool()
@@ -1044,7 +1121,7 @@ class ProcessHandlerPoolTests(SynchronousTestCase):
         for _ in range(2):
             self.clock.advance(_processes.CHECK_INTERVAL)
             self.clock.settle()
-        self.assertEqual(mutex.calls, [("acquire", True, 2.0), "release"] * 2)
+        self.assertEqual(mutex.calls, [("acquire", True, PROBE), "release"] * 2)
         self.assertEqual((pool.replaced, self.warnings()), (0, []))
 
     def test_a_lock_gone_with_its_pool_replaces_nothing(self) -> None:

@@ -197,3 +197,20 @@ def test_last_words_that_never_end_delay_the_abort_only(
         assert aborted == [(12.5, 10.0)]
     finally:
         blocked.set()  # let the words' thread end
+
+
+def test_no_thread_for_last_words_still_aborts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stalled process that cannot start a thread (pids.max, no memory
+    for a stack) loses its last words, not its abort."""
+
+    class NoThread:
+        def __init__(self, **kwargs: Any) -> None:
+            pass
+
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(watchdog.threading, "Thread", NoThread)
+    aborted: List[Tuple[float, float]] = []
+    with_last_words(lambda *stall: aborted.append(stall), lambda: None)(12.5, 10.0)
+    assert aborted == [(12.5, 10.0)]
