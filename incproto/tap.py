@@ -302,8 +302,9 @@ class Options(usage.Options):
                 "drain-timeout",
                 None,
                 DEFAULT_DRAIN_TIMEOUT,
-                "On shutdown (SIGTERM, SIGINT, SIGQUIT), give connections and "
-                "handler work this many seconds to finish, then abort them.",
+                "On shutdown (SIGTERM, SIGINT, SIGQUIT; SIGHUP in one process), "
+                "give connections and handler work this many seconds to finish, "
+                "then abort them.",
                 _positive_float,
             ],
             [
