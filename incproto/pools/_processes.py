@@ -229,7 +229,8 @@ class ProcessHandlerPool(HandlerPool):
     def _check(self) -> None:
         """
         Make sure that the pool's processes can still take jobs; replace the
-        pool (its unanswered jobs run once more in the new one) if not.
+        pool if not (jobs no process started run once more in the new one,
+        started ones fail: see L{_stopInThread}).
 
         pebble's processes take jobs from one pipe under a lock shared by
         all of them, and acknowledge each job they take.  A process killed
@@ -330,8 +331,10 @@ class ProcessHandlerPool(HandlerPool):
         """
         Stop a pebble pool (it terminates its processes, then kills those
         that linger) and join its threads, in a daemon thread: never on the
-        reactor's.  Then fail the jobs it never answered.  Fires on the
-        reactor thread once done, or after C{STOP_GRACE} seconds.
+        reactor's.  Then fail the jobs it never answered: those a process
+        had started as lost, the others to be run once more (L{_finished}).
+        Fires on the reactor thread once done, or after C{STOP_GRACE}
+        seconds.
         """
         stopped: Deferred[None] = Deferred()
 
