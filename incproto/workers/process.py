@@ -4,7 +4,8 @@
 It relays the worker's log (JSON lines on its standard output, published
 into the supervisor's log marked C{[worker GENERATION.SLOT]}), hears on the
 metrics channel when the worker serves, its heartbeats and its metrics,
-signals it, and reports its end to its L{incproto.workers.supervisor.WorkerPool}.
+signals it, and reports to its L{Supervision} (the supervisor's
+L{incproto.workers.supervisor.WorkerPool}).
 """
 
 from __future__ import annotations
@@ -13,19 +14,31 @@ import json
 import signal
 from collections import deque
 from string import Formatter
-from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Union
+from typing import Any, Deque, Dict, List, Optional, Protocol, Union
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
-from twisted.logger import eventFromJSON
+from twisted.logger import Logger, eventFromJSON
 from twisted.python.failure import Failure
 
 from incproto.workers.balance import READY_FD, BalanceTable
 from incproto.workers.worker import METRICS_REPLIES, METRICS_REQUESTS, WATCH_REQUEST
 
-if TYPE_CHECKING:
-    from incproto.workers.supervisor import WorkerPool
+
+class Supervision(Protocol):
+    """What a L{WorkerProcess} reports to."""
+
+    log: Logger
+
+    def now(self) -> float:
+        """The time, for heartbeats (monotonic)."""
+
+    def ready(self, worker: WorkerProcess) -> None:
+        """C{worker} says it accepts connections."""
+
+    def ended(self, worker: WorkerProcess, reason: Failure) -> None:
+        """C{worker} exited, as C{reason} says."""
 
 
 class WorkerProcess(ProcessProtocol):
@@ -47,7 +60,7 @@ class WorkerProcess(ProcessProtocol):
 
     def __init__(
         self,
-        pool: WorkerPool,
+        pool: Supervision,
         slot: int,
         started: float,
         generation: int = 1,
