@@ -35,17 +35,17 @@ def test_a_leaking_handler_is_recycled() -> None:
         "--handler", "tests.support.amplifying:leaky",
     )  # fmt: skip
     try:
-        sock = connect(server.port)
-        assert receive_exactly(sock, 1) == b"*"
-        sock.sendall(b"^a$")
-        assert receive_exactly(sock, 1) == b"b"
-        before, first = pool_kib(server.process.pid), descendants(server.process.pid)
-        for _ in range(99):
-            sock.sendall(b"^a$")  # one job each: the reply comes before the next
+        with connect(server.port) as sock:
+            assert receive_exactly(sock, 1) == b"*"
+            sock.sendall(b"^a$")
             assert receive_exactly(sock, 1) == b"b"
-        grown = (pool_kib(server.process.pid) - before) * 1024
-        last = descendants(server.process.pid)
-        sock.close()
+            before = pool_kib(server.process.pid)
+            first = descendants(server.process.pid)
+            for _ in range(99):
+                sock.sendall(b"^a$")  # one job each: the reply comes before the next
+                assert receive_exactly(sock, 1) == b"b"
+            grown = (pool_kib(server.process.pid) - before) * 1024
+            last = descendants(server.process.pid)
     finally:
         server.stop()
     assert grown < 40 * MiB, f"the pool grew by {grown / MiB:.0f} MiB"

@@ -247,8 +247,13 @@ def signal_mid_message(server: ServerProcess, signum: int, after: int) -> bytes:
 
 
 def memory_kib(pid: int, field: str = "VmRSS") -> Optional[int]:
-    """A memory figure of a process from /proc, in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    """A memory figure of a process from /proc, in KiB; C{None} if it has
+    none, or is gone (a pool process recycled since it was listed)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
     return None
