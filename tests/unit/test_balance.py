@@ -42,7 +42,7 @@ def worker(
     number, that the test sets), on a clock of its own."""
     clock = Clock()
     port = QueuePort(waiting)
-    control = AcceptControl(port, clock)
+    control = AcceptControl(port, clock, perTurn=8)
     load = [0]
     gate = BalancedAccepting(table, slot, lambda: load[0], control, clock)
     control.gate = gate
@@ -77,7 +77,7 @@ def test_the_least_busy_worker_accepts_up_to_its_slack() -> None:
     assert (port.sessionno, port.waiting, gate.accepted) == (2, 18, 2)
     load[0] = table_load = 80
     table.publish(2, table_load, 10)
-    port.doRead()  # room 10: at most AcceptControl's 8 a turn
+    port.doRead()  # room 10: at most the 8 a turn AcceptControl was given
     assert port.sessionno == 10 and port.reading
     assert (control.wakeups, control.emptyWakeups) == (2, 0)
     table.closeFile()
