@@ -275,7 +275,9 @@ class IncrementProtocol:
         if self._readPauses & CLOSING:
             self.transport.loseConnection()
         elif not self._workBusy:
-            self.finish(CLIENT_CLOSED)
+            # The reactor's own event for the end of input: a connection
+            # with nothing left to send may close within it.
+            self._close(CLIENT_CLOSED, atEndOfInput=True)
 
     def writeConnectionLost(self) -> None:
         """
@@ -337,6 +339,13 @@ class IncrementProtocol:
 
         @param why: the reason, logged and counted when the connection closes.
         """
+        self._close(why, atEndOfInput=False)
+
+    def _close(self, why: str, atEndOfInput: bool) -> None:
+        """
+        L{finish}; C{atEndOfInput} when called from the transport's
+        C{readConnectionLost} (see L{close_ended}'s C{endOfInput}).
+        """
         if self._readPauses & CLOSING or self.transport is None:
             return
         # No pauseProducing: the close reads on, only to discard.
@@ -349,7 +358,12 @@ class IncrementProtocol:
             self.transport.unregisterProducer()
         clock, timeout = self.factory.clock, self.factory.closeTimeout
         if self._inputEnded:
-            self._linger = close_ended(self.transport, clock, timeout)
+            self._linger = close_ended(
+                self.transport,
+                clock,
+                timeout,
+                endOfInput=self if atEndOfInput else None,
+            )
         else:
             self._linger = close_politely(self.transport, clock, timeout)
 

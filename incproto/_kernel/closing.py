@@ -16,6 +16,8 @@ from typing import Any, Optional
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import connectionDone
+from twisted.internet.tcp import Connection
 
 from incproto._kernel.sockets import unacknowledged
 
@@ -87,7 +89,7 @@ def close_politely(
 
 
 def close_ended(
-    transport: Any, clock: IReactorTime, timeout: float
+    transport: Any, clock: IReactorTime, timeout: float, endOfInput: Any = None
 ) -> Optional[CloseDeadline]:
     """
     Close C{transport}, whose peer has ended its input, after everything
@@ -99,8 +101,15 @@ def close_ended(
     @param transport: a connected transport whose peer's input ended.
     @param clock: the time source for the timeout.
     @param timeout: seconds without progress to wait for the flush.
+    @param endOfInput: the protocol, where the caller is its
+        C{readConnectionLost}: a reactor's own transport that delivers to
+        that protocol directly, with nothing unsent and no producer, is
+        then closed within the reactor's event for the end of input
+        (L{close_flushed_now}), not on the next turn.
     @return: the abort deadline, or C{None} where none is needed.
     """
+    if endOfInput is not None and close_flushed_now(transport, endOfInput):
+        return None
     transport.loseConnection()
     if (
         isinstance(transport, FileDescriptor)
@@ -109,3 +118,43 @@ def close_ended(
     ):
         return None
     return CloseDeadline(transport, clock, timeout)
+
+
+def close_flushed_now(transport: Any, protocol: Any) -> bool:
+    """
+    Close C{transport} at once if it is a reactor's own TCP or UNIX
+    connection (not TLS) that delivers to C{protocol} itself, with nothing
+    unsent and no producer; return whether it did.
+
+    Twisted's C{loseConnection()} closes on the reactor's next turn, when
+    the descriptor it registers for writing is found writable: one more
+    reactor event and two C{epoll_ctl} calls per connection, even when
+    nothing is left to write.  This closes as Twisted's own
+    C{loseConnection()} closes a connection whose sending side is already
+    shut: it stops reading and writing and calls the transport's
+    C{connectionLost} with a clean close, so the protocol's
+    C{connectionLost} runs before this returns.  Call it only where that is
+    safe: from C{protocol}'s C{readConnectionLost}, which the transport
+    calls in the reactor's event for the end of input, with nothing of the
+    connection's on the stack above it.  Where a wrapper delivers to
+    C{protocol} (a L{incproto.limit.ConnectionLimit}, which may also replay
+    a held client's end of input when it admits it), the wrapper's code is
+    above it: that transport delivers to the wrapper, so this leaves it to
+    C{loseConnection()}.
+    """
+    if not (
+        isinstance(transport, Connection)
+        and getattr(transport, "protocol", None) is protocol
+        and transport.connected
+        and not transport.disconnecting
+        and not transport.TLS
+        and not transport.dataBuffer
+        and not transport._tempDataLen
+        and transport.producer is None
+    ):
+        return False
+    transport.disconnecting = True
+    transport.stopReading()
+    transport.stopWriting()
+    transport.connectionLost(connectionDone)
+    return True

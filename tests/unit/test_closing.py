@@ -3,12 +3,24 @@ on a fake socket transport whose unacknowledged bytes a test sets."""
 
 from __future__ import annotations
 
+import socket
+from typing import List
+
+from twisted.internet import tcp
 from twisted.internet.abstract import FileDescriptor
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from incproto._kernel.closing import CloseDeadline, close_ended, close_politely
+from incproto._kernel.closing import (
+    CloseDeadline,
+    close_ended,
+    close_flushed_now,
+    close_politely,
+)
 from incproto._kernel.timers import cancel
 from tests.support.fakes import SocketLikeTransport
 
@@ -136,3 +148,91 @@ class CancelTests(SynchronousTestCase):
         call = clock.callLater(1.0, lambda: None)
         cancel(call)
         self.assertFalse(call.active())
+
+
+class CloseFlushedNowTests(SynchronousTestCase):
+    """
+    At the end of input, a reactor's TCP connection with nothing unsent is
+    closed within the event, not on the reactor's next turn.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        ours, self.peer = socket.socketpair()
+        self.addCleanup(self.peer.close)
+        self.protocol = Recorder()
+        self.transport = tcp.Server(
+            ours, self.protocol, ("127.0.0.1", 5), None, 1, self.reactor
+        )
+        self.protocol.makeConnection(self.transport)
+        self.transport.startReading()
+
+    def test_nothing_unsent_closes_at_once(self) -> None:
+        """
+        The protocol's connectionLost ran, cleanly, before it returned; the
+        reactor watches the descriptor neither way; the peer reads the end.
+        """
+        self.assertIsNone(
+            close_ended(self.transport, self.reactor, 5.0, endOfInput=self.protocol)
+        )
+        self.assertEqual(len(self.protocol.lost), 1)
+        self.assertTrue(self.protocol.lost[0].check(ConnectionDone))
+        self.assertNotIn(self.transport, self.reactor.getReaders())
+        self.assertNotIn(self.transport, self.reactor.getWriters())
+        self.assertEqual(self.peer.recv(10), b"")
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_only_when_asked(self) -> None:
+        """Without C{now}, Twisted's next-turn close, as before."""
+        close_ended(self.transport, self.reactor, 5.0)
+        self.assertEqual(self.protocol.lost, [])
+        self.assertIn(self.transport, self.reactor.getWriters())
+
+    def test_bytes_unsent_wait_for_the_flush(self) -> None:
+        self.transport.dataBuffer = b"owed"
+        self.assertFalse(close_flushed_now(self.transport, self.protocol))
+        self.assertEqual(self.protocol.lost, [])
+
+    def test_a_producer_waits(self) -> None:
+        self.transport.registerProducer(self.protocol, True)
+        self.assertFalse(close_flushed_now(self.transport, self.protocol))
+        self.assertEqual(self.protocol.lost, [])
+
+    def test_already_closing_is_left_alone(self) -> None:
+        self.transport.loseConnection()
+        self.assertFalse(close_flushed_now(self.transport, self.protocol))
+        self.assertEqual(self.protocol.lost, [])
+
+    def test_a_wrapper_between_is_left_alone(self) -> None:
+        """The transport delivers to another protocol, which delivers to it."""
+        self.assertFalse(close_flushed_now(self.transport, Recorder()))
+        self.assertEqual(self.protocol.lost, [])
+
+    def test_tls_is_left_alone(self) -> None:
+        self.transport.TLS = True
+        self.assertFalse(close_flushed_now(self.transport, self.protocol))
+        self.assertEqual(self.protocol.lost, [])
+
+    def test_other_transports_are_left_alone(self) -> None:
+        transport = StringTransport()
+        self.assertFalse(close_flushed_now(transport, self.protocol))
+        self.assertFalse(transport.disconnecting)
+
+
+class Recorder(Protocol):
+    """Records its connectionLost reasons; a push producer that does nothing."""
+
+    def __init__(self) -> None:
+        self.lost: List[Failure] = []
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.lost.append(reason)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
