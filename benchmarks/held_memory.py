@@ -1,4 +1,5 @@
-"""What Python allocates per held connection, by line (CPython, tracemalloc).
+"""What Python allocates per held connection: by line on CPython
+(tracemalloc), in all on PyPy (its collector's live bytes).
 
     python benchmarks/held_memory.py [--servers incproto,twisted] [-n 10000]
         [--runs 3] [--top 12]
@@ -11,6 +12,14 @@ warmed up by ``load ping -c 10 -d 1``; then it starts tracemalloc, and
 held. Once the server holds N connections it takes a snapshot: the bytes
 still allocated since tracing began, over N, are the bytes per held
 connection, and the lines that allocated them are printed with theirs.
+
+On PyPy (run it with PyPy's python: ``.venv-pypy/bin/python
+benchmarks/held_memory.py``), which has no tracemalloc, the figure is the
+growth of what its garbage collector holds (its arenas and the objects it
+allocated outside them) between two full collections, one before the
+burst and one once the connections are held: the live bytes per held
+connection, without the garbage a collector keeps between collections
+(which resident memory includes). No lines.
 
 ``PYTHONPATH=TREE`` measures the incproto of another tree (an A/B).
 Resident memory (what compare.py's burst reports) adds the allocators' own
@@ -40,10 +49,21 @@ RESULT = "held:"  # before the result's line; the access log shares stdout
 PROTOCOL_CLASS = {"incproto": "IncrementProtocol", "twisted": "Increment"}
 
 
+PYPY = platform.python_implementation() == "PyPy"
+
+
+def live_bytes() -> int:
+    """PyPy: what its collector holds for live objects, after a full
+    collection (the arenas and the objects allocated outside them)."""
+    gc.collect()
+    stats = gc.get_stats()._s  # type: ignore[attr-defined]  # PyPy's numbers
+    return int(stats.total_arena_memory + stats.total_rawmalloced_memory)
+
+
 def serve(kind: str, port: int, count: int, top: int) -> None:
     """Serve on C{port}; on a line on stdin, trace; print once C{count} held."""
-    import tracemalloc  # CPython's only: imported here, past main's check
-
+    if not PYPY:
+        import tracemalloc  # CPython's only
     from twisted.internet import reactor
     from twisted.internet.task import LoopingCall
 
@@ -74,6 +94,12 @@ def serve(kind: str, port: int, count: int, top: int) -> None:
         if held() < count:
             return
         polling.stop()
+        if PYPY:
+            grown = live_bytes() - baseline[0]
+            print(RESULT, json.dumps({"per_connection": grown / count, "top": []}))
+            sys.stdout.flush()
+            reactor.stop()  # type: ignore[attr-defined]
+            return
         snapshot = tracemalloc.take_snapshot().filter_traces(
             [tracemalloc.Filter(False, tracemalloc.__file__)]
         )
@@ -89,9 +115,13 @@ def serve(kind: str, port: int, count: int, top: int) -> None:
         reactor.stop()  # type: ignore[attr-defined]
 
     polling = LoopingCall(check)
+    baseline: List[int] = []
 
     def start() -> None:
-        tracemalloc.start()
+        if PYPY:
+            baseline.append(live_bytes())
+        else:
+            tracemalloc.start()
         polling.start(0.25)
 
     def wait() -> None:
@@ -152,11 +182,6 @@ def main() -> None:
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if platform.python_implementation() != "CPython":
-        sys.exit(
-            "held_memory.py needs CPython's tracemalloc; on PyPy, use "
-            "compare.py --modes burst (resident memory)"
-        )
     if args.serve:
         serve(args.serve, args.port, args.n, args.top)
         return
