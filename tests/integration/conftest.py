@@ -34,3 +34,12 @@ def limited() -> Generator[Callable[..., Tuple[ObservedLimit, int]], None, None]
     yield start
     for port in ports:
         port.stopListening()
+
+
+@pytest.fixture
+def served() -> Generator[List[Any], None, None]:
+    """Ports to stop listening on after the test."""
+    ports: List[Any] = []
+    yield ports
+    for port in ports:
+        port.stopListening()

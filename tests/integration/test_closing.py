@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from typing import Any, Generator, List, Tuple
 
-import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
-from incproto import ConnectionLimit, IncrementFactory, IncrementProtocol
-from tests.support.helpers import connect, listen_on, within
+from incproto import ConnectionLimit, IncrementProtocol
+from tests.support.helpers import FirstBuiltFactory, connect, listen_on, within
 
 
 class CloseWatch(IncrementProtocol):
@@ -38,28 +37,8 @@ class CloseWatch(IncrementProtocol):
         self.lost.callback(self.closedWithin)
 
 
-class WatchFactory(IncrementFactory):
+class WatchFactory(FirstBuiltFactory):
     protocol = CloseWatch
-
-    def __init__(self) -> None:
-        super().__init__(logConnections=False)
-        self.built: Deferred[CloseWatch] = Deferred()
-
-    def buildProtocol(self, addr: Any) -> CloseWatch:
-        protocol = super().buildProtocol(addr)
-        assert isinstance(protocol, CloseWatch)
-        if not self.built.called:
-            self.built.callback(protocol)
-        return protocol
-
-
-@pytest.fixture
-def served() -> Generator[List[Any], None, None]:
-    """Ports to stop listening on after the test."""
-    ports: List[Any] = []
-    yield ports
-    for port in ports:
-        port.stopListening()
 
 
 def half_close(

@@ -14,12 +14,19 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 
 import incproto.protocol
-from incproto import ConnectionLimit, IncrementFactory, IncrementProtocol
+from incproto import ConnectionLimit, IncrementProtocol
 from incproto._kernel.sockets import _socket_transport
 from incproto._kernel.writethrough import writer
 from incproto.proxy import ProxyFactory
 from tests.support.formats import V1
-from tests.support.helpers import Client, connect, connect_port, listen_on, within
+from tests.support.helpers import (
+    Client,
+    FirstBuiltFactory,
+    connect,
+    connect_port,
+    listen_on,
+    within,
+)
 
 INCREMENT = bytes((i + 1) % 256 for i in range(256))
 
@@ -52,28 +59,8 @@ class BufferWatch(IncrementProtocol):
             self.answered.callback(self.held)
 
 
-class WatchFactory(IncrementFactory):
+class WatchFactory(FirstBuiltFactory):
     protocol = BufferWatch
-
-    def __init__(self) -> None:
-        super().__init__(logConnections=False)
-        self.built: Deferred[BufferWatch] = Deferred()
-
-    def buildProtocol(self, addr: Any) -> BufferWatch:
-        protocol = super().buildProtocol(addr)
-        assert isinstance(protocol, BufferWatch)
-        if not self.built.called:
-            self.built.callback(protocol)
-        return protocol
-
-
-@pytest.fixture
-def served() -> Generator[List[Any], None, None]:
-    """Ports to stop listening on after the test."""
-    ports: List[Any] = []
-    yield ports
-    for port in ports:
-        port.stopListening()
 
 
 def round_trip(

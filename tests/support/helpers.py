@@ -92,6 +92,23 @@ class ObservedProtocol(IncrementProtocol):
         self.lost.callback(reason.value)
 
 
+class FirstBuiltFactory(IncrementFactory):
+    """
+    An IncrementFactory (no access log) whose C{built} fires with the first
+    protocol it builds; subclasses set C{protocol}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logConnections=False)
+        self.built: Deferred[Any] = Deferred()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        if not self.built.called:
+            self.built.callback(protocol)
+        return protocol
+
+
 class RecordingFactory(IncrementFactory):
     """An IncrementFactory of L{ObservedProtocol}s that keeps them."""
 
