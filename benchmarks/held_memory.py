@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.append(str(ROOT))  # after PYTHONPATH: PYTHONPATH=TREE measures TREE's
 
 RESULT = "held:"  # before the result's line; the access log shares stdout
+TRACING = "tracing:"  # tracing started: the burst may begin
 PROTOCOL_CLASS = {"incproto": "IncrementProtocol", "twisted": "Increment"}
 
 
@@ -122,6 +123,7 @@ def serve(kind: str, port: int, count: int, top: int) -> None:
             baseline.append(live_bytes())
         else:
             tracemalloc.start()
+        print(TRACING, flush=True)
         polling.start(0.25)
 
     def wait() -> None:
@@ -156,6 +158,13 @@ def measure(kind: str, count: int, top: int, load: str) -> Dict[str, Any]:
                        check=True, capture_output=True)  # fmt: skip
         server.stdin.write("trace\n")
         server.stdin.flush()
+        # Not before tracing started: connections made earlier would be
+        # counted as held without their bytes (seen under load).
+        for line in server.stdout:
+            if line.startswith(TRACING):
+                break
+        else:
+            sys.exit(f"{kind} exited before it started tracing")
         burst = subprocess.Popen(
             [load, "burst", "-n", str(count), "-H", "60", "-T", "120", *address],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -187,19 +187,11 @@ def test_native_load_generator_checks_every_byte(
 
 def test_held_memory_reports_bytes_per_held_connection(tmp_path: Path) -> None:
     """benchmarks/held_memory.py runs both servers, bounded (50 connections),
-    and reports bytes per held connection with the lines that took them."""
+    and reports bytes per held connection (on CPython with the lines that
+    took them)."""
     if not (shutil.which("cc") or shutil.which("gcc")):
         pytest.skip("no C compiler")
-    if platform.python_implementation() != "CPython":
-        done = run_command(
-            [sys.executable, str(ROOT / "benchmarks" / "held_memory.py")], tmp_path
-        )
-        assert done.returncode == 1
-        assert done.stderr == (
-            "held_memory.py needs CPython's tracemalloc; on PyPy, use "
-            "compare.py --modes burst (resident memory)\n"
-        )
-        return
+    pypy = platform.python_implementation() == "PyPy"
     done = run_command(
         [sys.executable, str(ROOT / "benchmarks" / "held_memory.py"), "-n", "50",
          "--runs", "1", "--top", "3"],
@@ -210,5 +202,8 @@ def test_held_memory_reports_bytes_per_held_connection(tmp_path: Path) -> None:
         r"^(\w+): ([\d,]+) bytes per held connection", done.stdout, re.M
     )
     assert [name for name, _ in reports] == ["incproto", "twisted"]
-    assert all(500 < int(size.replace(",", "")) < 20000 for _, size in reports)
-    assert re.search(r"^ +[\d.]+ +protocol\.py:\d+$", done.stdout, re.M)
+    assert all(500 < int(size.replace(",", "")) < 20000 for _, size in reports), (
+        done.stdout
+    )
+    if not pypy:  # PyPy's figure is the collector's live bytes: no lines
+        assert re.search(r"^ +[\d.]+ +protocol\.py:\d+$", done.stdout, re.M)
