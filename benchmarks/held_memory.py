@@ -61,10 +61,26 @@ def live_bytes() -> int:
     return int(stats.total_arena_memory + stats.total_rawmalloced_memory)
 
 
+def traced(count: int, top: int) -> Dict[str, Any]:
+    """CPython: the bytes tracemalloc traced, per held connection, and the
+    C{top} lines that allocated the most of them."""
+    import tracemalloc
+
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)]
+    )
+    stats = snapshot.statistics("lineno")
+    total = sum(s.size for s in stats)
+    lines = [
+        (f"{Path(s.traceback[0].filename).name}:{s.traceback[0].lineno}",
+         s.size / count)
+        for s in stats[:top]
+    ]  # fmt: skip
+    return {"per_connection": total / count, "top": lines}
+
+
 def serve(kind: str, port: int, count: int, top: int) -> None:
     """Serve on C{port}; on a line on stdin, trace; print once C{count} held."""
-    if not PYPY:
-        import tracemalloc  # CPython's only
     from twisted.internet import reactor
     from twisted.internet.task import LoopingCall
 
@@ -97,21 +113,9 @@ def serve(kind: str, port: int, count: int, top: int) -> None:
         polling.stop()
         if PYPY:
             grown = live_bytes() - baseline[0]
-            print(RESULT, json.dumps({"per_connection": grown / count, "top": []}))
-            sys.stdout.flush()
-            reactor.stop()  # type: ignore[attr-defined]
-            return
-        snapshot = tracemalloc.take_snapshot().filter_traces(
-            [tracemalloc.Filter(False, tracemalloc.__file__)]
-        )
-        stats = snapshot.statistics("lineno")
-        total = sum(s.size for s in stats)
-        lines = [
-            (f"{Path(s.traceback[0].filename).name}:{s.traceback[0].lineno}",
-             s.size / count)
-            for s in stats[:top]
-        ]  # fmt: skip
-        result = {"per_connection": total / count, "top": lines}
+            result = {"per_connection": grown / count, "top": []}
+        else:
+            result = traced(count, top)
         print(RESULT, json.dumps(result), flush=True)
         reactor.stop()  # type: ignore[attr-defined]
 
@@ -122,6 +126,8 @@ def serve(kind: str, port: int, count: int, top: int) -> None:
         if PYPY:
             baseline.append(live_bytes())
         else:
+            import tracemalloc  # CPython's only
+
             tracemalloc.start()
         print(TRACING, flush=True)
         polling.start(0.25)
